@@ -1,0 +1,106 @@
+"""The frozen Embedding LLM E: reads [soft prompt ; text] through inputs_embeds and pools a vector.
+
+Any Hugging Face model that accepts `inputs_embeds` works, encoder or decoder. E's weights never get
+gradients; gradients still flow through E into the soft prompt.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+)
+
+from .pooling import pool
+
+
+def is_decoder(model: nn.Module) -> bool:
+    """Causal LMs pool the last token by default; bidirectional encoders (masked LMs) pool the mean."""
+    model_type = model.config.model_type
+    return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+class EmbeddingBackbone(nn.Module):
+    """E plus its tokenizer, with soft-prompt insertion and pooling."""
+
+    def __init__(self, model: nn.Module, tokenizer, pooling: str | None = None, max_length: int = 512,
+                 freeze: bool = True):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        tokenizer.padding_side = "right"  # embeddings then never depend on what else is in the batch
+        self.pooling = pooling or ("last" if is_decoder(model) else "mean")
+        self.max_length = min(max_length, getattr(tokenizer, "model_max_length", max_length) or max_length)
+        if freeze:
+            model.requires_grad_(False)
+            model.eval()
+        self.prefix_special = self._adds_leading_special_token()
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.get_input_embeddings().weight.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    def _adds_leading_special_token(self) -> bool:
+        ids = self.tokenizer("hello", add_special_tokens=True)["input_ids"]
+        return bool(ids) and ids[0] in set(self.tokenizer.all_special_ids)
+
+    def tokenize(self, texts: list[str], num_prompt_tokens: int = 0) -> dict[str, torch.Tensor]:
+        """Tokenise with room left for the soft prompt inside E's context."""
+        return self.tokenizer(
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=self.max_length - num_prompt_tokens,
+            return_tensors="pt",
+        ).to(self.device)
+
+    def insert_prompt(
+        self, embeds: torch.Tensor, mask: torch.Tensor, prompt: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Insert a (K, d) or (B, K, d) prompt after each row's leading special token (or at its start).
+
+        Works for left and right padding: the insertion point is each row's first real token (+1 when
+        the tokenizer adds BOS/CLS). Returns embeddings, attention mask and a mask marking prompt slots.
+        """
+        batch, length, _ = embeds.shape
+        k = prompt.shape[-2]
+        prompt = prompt.to(embeds.dtype).expand(batch, k, embeds.shape[-1])
+        first_real = mask.long().argmax(dim=1)
+        insert_at = first_real + int(self.prefix_special)
+        new_pos = torch.arange(length + k, device=embeds.device).unsqueeze(0)
+        in_prompt = (new_pos >= insert_at[:, None]) & (new_pos < insert_at[:, None] + k)
+        after = new_pos >= insert_at[:, None] + k
+        source = torch.where(after, new_pos - k, new_pos).clamp(max=length - 1)
+        gathered = embeds.gather(1, source.unsqueeze(-1).expand(-1, -1, embeds.shape[-1]))
+        prompt_index = (new_pos - insert_at[:, None]).clamp(0, k - 1)
+        prompt_rows = prompt.gather(1, prompt_index.unsqueeze(-1).expand(-1, -1, embeds.shape[-1]))
+        new_embeds = torch.where(in_prompt.unsqueeze(-1), prompt_rows, gathered)
+        new_mask = torch.where(in_prompt, torch.ones_like(in_prompt, dtype=mask.dtype), mask.gather(1, source))
+        return new_embeds, new_mask, in_prompt.long()
+
+    def forward(self, texts: list[str], prompt: torch.Tensor | None = None, normalize: bool = True,
+                include_prompt_in_mean: bool = False) -> torch.Tensor:
+        """Embed texts, optionally behind a soft prompt already in E's input-embedding space."""
+        k = 0 if prompt is None else prompt.shape[-2]
+        batch = self.tokenize(texts, k)
+        embeds = self.model.get_input_embeddings()(batch["input_ids"])
+        mask = batch["attention_mask"]
+        prompt_mask = None
+        if k:
+            embeds, mask, prompt_mask = self.insert_prompt(embeds, mask, prompt)
+        extra = {}
+        if "token_type_ids" in batch:
+            extra["token_type_ids"] = torch.zeros_like(mask)
+        hidden = self.model(inputs_embeds=embeds, attention_mask=mask, **extra).last_hidden_state
+        exclude = None if include_prompt_in_mean else prompt_mask
+        pooled = pool(hidden, mask, self.pooling, exclude).float()
+        return F.normalize(pooled, dim=-1) if normalize else pooled

@@ -1,0 +1,75 @@
+"""The configuration of a PromptEmbedder: small, JSON-serialisable, in the style of peft's configs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+CONFIG_NAME = "promptembedder_config.json"
+POOLINGS = ("mean", "last", "cls")
+PROMPT_ON = ("query", "both")
+PROMPTING_TRAINABLE = ("full", "lora", "frozen")
+
+
+@dataclass
+class PromptEmbedderConfig:
+    """What to build: P, E (both as references), the soft prompt and pooling.
+
+    `pooling=None` picks `mean` for encoders and `last` for decoders. `prompt_on="query"` means
+    documents (the encode side without an instruction in asymmetric tasks) get no soft prompt.
+    """
+
+    prompting_model: str = "gemma3-270m"
+    embedding_model: str = "minilm-l6"
+    num_soft_tokens: int = 5
+    tau: float = 1.0
+    hard: bool = False
+    pooling: str | None = None
+    normalize: bool = True
+    max_length: int = 512
+    prompt_on: str = "both"
+    prompting_trainable: str = "full"
+    train_prompting_embeddings: bool = False
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    default_instruction: str = ""
+    alignment_init: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.num_soft_tokens < 0:
+            raise ValueError(f"num_soft_tokens must be >= 0, got {self.num_soft_tokens}")
+        if self.tau <= 0:
+            raise ValueError(f"tau must be > 0, got {self.tau}")
+        for name, allowed in (
+            ("pooling", (None, *POOLINGS)),
+            ("prompt_on", PROMPT_ON),
+            ("prompting_trainable", PROMPTING_TRAINABLE),
+            ("alignment_init", ("auto", "lstsq", "random")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PromptEmbedderConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown PromptEmbedderConfig keys: {sorted(unknown)}")
+        return cls(**data)
+
+    def save(self, directory: str | Path) -> None:
+        Path(directory, CONFIG_NAME).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> PromptEmbedderConfig:
+        path = Path(directory, CONFIG_NAME)
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: '{directory}' is not a saved PromptEmbedder")
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError, ValueError) as err:
+            raise ValueError(f"{path}: invalid PromptEmbedder config: {err}") from err

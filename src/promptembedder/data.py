@@ -1,0 +1,514 @@
+"""Data layer: read and validate training and evaluation text data.
+
+Every reader fails loudly: a malformed line raises :class:`DataError` naming the file and the 1-based line
+before anything is returned, so a bad file can never silently shrink a training set or an evaluation. Callers
+that knowingly accept dirty data pass ``skip_invalid=True`` and get a warning with the count of lines skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+__all__ = [
+    "DATA_ENV_VAR",
+    "NLI_INSTRUCTION",
+    "STS_INSTRUCTION",
+    "DataError",
+    "DataWarning",
+    "STSPair",
+    "TrainExample",
+    "data_dir",
+    "load_examples",
+    "load_sick",
+    "load_snli_triplets",
+    "load_sts",
+    "load_sts_train_pairs",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+DATA_ENV_VAR = "PROMPTEMBEDDER_DATA"
+
+# Task instructions in the E5 / MTEB style, prepended to queries by the models that use them.
+STS_INSTRUCTION = "Retrieve semantically similar text."
+NLI_INSTRUCTION = "Given a premise, retrieve a hypothesis that is entailed by the premise."
+
+_STS_SPLITS = ("train", "dev", "test")
+_SNLI_LABELS = frozenset({"entailment", "neutral", "contradiction", "-"})
+_NEGATIVE_COL_RE = re.compile(r"^negative_(\d+)$")
+_JSONL_SUFFIXES = frozenset({".jsonl", ".json", ".ndjson"})
+# How many skipped-line reasons a skip_invalid warning quotes, so it stays readable on a very dirty file.
+_MAX_REASONS_IN_WARNING = 3
+
+
+def data_dir() -> Path:
+    """Locate the shared data folder: ``$PROMPTEMBEDDER_DATA``, else ``../shared/data`` from cwd or repo root.
+
+    The data is never copied into the repository, so it has to be found next to it; the environment variable
+    wins so that CI and other machines can point elsewhere.
+    """
+    env = os.environ.get(DATA_ENV_VAR)
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(f"${DATA_ENV_VAR} is set to {env!r}, which is not a directory")
+        return path.resolve()
+    repo_root = Path(__file__).resolve().parents[2]
+    candidates = [Path.cwd() / ".." / "shared" / "data", repo_root / ".." / "shared" / "data"]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate.resolve()
+    tried = ", ".join(str(c.resolve()) for c in candidates)
+    raise FileNotFoundError(f"data directory not found (tried {tried}); set ${DATA_ENV_VAR} to its location")
+
+
+class DataError(ValueError):
+    """A problem in a data file, located by path and 1-based line (``None`` for whole-file problems)."""
+
+    def __init__(self, path: PathLike, line: int | None, reason: str) -> None:
+        self.path = Path(path)
+        self.line = line
+        self.reason = reason
+        where = f"{self.path}:{line}" if line is not None else f"{self.path}"
+        super().__init__(f"{where}: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep the exception picklable (e.g. raised inside a DataLoader worker process).
+        return (type(self), (self.path, self.line, self.reason))
+
+
+class DataWarning(UserWarning):
+    """Emitted when ``skip_invalid=True`` dropped lines, so that skipping is never silent."""
+
+
+@dataclass(frozen=True)
+class TrainExample:
+    """One contrastive training example: a query, its positive, optional hard negatives and instruction."""
+
+    query: str
+    positive: str
+    negatives: tuple[str, ...] = ()
+    instruction: str | None = None
+
+    def __post_init__(self) -> None:
+        # Accept any sequence of negatives but store a tuple, so examples stay hashable and immutable.
+        if not isinstance(self.negatives, tuple):
+            object.__setattr__(self, "negatives", tuple(self.negatives))
+
+
+@dataclass(frozen=True)
+class STSPair:
+    """A sentence pair with a gold similarity score (STS Benchmark 0-5, SICK relatedness 1-5)."""
+
+    sentence1: str
+    sentence2: str
+    score: float
+
+
+# ----------------------------------------------------------------------------------------------------
+# Low-level line reading
+# ----------------------------------------------------------------------------------------------------
+
+
+def _raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(line_number, raw_bytes)`` without line endings; bytes so a bad byte is pinned to its line."""
+    data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    if not data:
+        return
+    pieces = data.split(b"\n")
+    if pieces[-1] == b"":  # the file ends with a newline: no extra line after it
+        pieces.pop()
+    for number, raw in enumerate(pieces, start=1):
+        yield number, raw[:-1] if raw.endswith(b"\r") else raw
+
+
+def _decode(path: Path, number: int, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            path, number, f"invalid UTF-8 byte 0x{raw[exc.start]:02x} at column {exc.start + 1}"
+        ) from None
+
+
+def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, text)`` for every line, raising :class:`DataError` on undecodable bytes."""
+    for number, raw in _raw_lines(path):
+        yield number, _decode(path, number, raw)
+
+
+def _check_text(path: Path, number: int, name: str, value: Any) -> str:
+    """Return ``value`` if it is a non-blank string; blank or non-string texts would train on garbage."""
+    if not isinstance(value, str):
+        raise DataError(path, number, f"{name!r} must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise DataError(path, number, f"{name!r} is empty or whitespace-only")
+    return value
+
+
+def _parse_score(path: Path, number: int, text: str, low: float, high: float) -> float:
+    try:
+        score = float(text)
+    except ValueError:
+        raise DataError(path, number, f"score {text!r} is not a number") from None
+    if math.isnan(score) or not low <= score <= high:
+        raise DataError(path, number, f"score {score} outside [{low}, {high}]")
+    return score
+
+
+def _root(root: PathLike | None) -> Path:
+    return Path(root) if root is not None else data_dir()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Generic training-file reader
+# ----------------------------------------------------------------------------------------------------
+
+
+def _negative_sort_key(name: str) -> tuple[int, int]:
+    match = _NEGATIVE_COL_RE.match(name)
+    return (0, 0) if match is None else (1, int(match.group(1)))
+
+
+def _auto_negative_names(names: Iterable[str]) -> list[str]:
+    """Negative columns used when none are given: ``negative``, then ``negative_1``, ``negative_2``, ..."""
+    found = [n for n in names if n == "negative" or _NEGATIVE_COL_RE.match(n)]
+    return sorted(found, key=_negative_sort_key)
+
+
+def _negatives_from_value(path: Path, number: int, name: str, value: Any) -> list[str]:
+    """A negative field holds one string, or (JSON only) a list of strings."""
+    if isinstance(value, list):
+        return [_check_text(path, number, f"{name}[{i}]", v) for i, v in enumerate(value)]
+    return [_check_text(path, number, name, value)]
+
+
+def _example_from_record(
+    path: Path,
+    number: int,
+    record: dict[str, Any],
+    query_col: str,
+    positive_col: str,
+    negative_cols: Sequence[str] | None,
+    instruction: str | None,
+) -> TrainExample:
+    for col in (query_col, positive_col, *(negative_cols or ())):
+        if col not in record:
+            raise DataError(path, number, f"missing column {col!r}")
+    query = _check_text(path, number, query_col, record[query_col])
+    positive = _check_text(path, number, positive_col, record[positive_col])
+    negatives: list[str] = []
+    if negative_cols is not None:
+        for col in negative_cols:
+            negatives.extend(_negatives_from_value(path, number, col, record[col]))
+    else:
+        for col in _auto_negative_names(k for k in record if k not in (query_col, positive_col)):
+            negatives.extend(_negatives_from_value(path, number, col, record[col]))
+        if "negatives" in record and "negatives" not in (query_col, positive_col):
+            value = record["negatives"]
+            if not isinstance(value, list):
+                raise DataError(
+                    path, number, f"'negatives' must be a list of strings, got {type(value).__name__}"
+                )
+            negatives.extend(_negatives_from_value(path, number, "negatives", value))
+    return TrainExample(query, positive, tuple(negatives), instruction)
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
+    """Yield ``(line, record)``, or ``(line, error)`` for a bad line: the caller decides to raise or skip."""
+    first = True
+    for number, raw in _raw_lines(path):
+        try:
+            text = _decode(path, number, raw)
+        except DataError as exc:
+            yield number, exc
+            continue
+        if not text.strip():
+            continue
+        if first and text.lstrip().startswith("["):
+            raise DataError(path, number, "expected JSON lines (one object per line), found a JSON array")
+        first = False
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield number, DataError(path, number, f"malformed JSON: {exc.msg} (column {exc.colno})")
+            continue
+        if not isinstance(record, dict):
+            yield number, DataError(path, number, f"expected a JSON object, got {type(record).__name__}")
+            continue
+        yield number, record
+
+
+def _delimited_records(
+    path: Path, delimiter: str, skip_invalid: bool
+) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
+    """Yield ``(line, record)`` from CSV (RFC 4180 quoting) or TSV (no quoting: quotes are literal text).
+
+    Header problems raise immediately: without a valid header no line of the file can be read.
+    """
+    physical: list[int] = []  # physical line number of each line handed to the csv reader
+    pending: list[tuple[int, DataError]] = []  # undecodable lines, reported in order instead of parsed
+
+    def lines() -> Iterator[str]:
+        for number, raw in _raw_lines(path):
+            try:
+                text = _decode(path, number, raw)
+            except DataError as exc:
+                if not skip_invalid:  # raise at once: a bad byte inside a quoted field must not hide
+                    raise
+                pending.append((number, exc))
+                continue
+            physical.append(number)
+            yield text + "\n"
+
+    if delimiter == "\t":
+        reader = csv.reader(lines(), delimiter="\t", quoting=csv.QUOTE_NONE)
+    else:
+        reader = csv.reader(lines(), delimiter=delimiter, strict=True)
+    header: list[str] | None = None
+    header_line = 0
+    consumed = 0
+    while True:
+        start_index = consumed
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            number = physical[min(start_index, len(physical) - 1)] if physical else 1
+            if header is None:
+                raise DataError(path, number, f"malformed header: {exc}") from None
+            yield number, DataError(path, number, f"malformed CSV: {exc}")
+            consumed = reader.line_num
+            continue
+        consumed = reader.line_num
+        while pending:
+            number, error = pending.pop(0)
+            if header is None:
+                raise error
+            yield number, error
+        number = physical[start_index]
+        if not row:
+            continue
+        if header is None:
+            header, header_line = row, number
+            if any(not name.strip() for name in header):
+                raise DataError(path, number, "header has an empty column name")
+            duplicates = sorted({n for n in header if header.count(n) > 1})
+            if duplicates:
+                raise DataError(path, number, f"header has duplicate columns {duplicates}")
+            continue
+        if len(row) != len(header):
+            yield (
+                number,
+                DataError(
+                    path,
+                    number,
+                    f"expected {len(header)} fields (header on line {header_line}), got {len(row)}",
+                ),
+            )
+            continue
+        yield number, dict(zip(header, row, strict=True))
+    while pending:
+        number, error = pending.pop(0)
+        if header is None:
+            raise error
+        yield number, error
+
+
+def load_examples(
+    path: PathLike,
+    query_col: str = "query",
+    positive_col: str = "positive",
+    negative_cols: Sequence[str] | None = None,
+    instruction: str | None = None,
+    skip_invalid: bool = False,
+) -> list[TrainExample]:
+    """Read training examples from JSON lines (.jsonl/.json/.ndjson), CSV or TSV with named columns.
+
+    ``negative_cols=None`` picks up ``negative``, ``negative_1``, ``negative_2``, ... and (JSON lines) a
+    ``negatives`` list. Any bad line raises :class:`DataError` with its line number; ``skip_invalid=True``
+    drops bad lines instead and warns (:class:`DataWarning`) with how many were dropped. A file yielding no
+    example always raises, since an empty training set is never what the caller meant.
+    """
+    path = Path(path)
+    if isinstance(negative_cols, str):
+        negative_cols = (negative_cols,)
+    if instruction is not None and not instruction.strip():
+        raise ValueError("instruction must be None or a non-blank string")
+    suffix = path.suffix.lower()
+    if suffix in _JSONL_SUFFIXES:
+        records = _jsonl_records(path)
+    elif suffix == ".csv":
+        records = _delimited_records(path, ",", skip_invalid)
+    elif suffix == ".tsv":
+        records = _delimited_records(path, "\t", skip_invalid)
+    else:
+        raise DataError(
+            path, None, f"unknown file extension {path.suffix!r} (expected .jsonl, .json, .csv, .tsv)"
+        )
+
+    examples: list[TrainExample] = []
+    skipped: list[DataError] = []
+    for number, record in records:
+        try:
+            if isinstance(record, DataError):
+                raise record
+            example = _example_from_record(
+                path, number, record, query_col, positive_col, negative_cols, instruction
+            )
+            examples.append(example)
+        except DataError as exc:
+            if not skip_invalid:
+                raise
+            skipped.append(exc)
+    if skipped:
+        reasons = "; ".join(f"line {e.line}: {e.reason}" for e in skipped[:_MAX_REASONS_IN_WARNING])
+        more = ", ..." if len(skipped) > _MAX_REASONS_IN_WARNING else ""
+        warnings.warn(
+            f"{path}: skipped {len(skipped)} invalid line(s) ({reasons}{more})", DataWarning, stacklevel=2
+        )
+    if not examples:
+        reason = f"no valid examples ({len(skipped)} invalid line(s) skipped)" if skipped else "no examples"
+        raise DataError(path, None, reason)
+    return examples
+
+
+# ----------------------------------------------------------------------------------------------------
+# Built-in readers for the shared data sets
+# ----------------------------------------------------------------------------------------------------
+
+
+def load_sts(split: str = "test", root: PathLike | None = None) -> list[STSPair]:
+    """Read an STS Benchmark split (``train`` 5749, ``dev`` 1500, ``test`` 1379 pairs).
+
+    Tab-separated without header; score, sentence1 and sentence2 are fields 4, 5 and 6 *by position* because
+    some rows carry extra trailing source notes, and quotes are literal text, so lines are split on tabs only.
+    """
+    if split not in _STS_SPLITS:
+        raise ValueError(f"unknown STS Benchmark split {split!r} (expected one of {_STS_SPLITS})")
+    path = _root(root) / "stsbenchmark" / f"sts-{split}.csv"
+    pairs: list[STSPair] = []
+    for number, line in _text_lines(path):
+        if not line:
+            continue
+        fields = line.split("\t")
+        if len(fields) < 7:
+            raise DataError(path, number, f"expected at least 7 tab-separated fields, got {len(fields)}")
+        score = _parse_score(path, number, fields[4], 0.0, 5.0)
+        sentence1 = _check_text(path, number, "sentence1", fields[5])
+        sentence2 = _check_text(path, number, "sentence2", fields[6])
+        pairs.append(STSPair(sentence1, sentence2, score))
+    if not pairs:
+        raise DataError(path, None, "no pairs")
+    return pairs
+
+
+def load_sick(root: PathLike | None = None) -> list[STSPair]:
+    """Read the 9927 SICK relatedness pairs (sentence_A, sentence_B, relatedness_score by header name)."""
+    path = _root(root) / "sick" / "SICK.txt"
+    pairs: list[STSPair] = []
+    columns: dict[str, int] | None = None
+    width = 0
+    for number, line in _text_lines(path):
+        if not line:
+            continue
+        fields = line.split("\t")
+        if columns is None:
+            columns = {name: i for i, name in enumerate(fields)}
+            width = len(fields)
+            missing = [c for c in ("sentence_A", "sentence_B", "relatedness_score") if c not in columns]
+            if missing:
+                raise DataError(path, number, f"header lacks columns {missing}")
+            continue
+        if len(fields) != width:
+            raise DataError(path, number, f"expected {width} tab-separated fields, got {len(fields)}")
+        score = _parse_score(path, number, fields[columns["relatedness_score"]], 1.0, 5.0)
+        sentence1 = _check_text(path, number, "sentence_A", fields[columns["sentence_A"]])
+        sentence2 = _check_text(path, number, "sentence_B", fields[columns["sentence_B"]])
+        pairs.append(STSPair(sentence1, sentence2, score))
+    if not pairs:
+        raise DataError(path, None, "no pairs")
+    return pairs
+
+
+def load_sts_train_pairs(
+    min_score: float = 4.0, instruction: str | None = None, root: PathLike | None = None
+) -> list[TrainExample]:
+    """STS Benchmark *train* pairs scoring ``>= min_score`` as (query=sentence1, positive=sentence2).
+
+    Only the train split is used: dev is for model selection and test for evaluation.
+    """
+    return [
+        TrainExample(p.sentence1, p.sentence2, (), instruction)
+        for p in load_sts("train", root)
+        if p.score >= min_score
+    ]
+
+
+def _snli_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield validated SNLI rows (the four keys used, all strings; gold_label one of the known labels)."""
+    for number, text in _text_lines(path):
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(path, number, f"malformed JSON: {exc.msg} (column {exc.colno})") from None
+        if not isinstance(row, dict):
+            raise DataError(path, number, f"expected a JSON object, got {type(row).__name__}")
+        for key in ("sentence1", "sentence2", "gold_label", "captionID"):
+            if key not in row:
+                raise DataError(path, number, f"missing key {key!r}")
+            if not isinstance(row[key], str):
+                raise DataError(path, number, f"{key!r} must be a string, got {type(row[key]).__name__}")
+        if row["gold_label"] not in _SNLI_LABELS:
+            raise DataError(path, number, f"unknown gold_label {row['gold_label']!r}")
+        if row["gold_label"] in ("entailment", "contradiction"):
+            _check_text(path, number, "sentence1", row["sentence1"])
+            _check_text(path, number, "sentence2", row["sentence2"])
+        yield number, row
+
+
+def load_snli_triplets(
+    splits: Sequence[str] = ("dev", "test"), instruction: str | None = None, root: PathLike | None = None
+) -> list[TrainExample]:
+    """SNLI (premise, entailed hypothesis, contradicted hypothesis) triplets for hard-negative training.
+
+    Rows are grouped by (captionID, premise); a premise with at least one entailment and one contradiction
+    gives one example per entailed hypothesis, contradictions assigned round-robin. Neutral and '-' (no
+    consensus) rows are ignored. Order follows first appearance in the files, so it is deterministic.
+    """
+    if isinstance(splits, str):
+        splits = (splits,)
+    base = _root(root) / "snli"
+    groups: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
+    for split in splits:
+        for _, row in _snli_rows(base / f"snli_1.0_{split}.jsonl"):
+            label = row["gold_label"]
+            if label not in ("entailment", "contradiction"):
+                continue
+            entailed, contradicted = groups.setdefault((row["captionID"], row["sentence1"]), ([], []))
+            (entailed if label == "entailment" else contradicted).append(row["sentence2"])
+    examples: list[TrainExample] = []
+    for (_, premise), (entailed, contradicted) in groups.items():
+        if not contradicted:
+            continue
+        for i, positive in enumerate(entailed):
+            # Round-robin, but never pair a hypothesis with an identical text as its own negative.
+            rotation = contradicted[i % len(contradicted) :] + contradicted[: i % len(contradicted)]
+            negative = next((n for n in rotation if n != positive), None)
+            if negative is not None:
+                examples.append(TrainExample(premise, positive, (negative,), instruction))
+    return examples

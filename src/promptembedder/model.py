@@ -1,0 +1,193 @@
+"""PromptEmbedder: P generates a soft prompt from an instruction, W aligns it, frozen E embeds behind it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+from .alignment import Alignment
+from .backbone import EmbeddingBackbone
+from .config import PromptEmbedderConfig
+from .embedder import Embedder
+from .generator import PromptGenerator
+from .registry import load_pretrained
+
+ALIGNMENT_FILE = "alignment.safetensors"
+PROMPTING_FILE = "prompting_model.safetensors"
+ADAPTER_DIR = "prompting_adapter"
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class PromptEmbedder(Embedder):
+    """Text embeddings from a frozen Embedding LLM steered by soft prompts from a Prompting LLM.
+
+    Build from references, e.g. `PromptEmbedder(prompting_model="gemma3-270m", embedding_model="minilm-l6")`,
+    or reload with `PromptEmbedder.from_pretrained(dir)`. `num_soft_tokens=0` is the bare backbone.
+    """
+
+    def __init__(self, config: PromptEmbedderConfig | None = None, device: str | torch.device | None = None,
+                 _init_alignment: bool = True, **overrides):
+        super().__init__()
+        config = config or PromptEmbedderConfig()
+        if overrides:
+            config = PromptEmbedderConfig.from_dict({**config.to_dict(), **overrides})
+        self.config = config
+        device = torch.device(device) if device is not None else default_device()
+        e_model = load_pretrained(AutoModel, config.embedding_model).to(device)
+        e_tokenizer = load_pretrained(AutoTokenizer, config.embedding_model)
+        self.backbone = EmbeddingBackbone(e_model, e_tokenizer, config.pooling, config.max_length)
+        self.config.pooling = self.backbone.pooling
+        self.normalize = config.normalize
+        self.embedding_dim = self.backbone.hidden_size
+        self.generator: PromptGenerator | None = None
+        self.alignment: Alignment | None = None
+        self._prompt_cache: dict[str, torch.Tensor] = {}
+        if config.num_soft_tokens == 0:
+            return
+        p_model = load_pretrained(AutoModelForCausalLM, config.prompting_model, dtype=torch.float32).to(device)
+        p_tokenizer = load_pretrained(AutoTokenizer, config.prompting_model)
+        self.generator = PromptGenerator(p_model, p_tokenizer, config.num_soft_tokens, config.tau, config.hard)
+        self._set_prompting_trainable()
+        self.alignment = Alignment(self.generator.hidden_size, self.backbone.hidden_size).to(device)
+        if _init_alignment:
+            self.alignment.init_from_vocabularies(
+                p_tokenizer, self.generator.embedding_matrix, e_tokenizer,
+                e_model.get_input_embeddings(), config.alignment_init,
+            )
+
+    # --- construction -------------------------------------------------------------------------------
+    def _set_prompting_trainable(self) -> None:
+        """Full fine-tuning (token embeddings optional), a peft LoRA adapter, or nothing trainable."""
+        model = self.generator.model
+        mode = self.config.prompting_trainable
+        if mode == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            lora = LoraConfig(r=self.config.lora_rank, lora_alpha=self.config.lora_alpha,
+                              target_modules="all-linear", lora_dropout=0.0)
+            self.generator.model = get_peft_model(model, lora)
+            return
+        model.requires_grad_(mode == "full")
+        if mode == "full" and not self.config.train_prompting_embeddings:
+            model.get_input_embeddings().requires_grad_(False)
+            output = model.get_output_embeddings()
+            if output is not None:
+                output.requires_grad_(False)
+
+    def freeze_prompting_model(self) -> None:
+        """Freeze P (transfer to a new backbone trains W alone); the saved P weights stay as they are."""
+        if self.generator is not None:
+            self.generator.model.requires_grad_(False)
+        self._prompt_cache.clear()
+
+    def train(self, mode: bool = True) -> PromptEmbedder:
+        """Like nn.Module.train, but E stays in eval mode (frozen, no dropout) and the prompt cache is reset."""
+        super().train(mode)
+        self.backbone.model.eval()
+        self._prompt_cache.clear()
+        return self
+
+    # --- the method ------------------------------------------------------------------------------------
+    def soft_prompt(self, instruction: str | None = None) -> torch.Tensor | None:
+        """The aligned soft prompt (K, d_E) for an instruction; cached per instruction at inference."""
+        if self.generator is None:
+            return None
+        instruction = self.config.default_instruction if instruction is None else instruction
+        cacheable = not self.training and not torch.is_grad_enabled()
+        if cacheable and instruction in self._prompt_cache:
+            return self._prompt_cache[instruction]
+        prompt = self.alignment(self.generator(instruction).embeddings)
+        if cacheable:
+            self._prompt_cache[instruction] = prompt
+        return prompt
+
+    def embed(self, texts: list[str], instruction: str | None = None, prompt_type: str = "query",
+              normalize: bool = True) -> torch.Tensor:
+        """Differentiable embeddings (B, d). Documents get no prompt when the model is `prompt_on='query'`."""
+        use_prompt = prompt_type == "query" or self.config.prompt_on == "both"
+        prompt = self.soft_prompt(instruction) if use_prompt else None
+        return self.backbone(texts, prompt, normalize=normalize)
+
+    @torch.no_grad()
+    def decode_prompt(self, instruction: str | None = None) -> str:
+        """The text the soft prompt is closest to (argmax of each step's distribution), to read what it says."""
+        if self.generator is None:
+            return ""
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            instruction = self.config.default_instruction if instruction is None else instruction
+            return self.generator.decode(self.generator(instruction).token_ids)
+        finally:
+            self.generator.train(was_training)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def num_trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.trainable_parameters())
+
+    # --- persistence -----------------------------------------------------------------------------------
+    def _prompting_state(self) -> dict[str, torch.Tensor]:
+        """P's trained weights: everything trainable in 'full' mode (E and frozen embeddings by reference)."""
+        model = self.generator.model
+        if self.config.prompting_trainable != "full":
+            return {}
+        frozen = {id(model.get_input_embeddings().weight)}
+        if self.config.train_prompting_embeddings:
+            frozen = set()
+        return {k: v.detach().contiguous().cpu() for k, v in model.state_dict(keep_vars=True).items()
+                if id(v) not in frozen and isinstance(v, torch.nn.Parameter)}
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Config JSON + safetensors of W and of P's trained weights (or its LoRA adapter); E by reference."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config.save(directory)
+        if self.generator is None:
+            return
+        save_file({"weight": self.alignment.linear.weight.detach().contiguous().cpu()},
+                  directory / ALIGNMENT_FILE, metadata={"init": self.alignment.init_method})
+        if self.config.prompting_trainable == "lora":
+            self.generator.model.save_pretrained(directory / ADAPTER_DIR)
+        elif self.config.prompting_trainable == "full":
+            save_file(self._prompting_state(), directory / PROMPTING_FILE)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device | None = None,
+                        **overrides) -> PromptEmbedder:
+        """Reload a saved PromptEmbedder; P and E are rebuilt from their references, then trained weights applied."""
+        directory = Path(directory)
+        config = PromptEmbedderConfig.load(directory)
+        if overrides:
+            config = PromptEmbedderConfig.from_dict({**config.to_dict(), **overrides})
+        lora = config.prompting_trainable == "lora"
+        base = PromptEmbedderConfig.from_dict({**config.to_dict(), "prompting_trainable": "frozen"}) if lora \
+            else config
+        model = cls(base, device=device, _init_alignment=False)
+        if model.generator is None:
+            return model
+        model.alignment.linear.weight.data.copy_(load_file(directory / ALIGNMENT_FILE)["weight"])
+        model.alignment.init_method = "loaded"
+        if lora:
+            from peft import PeftModel
+
+            model.config = config
+            model.generator.model = PeftModel.from_pretrained(
+                model.generator.model, directory / ADAPTER_DIR, is_trainable=True
+            )
+        elif config.prompting_trainable == "full":
+            state = load_file(directory / PROMPTING_FILE, device=str(model.backbone.device))
+            missing = set(state) - set(model.generator.model.state_dict())
+            if missing:
+                raise ValueError(f"{directory / PROMPTING_FILE}: weights not in the prompting model: "
+                                 f"{sorted(missing)[:5]}")
+            model.generator.model.load_state_dict(state, strict=False)
+        model.eval()
+        return model
