@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import tiny_models
 import torch
 from tiny_models import DECODER_KINDS, KINDS, build_tokenizer, make_tiny_model
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
@@ -66,9 +67,7 @@ def test_llama_loads_as_base_model_and_pads(kind: str, tiny_model_dir: TinyDir) 
     path = tiny_model_dir(kind)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModel.from_pretrained(path).eval()
-    enc = tokenizer(
-        ["retrieve passages that answer the question", "a horse"], padding=True, return_tensors="pt"
-    )
+    enc = tokenizer(["retrieve passages that answer the question", "a horse"], padding=True, return_tensors="pt")
     with torch.no_grad():
         embeds = model.get_input_embeddings()(enc["input_ids"])
         out = model(inputs_embeds=embeds, attention_mask=enc["attention_mask"])
@@ -88,3 +87,16 @@ def test_deterministic(tmp_path: Path) -> None:
     second = make_tiny_model("gemma3", tmp_path / "b", seed=3)
     assert (first / "tokenizer.json").read_text() == (second / "tokenizer.json").read_text()
     assert (first / "model.safetensors").read_bytes() == (second / "model.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "train",
+    [
+        tiny_models._train_metaspace_bpe,
+        tiny_models._train_qwen2_bpe,
+        tiny_models._train_byte_level_bpe,
+        tiny_models._train_wordpiece,
+    ],
+)
+def test_tokenizer_training_is_deterministic(train: Callable[[], object]) -> None:
+    assert train().to_str() == train().to_str()

@@ -198,25 +198,38 @@ def _train_qwen2_bpe() -> Tokenizer:
 
 
 def _train_wordpiece() -> Tokenizer:
-    """BERT-like uncased WordPiece with "##" continuations and a [CLS] ... [SEP] template."""
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True, clean_text=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece(prefix="##")
-    trainer = trainers.WordPieceTrainer(
+    """BERT-like uncased WordPiece with "##" continuations and a [CLS] ... [SEP] template.
+
+    ``WordPieceTrainer`` breaks merge ties in a hash-dependent order (its vocab differs between
+    processes), so the vocab is instead derived from a deterministic metaspace BPE trained on the
+    lower-cased, BERT-pre-tokenised corpus: "▁man" -> "man", "ing" -> "##ing".  Every character of the
+    alphabet is also present both as a word start and as a "##" continuation, as in BERT's vocab.
+    """
+    normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True, clean_text=True)
+    bpe = Tokenizer(models.BPE(unk_token="[UNK]"))
+    bpe.normalizer = normalizer
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.BertPreTokenizer(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")]
+    )
+    trainer = trainers.BpeTrainer(
         vocab_size=_WORDPIECE_VOCAB_SIZE,
-        special_tokens=list(WORDPIECE_SPECIAL_TOKENS),
-        initial_alphabet=list(_WORDPIECE_ALPHABET),
-        continuing_subword_prefix="##",
+        initial_alphabet=[*_WORDPIECE_ALPHABET, "▁"],
         show_progress=False,
     )
-    tok.train_from_iterator(_iter_corpus(), trainer=trainer)
-    # Like BERT's vocab, make every single character available as a "##" continuation too, so that
-    # e.g. "123" or "xyz" split into pieces instead of collapsing to one [UNK].
-    vocab = tok.get_vocab()
-    for char in _WORDPIECE_ALPHABET:
-        vocab.setdefault(f"##{char}", len(vocab))
-    tok.model = models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##")
+    bpe.train_from_iterator(_iter_corpus(), trainer=trainer)
+    bpe_vocab = bpe.get_vocab()
+    pieces = [*WORDPIECE_SPECIAL_TOKENS, *_WORDPIECE_ALPHABET, *(f"##{c}" for c in _WORDPIECE_ALPHABET)]
+    for token in sorted(bpe_vocab, key=bpe_vocab.__getitem__):
+        piece = token[1:] if token.startswith("▁") else f"##{token}"
+        if piece and piece != "##":
+            pieces.append(piece)
+    vocab = {piece: i for i, piece in enumerate(dict.fromkeys(pieces))}
+
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##"))
+    tok.add_special_tokens(list(WORDPIECE_SPECIAL_TOKENS))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##")
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",

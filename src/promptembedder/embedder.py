@@ -39,6 +39,8 @@ class Embedder(nn.Module):
 
     embedding_dim: int
     normalize: bool = True
+    #: Whether encoding documents needs gradients in training; when not, their embeddings can be cached.
+    document_side_trainable: bool = True
 
     def embed(self, texts: list[str], instruction: str | None = None, prompt_type: str = "query",
               normalize: bool = True) -> torch.Tensor:

@@ -80,6 +80,10 @@ class PromptEmbedder(Embedder):
             if output is not None:
                 output.requires_grad_(False)
 
+    @property
+    def document_side_trainable(self) -> bool:
+        return self.config.prompt_on == "both"
+
     def freeze_prompting_model(self) -> None:
         """Freeze P (transfer to a new backbone trains W alone); the saved P weights stay as they are."""
         if self.generator is not None:
@@ -126,6 +130,32 @@ class PromptEmbedder(Embedder):
             return self.generator.decode(self.generator(instruction).token_ids)
         finally:
             self.generator.train(was_training)
+
+    @classmethod
+    def for_new_backbone(cls, directory: str | Path, embedding_model: str, pooling: str | None = None,
+                         device: str | torch.device | None = None) -> PromptEmbedder:
+        """Transfer: the trained P of a saved model, frozen, with a fresh W (lstsq-initialised) for a new E."""
+        directory = Path(directory)
+        source = PromptEmbedderConfig.load(directory)
+        if source.num_soft_tokens == 0:
+            raise ValueError(f"{directory} has no prompting model to transfer (num_soft_tokens=0)")
+        if source.prompting_trainable == "lora":
+            raise ValueError(f"{directory}: transfer of a LoRA-adapted P is not supported; train P with 'full'")
+        config = PromptEmbedderConfig.from_dict({**source.to_dict(), "embedding_model": embedding_model,
+                                                 "pooling": pooling})
+        model = cls(config, device=device)
+        if source.prompting_trainable == "full":
+            model._load_prompting_state(directory)
+        model.freeze_prompting_model()
+        return model
+
+    def _load_prompting_state(self, directory: Path) -> None:
+        state = load_file(directory / PROMPTING_FILE, device=str(self.backbone.device))
+        missing = set(state) - set(self.generator.model.state_dict())
+        if missing:
+            raise ValueError(f"{directory / PROMPTING_FILE}: weights not in the prompting model: {sorted(missing)[:5]}")
+        self.generator.model.load_state_dict(state, strict=False)
+        self._prompt_cache.clear()
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -183,11 +213,6 @@ class PromptEmbedder(Embedder):
                 model.generator.model, directory / ADAPTER_DIR, is_trainable=True
             )
         elif config.prompting_trainable == "full":
-            state = load_file(directory / PROMPTING_FILE, device=str(model.backbone.device))
-            missing = set(state) - set(model.generator.model.state_dict())
-            if missing:
-                raise ValueError(f"{directory / PROMPTING_FILE}: weights not in the prompting model: "
-                                 f"{sorted(missing)[:5]}")
-            model.generator.model.load_state_dict(state, strict=False)
+            model._load_prompting_state(directory)
         model.eval()
         return model

@@ -1,0 +1,23 @@
+"""One loader for every kind of model this project evaluates: saved PromptEmbedder, saved baseline, bare HF model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .baselines import BASELINE_CONFIG, baseline_from_pretrained
+from .config import CONFIG_NAME
+from .embedder import Embedder
+from .model import PromptEmbedder
+
+
+def load_embedder(reference: str | Path, device: str | torch.device | None = None, pooling: str | None = None
+                  ) -> Embedder:
+    """A saved PromptEmbedder or baseline folder, else a bare backbone (HF id, path or named default, no prompt)."""
+    path = Path(reference)
+    if (path / CONFIG_NAME).exists():
+        return PromptEmbedder.from_pretrained(path, device=device)
+    if (path / BASELINE_CONFIG).exists():
+        return baseline_from_pretrained(path, device=device)
+    return PromptEmbedder(embedding_model=str(reference), num_soft_tokens=0, pooling=pooling, device=device).eval()

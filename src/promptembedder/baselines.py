@@ -1,0 +1,162 @@
+"""The baselines PromptEmbedder is measured against, on the same backbone, pooling and encode API.
+
+- `BackboneEmbedder`: E with the instruction as a plain text prefix; `adapter="lora"` adds peft LoRA on
+  E's linear layers (the paper's main baseline), `"full"` fine-tunes all of E, `"none"` is the
+  hard-text-instruction backbone.
+- `PromptTuningEmbedder`: a static learned soft prompt in front of frozen E, with no P.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModel, AutoTokenizer
+
+from .backbone import EmbeddingBackbone
+from .embedder import Embedder
+from .model import default_device
+from .registry import load_pretrained
+
+BASELINE_CONFIG = "embedder_config.json"
+ADAPTERS = ("none", "lora", "full")
+
+
+def with_instruction(instruction: str | None, text: str) -> str:
+    """The E5-style text prefix that carries an instruction to a model without soft prompts."""
+    return text if not instruction else f"Instruct: {instruction}\nQuery: {text}"
+
+
+@dataclass
+class BaselineConfig:
+    method: str
+    embedding_model: str
+    pooling: str | None = None
+    normalize: bool = True
+    max_length: int = 512
+    prompt_on: str = "both"
+    adapter: str = "none"
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    num_soft_tokens: int = 5
+
+    def save(self, directory: Path) -> None:
+        (directory / BASELINE_CONFIG).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+
+class BackboneEmbedder(Embedder):
+    """E itself, with the instruction as text; trainable through LoRA or fully, or not at all."""
+
+    def __init__(self, config: BaselineConfig, device: str | torch.device | None = None):
+        super().__init__()
+        if config.adapter not in ADAPTERS:
+            raise ValueError(f"adapter must be one of {ADAPTERS}, got {config.adapter!r}")
+        device = torch.device(device) if device is not None else default_device()
+        model = load_pretrained(AutoModel, config.embedding_model).to(device)
+        tokenizer = load_pretrained(AutoTokenizer, config.embedding_model)
+        if config.adapter == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(model, LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,
+                                                     target_modules="all-linear", lora_dropout=0.0))
+        self.backbone = EmbeddingBackbone(model, tokenizer, config.pooling, config.max_length,
+                                          freeze=config.adapter == "none")
+        config.pooling = self.backbone.pooling
+        self.config = config
+        self.normalize = config.normalize
+        self.embedding_dim = self.backbone.hidden_size
+
+    def embed(self, texts: list[str], instruction: str | None = None, prompt_type: str = "query",
+              normalize: bool = True) -> torch.Tensor:
+        if prompt_type == "query" or self.config.prompt_on == "both":
+            texts = [with_instruction(instruction, t) for t in texts]
+        return self.backbone(texts, None, normalize=normalize)
+
+    @property
+    def document_side_trainable(self) -> bool:
+        return self.config.adapter != "none"
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config.save(directory)
+        if self.config.adapter == "lora":
+            self.backbone.model.save_pretrained(directory / "adapter")
+        elif self.config.adapter == "full":
+            self.backbone.model.save_pretrained(directory / "model")
+            self.backbone.tokenizer.save_pretrained(directory / "model")
+
+    @classmethod
+    def load(cls, directory: Path, config: BaselineConfig, device=None) -> BackboneEmbedder:
+        if config.adapter == "full":
+            config.embedding_model = str(directory / "model")
+            return cls(BaselineConfig(**{**asdict(config), "adapter": "none"}), device)
+        model = cls(BaselineConfig(**{**asdict(config), "adapter": "none"}), device)
+        if config.adapter == "lora":
+            from peft import PeftModel
+
+            model.backbone.model = PeftModel.from_pretrained(model.backbone.model, directory / "adapter")
+            model.config = config
+        return model.eval()
+
+
+class PromptTuningEmbedder(Embedder):
+    """A static soft prompt of K learned vectors in E's input-embedding space (Lester et al.), E frozen."""
+
+    def __init__(self, config: BaselineConfig, device: str | torch.device | None = None,
+                 init_text: str = "Represent this sentence for retrieving similar sentences"):
+        super().__init__()
+        device = torch.device(device) if device is not None else default_device()
+        model = load_pretrained(AutoModel, config.embedding_model).to(device)
+        tokenizer = load_pretrained(AutoTokenizer, config.embedding_model)
+        self.backbone = EmbeddingBackbone(model, tokenizer, config.pooling, config.max_length)
+        config.pooling = self.backbone.pooling
+        self.config = config
+        self.normalize = config.normalize
+        self.embedding_dim = self.backbone.hidden_size
+        ids = tokenizer(init_text, add_special_tokens=False)["input_ids"] or [0]
+        ids = (ids * config.num_soft_tokens)[: config.num_soft_tokens]
+        with torch.no_grad():  # start from real word embeddings, as peft's TEXT init does
+            init = model.get_input_embeddings()(torch.tensor(ids, device=device)).float()
+        self.prompt = torch.nn.Parameter(init)
+
+    def train(self, mode: bool = True) -> PromptTuningEmbedder:
+        super().train(mode)
+        self.backbone.model.eval()
+        return self
+
+    def embed(self, texts: list[str], instruction: str | None = None, prompt_type: str = "query",
+              normalize: bool = True) -> torch.Tensor:
+        use_prompt = prompt_type == "query" or self.config.prompt_on == "both"
+        return self.backbone(texts, self.prompt if use_prompt else None, normalize=normalize)
+
+    @property
+    def document_side_trainable(self) -> bool:
+        return self.config.prompt_on == "both"
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config.save(directory)
+        save_file({"prompt": self.prompt.detach().contiguous().cpu()}, directory / "prompt.safetensors")
+
+    @classmethod
+    def load(cls, directory: Path, config: BaselineConfig, device=None) -> PromptTuningEmbedder:
+        model = cls(config, device)
+        model.prompt.data.copy_(load_file(directory / "prompt.safetensors")["prompt"])
+        return model.eval()
+
+
+def baseline_from_pretrained(directory: str | Path, device=None) -> Embedder:
+    """Reload a saved baseline (LoRA, full fine-tune, hard text or prompt tuning)."""
+    directory = Path(directory)
+    path = directory / BASELINE_CONFIG
+    try:
+        config = BaselineConfig(**json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError, TypeError) as err:
+        raise ValueError(f"{path}: not a readable baseline config: {err}") from err
+    loader = PromptTuningEmbedder if config.method == "prompt-tuning" else BackboneEmbedder
+    return loader.load(directory, config, device)

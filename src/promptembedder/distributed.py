@@ -1,0 +1,65 @@
+"""torch.distributed helpers: process-group set-up from torchrun/accelerate env vars, and a gather with gradient."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def init_from_env(device: torch.device) -> bool:
+    """Join the process group torchrun (or `accelerate launch`) describes; False when not launched so."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_main_process() -> bool:
+    return rank() == 0
+
+
+def local_device() -> torch.device:
+    """This process's device: its own GPU under torchrun (LOCAL_RANK), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate a (n, d) tensor over ranks in rank order; this rank's slice keeps its autograd graph.
+
+    Ranks may hold different n (e.g. a varying number of hard negatives), so sizes are exchanged first
+    and rows padded for all_gather, then the padding is cut away.
+    """
+    if world_size() == 1:
+        return tensor
+    sizes = [torch.zeros(1, dtype=torch.long, device=tensor.device) for _ in range(world_size())]
+    dist.all_gather(sizes, torch.tensor([tensor.shape[0]], device=tensor.device))
+    largest = int(max(s.item() for s in sizes))
+    padded = torch.zeros(largest, *tensor.shape[1:], dtype=tensor.dtype, device=tensor.device)
+    padded[: tensor.shape[0]] = tensor.detach()
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    parts = [part[: int(size.item())] for part, size in zip(parts, sizes, strict=True)]
+    parts[rank()] = tensor
+    return torch.cat(parts)
+
+
+def broadcast_object(obj):
+    """Rank 0's value on every rank (e.g. whether to stop early)."""
+    if world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

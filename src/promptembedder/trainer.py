@@ -1,0 +1,567 @@
+"""Contrastive training for PromptEmbedder and its baselines under one loop, so comparisons are fair.
+
+Same data, batches, loss, pooling, optimizer and schedule for every method; only what is trainable
+differs. Checkpoints are atomic and hold optimizer, scheduler and RNG state, so a resumed run ends
+with the same weights as an uninterrupted one. Works single-process or under torchrun (DDP).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import resource
+import shutil
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from . import distributed as dist_utils
+from .baselines import BackboneEmbedder, BaselineConfig, PromptTuningEmbedder
+from .config import PromptEmbedderConfig
+from .data import (
+    NLI_INSTRUCTION,
+    STS_INSTRUCTION,
+    TrainExample,
+    load_examples,
+    load_snli_triplets,
+    load_sts,
+    load_sts_train_pairs,
+)
+from .embedder import Embedder
+from .evaluation import evaluate_pairs
+from .loss import info_nce
+from .model import PromptEmbedder
+from .plotting import plot_training
+
+METHODS = ("promptembedder", "lora", "prompt-tuning", "full")
+DEFAULT_LR = {"promptembedder": 2e-5, "lora": 2e-4, "prompt-tuning": 3e-3, "full": 2e-5}
+LOG_FIELDS = ["step", "epoch", "loss", "lr", "tau", "examples_per_s", "step_time_s", "elapsed_s", "dev_spearman"]
+
+
+@dataclass
+class TrainingConfig:
+    """Everything a run needs; a YAML/JSON file and command-line flags both fill this."""
+
+    method: str = "promptembedder"
+    prompting_model: str = "gemma3-270m"
+    embedding_model: str = "minilm-l6"
+    num_soft_tokens: int = 5
+    pooling: str | None = None
+    prompt_on: str = "both"
+    prompting_trainable: str = "full"
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    hard: bool = False
+    tau_start: float = 1.0
+    tau_end: float = 1.0
+    train_data: list = field(default_factory=lambda: ["snli", "sts-train"])
+    skip_invalid: bool = False
+    output_dir: str = "runs/promptembedder"
+    max_steps: int = 200
+    batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    learning_rate: float | None = None
+    alignment_learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    lr_scheduler: str = "linear"
+    max_grad_norm: float = 1.0
+    temperature: float = 0.05
+    symmetric: bool = False
+    seed: int = 42
+    eval_steps: int = 50
+    eval_max_pairs: int | None = None
+    save_steps: int = 50
+    logging_steps: int = 5
+    max_length: int = 128
+    bf16: str = "auto"
+    device: str | None = None
+    gather_across_ranks: bool = True
+    target_score: float | None = None
+    stop_at_target: bool = False
+    init_from: str | None = None
+    resume: bool = False
+    show_progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "eval_steps", "save_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def lr(self) -> float:
+        return self.learning_rate if self.learning_rate is not None else DEFAULT_LR[self.method]
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides) -> TrainingConfig:
+        """Read YAML or JSON; flags given on the command line (not None) override the file."""
+        import yaml
+
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ValueError(f"{path}: cannot read training config: {err}") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a training config must be a mapping of option: value")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown options {unknown}")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)
+
+
+def load_training_data(specs: list, skip_invalid: bool = False) -> list[TrainExample]:
+    """Named real data sets ('snli', 'sts-train') or files ({'path': ..., 'instruction': ..., columns})."""
+    examples: list[TrainExample] = []
+    for spec in specs:
+        if spec == "snli":
+            examples += load_snli_triplets(instruction=NLI_INSTRUCTION)
+        elif spec == "sts-train":
+            examples += load_sts_train_pairs(instruction=STS_INSTRUCTION)
+        else:
+            spec = {"path": spec} if isinstance(spec, str) else dict(spec)
+            examples += load_examples(spec.pop("path"), skip_invalid=skip_invalid, **spec)
+    if not examples:
+        raise ValueError("no training examples: give train_data")
+    return examples
+
+
+def make_batches(examples: list[TrainExample], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Batches of example indices for one epoch, each from one instruction (one soft prompt per batch).
+
+    Deterministic in (seed, epoch) so a resumed run sees the same batches; incomplete batches are
+    dropped so every rank gets an equal share and in-batch negatives are never too few.
+    """
+    rng = random.Random(seed * 100_003 + epoch)
+    groups: dict[str | None, list[int]] = {}
+    for i, example in enumerate(examples):
+        groups.setdefault(example.instruction, []).append(i)
+    batches = []
+    for indices in groups.values():
+        indices = indices[:]
+        rng.shuffle(indices)
+        batches += [indices[i : i + batch_size] for i in range(0, len(indices) - batch_size + 1, batch_size)]
+    rng.shuffle(batches)
+    if not batches:
+        raise ValueError(f"no data set has a full batch of {batch_size} examples: lower batch_size")
+    return batches
+
+
+def build_model(config: TrainingConfig, device: torch.device) -> Embedder:
+    """The model a method trains, on a shared backbone reference, pooling and length limit."""
+    if config.method == "promptembedder":
+        if config.init_from:  # transfer: P from a trained checkpoint, frozen; a fresh W for the new E
+            return PromptEmbedder.for_new_backbone(
+                config.init_from, config.embedding_model, pooling=config.pooling, device=device
+            )
+        return PromptEmbedder(
+            PromptEmbedderConfig(
+                prompting_model=config.prompting_model,
+                embedding_model=config.embedding_model,
+                num_soft_tokens=config.num_soft_tokens,
+                tau=config.tau_start,
+                hard=config.hard,
+                pooling=config.pooling,
+                max_length=config.max_length,
+                prompt_on=config.prompt_on,
+                prompting_trainable=config.prompting_trainable,
+                lora_rank=config.lora_rank,
+                lora_alpha=config.lora_alpha,
+            ),
+            device=device,
+        )
+    baseline = BaselineConfig(
+        method=config.method,
+        embedding_model=config.embedding_model,
+        pooling=config.pooling,
+        max_length=config.max_length,
+        prompt_on=config.prompt_on,
+        lora_rank=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        num_soft_tokens=config.num_soft_tokens,
+        adapter={"lora": "lora", "full": "full"}.get(config.method, "none"),
+    )
+    if config.method == "prompt-tuning":
+        return PromptTuningEmbedder(baseline, device=device)
+    return BackboneEmbedder(baseline, device=device)
+
+
+def tau_at(config: TrainingConfig, step: int) -> float:
+    """Gumbel temperature: constant, or annealed geometrically from tau_start to tau_end over the run."""
+    progress = min(step / max(config.max_steps - 1, 1), 1.0)
+    return config.tau_start * (config.tau_end / config.tau_start) ** progress
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA max allocated on GPU; peak resident set size of this process on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass
+class TrainResult:
+    output_dir: str
+    steps: int
+    wall_time_s: float
+    median_step_time_s: float
+    examples_per_s: float
+    peak_memory_mb: float
+    trainable_parameters: int
+    best_dev_spearman: float | None
+    final_dev_spearman: float | None
+    steps_to_target: int | None = None
+    seconds_to_target: float | None = None
+    interrupted: bool = False
+
+
+class Trainer:
+    """One training loop for every method. `callbacks` are called as f(trainer, step) after each step."""
+
+    def __init__(
+        self,
+        config: TrainingConfig,
+        model: Embedder | None = None,
+        examples: list[TrainExample] | None = None,
+        callbacks: list[Callable] | None = None,
+    ):
+        self.config = config
+        self.device = torch.device(config.device) if config.device else dist_utils.local_device()
+        self.distributed = dist_utils.init_from_env(self.device)
+        self.is_main = dist_utils.is_main_process()
+        self.output_dir = Path(config.output_dir)
+        self.examples = examples if examples is not None else load_training_data(config.train_data, config.skip_invalid)
+        self._seed(config.seed)
+        self.model = model if model is not None else build_model(config, self.device)
+        self.model.to(self.device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the model has no trainable parameters")
+        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = get_scheduler(
+            config.lr_scheduler,
+            self.optimizer,
+            num_warmup_steps=int(config.warmup_ratio * config.max_steps),
+            num_training_steps=config.max_steps,
+        )
+        self.wrapped = (
+            DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if self.distributed
+            else self.model
+        )
+        self.callbacks = callbacks or []
+        self.step = 0
+        self.best_score: float | None = None
+        self.doc_cache: dict[str, torch.Tensor] = {}
+        self.autocast = (
+            config.bf16 in ("auto", "true", True) and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        )
+        self.dev_pairs = load_sts("dev")[: config.eval_max_pairs]
+
+    def _param_groups(self) -> list[dict]:
+        """W learns faster than P: it is a small fresh matrix, P a pretrained LM."""
+        model = self.model
+        if isinstance(model, PromptEmbedder):
+            align = [p for p in model.alignment.parameters() if p.requires_grad]
+            other = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("alignment.")]
+            groups = [{"params": align, "lr": self.config.alignment_learning_rate}]
+            return groups + ([{"params": other}] if other else [])
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
+    @staticmethod
+    def _seed(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    # --- checkpoints ---------------------------------------------------------------------------------
+    def _trainable_state(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().contiguous().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def save_checkpoint(self, rng_state: dict) -> None:
+        """Atomically replace output_dir/checkpoint: write a temp folder, then rename it into place."""
+        if not self.is_main:
+            return
+        final = self.output_dir / "checkpoint"
+        tmp = self.output_dir / "checkpoint.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file(self._trainable_state(), tmp / "trainable.safetensors")
+        torch.save(
+            {
+                "step": self.step,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": rng_state,
+                "best_score": self.best_score,
+                "config": asdict(self.config),
+            },
+            tmp / "trainer_state.pt",
+        )
+        old = self.output_dir / "checkpoint.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def load_checkpoint(self) -> dict | None:
+        path = self.output_dir / "checkpoint"
+        if not (path / "trainer_state.pt").exists():
+            return None
+        state = torch.load(path / "trainer_state.pt", weights_only=False)
+        trained = load_file(path / "trainable.safetensors")
+        params = dict(self.model.named_parameters())
+        missing = sorted(set(trained) ^ {n for n, p in params.items() if p.requires_grad})
+        if missing:
+            raise ValueError(f"{path}: checkpoint does not match this model's trainable parameters: {missing[:5]}")
+        with torch.no_grad():
+            for name, value in trained.items():
+                params[name].copy_(value)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.best_score = state["step"], state["best_score"]
+        return state["rng"]
+
+    @staticmethod
+    def _rng_state() -> dict:
+        return {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+
+    @staticmethod
+    def _set_rng_state(state: dict) -> None:
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] is not None:
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+    # --- one step --------------------------------------------------------------------------------------
+    def _documents(self, texts: list[str], instruction: str | None) -> torch.Tensor:
+        """Document embeddings without gradient (prompt_on=query), cached across epochs."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self.doc_cache]
+        if missing:
+            with torch.no_grad():
+                vectors = self.model.embed(missing, instruction, "document", normalize=True)
+            self.doc_cache.update(zip(missing, vectors.detach(), strict=True))
+        return torch.stack([self.doc_cache[t] for t in texts])
+
+    def _micro_step(self, batch: list[TrainExample]) -> torch.Tensor:
+        instruction = batch[0].instruction
+        queries = [e.query for e in batch]
+        positives = [e.positive for e in batch]
+        negatives = [n for e in batch for n in e.negatives]
+        documents = positives + negatives
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+            if self.model.document_side_trainable:
+                if self.model.config.prompt_on == "both":  # one pass: one soft prompt, one E forward
+                    everything = self.wrapped(queries + documents, instruction, "query")
+                    q, docs = everything[: len(queries)], everything[len(queries) :]
+                else:
+                    q = self.wrapped(queries, instruction, "query")
+                    docs = self.model.embed(documents, instruction, "document")
+            else:
+                docs = self._documents(documents, instruction)
+                q = self.wrapped(queries, instruction, "query")
+        gather = dist_utils.gather_with_grad if self.distributed and self.config.gather_across_ranks else None
+        pos, neg = docs[: len(positives)], docs[len(positives) :]
+        return info_nce(
+            q.float(),
+            pos.float(),
+            neg.float() if len(negatives) else None,
+            self.config.temperature,
+            self.config.symmetric,
+            gather,
+        )
+
+    def evaluate(self) -> float:
+        """STS-B dev Spearman x100 (the eval set for model selection; test stays untouched)."""
+        scores = evaluate_pairs(self.model, self.dev_pairs, STS_INSTRUCTION, batch_size=64, show_progress_bar=False)
+        self.model.train()
+        return scores["spearman"]
+
+    # --- the loop --------------------------------------------------------------------------------------
+    def train(self) -> TrainResult:
+        config = self.config
+        world, rank = dist_utils.world_size(), dist_utils.rank()
+        if self.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "training_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+        rng = self.load_checkpoint() if config.resume else None
+        if rng is not None:
+            self._set_rng_state(rng)
+        log_path = self.output_dir / "log.csv"
+        log_file = None
+        if self.is_main:
+            fresh = self.step == 0 or not log_path.exists()
+            if not fresh:
+                self._truncate_log(log_path, self.step)
+            log_file = open(log_path, "w" if fresh else "a", newline="")  # noqa: SIM115
+            writer = csv.DictWriter(log_file, LOG_FIELDS)
+            if fresh:
+                writer.writeheader()
+        tb = self._tensorboard() if self.is_main else None
+        global_batch = config.batch_size * world
+        step_times: list[float] = []
+        start = time.perf_counter()
+        result_extra = {"steps_to_target": None, "seconds_to_target": None, "interrupted": False}
+        last_dev = None
+        bar = tqdm(
+            total=config.max_steps,
+            initial=self.step,
+            desc=f"train {config.method}",
+            disable=not (self.is_main and config.show_progress_bar),
+        )
+        self.model.train()
+        epoch_batches: dict[int, list[list[int]]] = {}
+        per_epoch = len(make_batches(self.examples, global_batch * config.gradient_accumulation_steps, config.seed, 0))
+        try:
+            while self.step < config.max_steps:
+                step_rng, in_step = self._rng_state(), True
+                t0 = time.perf_counter()
+                epoch, position = divmod(self.step, per_epoch)
+                if epoch not in epoch_batches:
+                    epoch_batches = {
+                        epoch: make_batches(
+                            self.examples, global_batch * config.gradient_accumulation_steps, config.seed, epoch
+                        )
+                    }
+                indices = epoch_batches[epoch][position]
+                tau = tau_at(config, self.step)
+                if isinstance(self.model, PromptEmbedder) and self.model.generator is not None:
+                    self.model.generator.tau = tau
+                loss_sum = 0.0
+                for micro in range(config.gradient_accumulation_steps):
+                    chunk = indices[micro * global_batch : (micro + 1) * global_batch]
+                    mine = chunk[rank * config.batch_size : (rank + 1) * config.batch_size]
+                    loss = self._micro_step([self.examples[i] for i in mine])
+                    scale = (world if gather_on(self) else 1) / config.gradient_accumulation_steps
+                    (loss * scale).backward()
+                    loss_sum += loss.item() / config.gradient_accumulation_steps
+                if config.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(
+                        [p for p in self.model.parameters() if p.requires_grad], config.max_grad_norm
+                    )
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                in_step = False
+                elapsed = time.perf_counter() - t0
+                step_times.append(elapsed)
+                row = {
+                    "step": self.step,
+                    "epoch": epoch,
+                    "loss": f"{loss_sum:.5f}",
+                    "lr": f"{self.scheduler.get_last_lr()[-1]:.3e}",
+                    "tau": f"{tau:.4f}",
+                    "examples_per_s": f"{len(indices) / elapsed:.2f}",
+                    "step_time_s": f"{elapsed:.4f}",
+                    "elapsed_s": f"{time.perf_counter() - start:.2f}",
+                    "dev_spearman": "",
+                }
+                if self.step % config.eval_steps == 0 or self.step == config.max_steps:
+                    last_dev = self.evaluate() if self.is_main else None
+                    last_dev = dist_utils.broadcast_object(last_dev)
+                    row["dev_spearman"] = f"{last_dev:.3f}"
+                    if self.best_score is None or last_dev > self.best_score:
+                        self.best_score = last_dev
+                        if self.is_main:
+                            self.model.save_pretrained(self.output_dir / "best")
+                    if (
+                        config.target_score is not None
+                        and result_extra["steps_to_target"] is None
+                        and last_dev >= config.target_score
+                    ):
+                        result_extra["steps_to_target"] = self.step
+                        result_extra["seconds_to_target"] = time.perf_counter() - start
+                if self.is_main and (self.step % config.logging_steps == 0 or row["dev_spearman"]):
+                    writer.writerow(row)
+                    log_file.flush()
+                    if tb is not None:
+                        tb.add_scalar("loss", loss_sum, self.step)
+                        if row["dev_spearman"]:
+                            tb.add_scalar("dev_spearman", last_dev, self.step)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_sum:.3f}", ex_s=row["examples_per_s"], dev=row["dev_spearman"] or "-")
+                if self.step % config.save_steps == 0:
+                    self.save_checkpoint(self._rng_state())
+                for callback in self.callbacks:
+                    callback(self, self.step)
+                if config.stop_at_target and result_extra["steps_to_target"] is not None:
+                    break
+        except KeyboardInterrupt:
+            # Save the state as of the last completed step (its RNG state included), then stop cleanly.
+            self.optimizer.zero_grad(set_to_none=True)
+            self.save_checkpoint(step_rng if in_step else self._rng_state())
+            result_extra["interrupted"] = True
+        finally:
+            bar.close()
+            if log_file is not None:
+                log_file.close()
+            if tb is not None:
+                tb.close()
+        wall = time.perf_counter() - start
+        if self.is_main and not result_extra["interrupted"]:
+            self.save_checkpoint(self._rng_state())
+            self.model.save_pretrained(self.output_dir / "final")
+            plot_training({config.method: log_path}, self.output_dir / "training_curves.png", title=config.method)
+        median = statistics.median(step_times) if step_times else float("nan")
+        result = TrainResult(
+            output_dir=str(self.output_dir),
+            steps=self.step,
+            wall_time_s=wall,
+            median_step_time_s=median,
+            examples_per_s=global_batch * config.gradient_accumulation_steps / median if step_times else 0.0,
+            peak_memory_mb=peak_memory_mb(self.device),
+            trainable_parameters=sum(p.numel() for p in self.model.parameters() if p.requires_grad),
+            best_dev_spearman=self.best_score,
+            final_dev_spearman=last_dev,
+            **result_extra,
+        )
+        if self.is_main:
+            (self.output_dir / "train_summary.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
+        return result
+
+    @staticmethod
+    def _truncate_log(path: Path, step: int) -> None:
+        """On resume, drop log rows past the checkpoint's step (they will be logged again)."""
+        rows = [r for r in csv.DictReader(open(path, newline="")) if int(r["step"]) <= step]  # noqa: SIM115
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, LOG_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def _tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None
+        return SummaryWriter(str(self.output_dir / "tensorboard"))
+
+
+def gather_on(trainer: Trainer) -> bool:
+    """Whether the loss is the global one (gathered over ranks); DDP averages gradients, so scale by world size."""
+    return trainer.distributed and trainer.config.gather_across_ranks
+
+
+def train(config: TrainingConfig, **kwargs) -> TrainResult:
+    return Trainer(config, **kwargs).train()
