@@ -30,6 +30,7 @@ __all__ = [
     "RETRIEVAL_INSTRUCTION",
     "RETRIEVAL_TASK_TYPES",
     "MTEBModel",
+    "local_sts_task",
 ]
 
 MTEB_EXTRA = "pip install 'promptembedder[mteb]'"
@@ -86,6 +87,7 @@ class MTEBModel:
     """An MTEB 2.x encoder (``mteb.models.EncoderProtocol``) around a promptembedder `Embedder`.
 
     Instruction lookup for a batch: ``task_instructions[task name]`` (a string, None, or a per-side dict), else
+    (only with ``use_task_prompts=True``) the prompt MTEB's task metadata carries, else
     ``type_instructions[task type]`` (merged over `DEFAULT_TYPE_INSTRUCTIONS`), else `GENERIC_INSTRUCTION`.
     In retrieval-like tasks documents get no instruction and prompt_type "document" unless a per-side
     override says otherwise; everywhere else both sides are symmetric. Similarity is cosine.
@@ -103,6 +105,7 @@ class MTEBModel:
         task_instructions: Mapping[str, InstructionOverride] | None = None,
         type_instructions: Mapping[str, str | None] | None = None,
         batch_size: int | None = None,
+        use_task_prompts: bool = False,
     ) -> None:
         _require_mteb()
         if not isinstance(embedder, Embedder):
@@ -113,6 +116,7 @@ class MTEBModel:
             _check_override(key, value)
         self.type_instructions: dict[str, str | None] = {**DEFAULT_TYPE_INSTRUCTIONS, **(type_instructions or {})}
         self.batch_size = batch_size
+        self.use_task_prompts = use_task_prompts
         self.model_name = model_name or self._default_name()
         if "/" not in self.model_name:
             self.model_name = f"promptembedder/{self.model_name}"  # MTEB requires "organisation/name"
@@ -144,7 +148,8 @@ class MTEBModel:
                 p = param.detach()  # sums in float64 without copying the whole tensor to float64
                 total, norm = p.sum(dtype=torch.float64).item(), torch.linalg.vector_norm(p.float()).item()
                 digest.update(f"{name}{tuple(p.shape)}{total:.10e}{norm:.10e}".encode())
-        instructions = {"task": self.task_instructions, "type": self.type_instructions}
+        instructions = {"task": self.task_instructions, "type": self.type_instructions,
+                        "task_prompts": self.use_task_prompts}
         digest.update(json.dumps(instructions, sort_keys=True, default=str).encode())
         return digest.hexdigest()[:12]
 
@@ -192,6 +197,11 @@ class MTEBModel:
             return override, side
         if side == "document" and task_type in RETRIEVAL_TASK_TYPES:
             return None, side
+        prompt = task_metadata.prompt if self.use_task_prompts else None
+        if isinstance(prompt, Mapping):
+            prompt = prompt.get(side)
+        if prompt:
+            return prompt, side
         return self.type_instructions.get(task_type, GENERIC_INSTRUCTION), side
 
     # --- the protocol -------------------------------------------------------------------------------------
@@ -240,3 +250,31 @@ class MTEBModel:
 
     def __repr__(self) -> str:
         return f"MTEBModel({self.model_name!r}, revision={self.revision!r})"
+
+
+def local_sts_task(task: str = "sts-b") -> Any:
+    """MTEB's own STS task (``STSBenchmark`` or ``SICK-R``) with its test data read from the shared folder.
+
+    It runs through ``mteb.evaluate`` with no network, which checks that this adapter and MTEB's scoring
+    reproduce `promptembedder.evaluation` exactly; MTEB data sets otherwise come from the Hugging Face Hub.
+    """
+    mteb = _require_mteb()
+    from datasets import Dataset, DatasetDict
+
+    from .evaluation import TASKS
+
+    spec = TASKS.get(task.lower())
+    if spec is None:
+        raise ValueError(f"unknown task {task!r} (known tasks: {', '.join(TASKS)})")
+    base = type(mteb.get_task(spec.mteb_name))
+
+    def load_data(self: Any, num_proc: int | None = None, **kwargs: Any) -> None:
+        if self.data_loaded:
+            return
+        pairs = spec.load("test")
+        columns = {"sentence1": [p.sentence1 for p in pairs], "sentence2": [p.sentence2 for p in pairs],
+                   "score": [p.score for p in pairs]}
+        self.dataset = DatasetDict({"test": Dataset.from_dict(columns)})
+        self.data_loaded = True
+
+    return type(f"Local{base.__name__}", (base,), {"load_data": load_data, "__module__": __name__})()

@@ -92,6 +92,8 @@ class TrainingConfig:
     init_from: str | None = None
     resume: bool = False
     show_progress_bar: bool = True
+    do_eval: bool = True
+    save_model: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -270,7 +272,7 @@ class Trainer:
         self.autocast = (
             config.bf16 in ("auto", "true", True) and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
         )
-        self.dev_pairs = load_sts("dev")[: config.eval_max_pairs]
+        self.dev_pairs = load_sts("dev")[: config.eval_max_pairs] if config.do_eval else []
 
     def _param_groups(self) -> list[dict]:
         """W learns faster than P: it is a small fresh matrix, P a pretrained LM."""
@@ -478,7 +480,7 @@ class Trainer:
                     "elapsed_s": f"{time.perf_counter() - start:.2f}",
                     "dev_spearman": "",
                 }
-                if self.step % config.eval_steps == 0 or self.step == config.max_steps:
+                if config.do_eval and (self.step % config.eval_steps == 0 or self.step == config.max_steps):
                     last_dev = self.evaluate() if self.is_main else None
                     last_dev = dist_utils.broadcast_object(last_dev)
                     row["dev_spearman"] = f"{last_dev:.3f}"
@@ -520,7 +522,7 @@ class Trainer:
             if tb is not None:
                 tb.close()
         wall = time.perf_counter() - start
-        if self.is_main and not result_extra["interrupted"]:
+        if self.is_main and config.save_model and not result_extra["interrupted"]:
             self.save_checkpoint(self._rng_state())
             self.model.save_pretrained(self.output_dir / "final")
             plot_training({config.method: log_path}, self.output_dir / "training_curves.png", title=config.method)

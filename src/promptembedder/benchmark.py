@@ -1,0 +1,220 @@
+"""Benchmarks for the paper's efficiency claims: training step time and memory vs LoRA, encode
+throughput, and time to a target score (training from scratch and transfer to a new backbone).
+
+Each training measurement runs in its own subprocess so peak memory is that method's alone, and
+methods are interleaved round by round so machine drift hits all of them alike.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from .data import NLI_INSTRUCTION, TrainExample, data_dir, load_snli_triplets, load_sts
+from .plotting import plot_bars
+from .trainer import Trainer, TrainingConfig
+
+METHOD_VARIANTS = {
+    "promptembedder-query": {"method": "promptembedder", "prompt_on": "query"},
+    "promptembedder-both": {"method": "promptembedder", "prompt_on": "both"},
+    "lora": {"method": "lora"},
+    "prompt-tuning": {"method": "prompt-tuning"},
+    "full": {"method": "full"},
+}
+
+
+def machine_info(device: torch.device) -> dict:
+    info = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
+            "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(), "device": str(device)}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def fixed_length_examples(count: int, seq_len: int) -> list[TrainExample]:
+    """Real SNLI triplets, each text repeated to at least seq_len words and cut at seq_len tokens later."""
+    base = load_snli_triplets(instruction=NLI_INSTRUCTION)
+
+    def stretch(text: str) -> str:
+        words = text.split()
+        return " ".join((words * (seq_len // max(len(words), 1) + 1))[:seq_len])
+
+    return [TrainExample(stretch(e.query), stretch(e.positive), tuple(stretch(n) for n in e.negatives),
+                         e.instruction) for e in (base * (count // len(base) + 1))[:count]]
+
+
+def _worker(args: dict) -> dict:
+    """One method's measurement (runs in a subprocess)."""
+    variant = METHOD_VARIANTS[args["variant"]]
+    examples = fixed_length_examples(args["batch_size"] * (args["steps"] + 1), args["seq_len"])
+    config = TrainingConfig(
+        **variant, prompting_model=args["prompting_model"], embedding_model=args["embedding_model"],
+        batch_size=args["batch_size"], max_steps=args["steps"], max_length=args["seq_len"] + 16,
+        lora_rank=args["lora_rank"], output_dir=args["output_dir"], device=args["device"], do_eval=False,
+        save_steps=10**9, show_progress_bar=False, save_model=False,
+    )
+    trainer = Trainer(config, examples=examples)
+    result = trainer.train()
+    return {"variant": args["variant"], **asdict(result)}
+
+
+def bench_train(embedding_model: str, prompting_model: str, batch_size: int, seq_len: int, steps: int,
+                methods: list[str], rounds: int, lora_rank: int, output_dir: Path, device: str | None,
+                console: Console) -> dict:
+    """Run each method in a fresh process, `rounds` times interleaved; report medians and ratios to LoRA."""
+    unknown = [m for m in methods if m not in METHOD_VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; choose from {list(METHOD_VARIANTS)}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    data_dir()  # fail now, not in a subprocess, when the data is missing
+    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    runs: dict[str, list[dict]] = {m: [] for m in methods}
+    for round_index in range(rounds):
+        for method in methods:
+            console.print(f"[bold]round {round_index + 1}/{rounds}[/bold] {method} ...")
+            args = {"variant": method, "embedding_model": embedding_model, "prompting_model": prompting_model,
+                    "batch_size": batch_size, "seq_len": seq_len, "steps": steps, "lora_rank": lora_rank,
+                    "output_dir": str(output_dir / f"train-{method}"), "device": str(dev)}
+            proc = subprocess.run([sys.executable, "-m", "promptembedder.benchmark", json.dumps(args)],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"benchmark of {method} failed:\n{proc.stderr[-3000:]}")
+            runs[method].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    summary = {}
+    for method, results in runs.items():
+        step = statistics.median(r["median_step_time_s"] for r in results)
+        summary[method] = {"median_step_time_s": step, "examples_per_s": batch_size / step,
+                           "peak_memory_mb": statistics.median(r["peak_memory_mb"] for r in results),
+                           "trainable_parameters": results[0]["trainable_parameters"]}
+    if "lora" in summary:
+        for values in summary.values():
+            values["step_time_vs_lora"] = values["median_step_time_s"] / summary["lora"]["median_step_time_s"]
+            values["memory_vs_lora"] = values["peak_memory_mb"] / summary["lora"]["peak_memory_mb"]
+    report = {"kind": "train", "machine": machine_info(dev),
+              "settings": {"embedding_model": embedding_model, "prompting_model": prompting_model,
+                           "batch_size": batch_size, "seq_len": seq_len, "steps": steps, "rounds": rounds,
+                           "lora_rank": lora_rank},
+              "memory_measure": "CUDA max allocated" if dev.type == "cuda" else "peak RSS of the process",
+              "results": summary, "runs": runs}
+    (output_dir / "bench_train.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot_bars({m: {"step time (s)": v["median_step_time_s"], "peak memory (MB)": v["peak_memory_mb"]}
+               for m, v in summary.items()}, output_dir / "bench_train.png",
+              f"Training cost, {embedding_model}, batch {batch_size}, {seq_len} tokens ({report['machine']['device']})")
+    table = Table(title=f"bench train ({report['memory_measure']})")
+    for column in ("method", "step (s)", "examples/s", "peak MB", "trainable", "step vs LoRA", "memory vs LoRA"):
+        table.add_column(column, justify="right" if column != "method" else "left")
+    for method, v in summary.items():
+        ratios = [f"{v.get(key, float('nan')):.2f}x" for key in ("step_time_vs_lora", "memory_vs_lora")]
+        table.add_row(method, f"{v['median_step_time_s']:.3f}", f"{v['examples_per_s']:.1f}",
+                      f"{v['peak_memory_mb']:.0f}", f"{v['trainable_parameters']:,}", *ratios)
+    console.print(table)
+    console.print(f"written: {output_dir / 'bench_train.json'}, {output_dir / 'bench_train.png'}")
+    return report
+
+
+def _throughput(encode, texts: list[str], batch_size: int) -> float:
+    encode(texts[:batch_size], batch_size=batch_size)  # warm-up (and the prompt cache)
+    start = time.perf_counter()
+    encode(texts, batch_size=batch_size)
+    return len(texts) / (time.perf_counter() - start)
+
+
+def bench_encode(model: str | None, embedding_model: str, prompting_model: str, num_texts: int, batch_size: int,
+                 output_dir: Path, device: str | None, console: Console) -> dict:
+    """Texts per second: PromptEmbedder (prompt cached), bare backbone, sentence-transformers."""
+    from .model import PromptEmbedder
+    from .registry import resolve
+
+    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    texts = list(dict.fromkeys(s for p in load_sts("test") for s in (p.sentence1, p.sentence2)))[:num_texts]
+    prompted = (PromptEmbedder.from_pretrained(model, device=dev) if model else
+                PromptEmbedder(prompting_model=prompting_model, embedding_model=embedding_model, device=dev))
+    reference = prompted.config.embedding_model
+    bare = PromptEmbedder(embedding_model=reference, num_soft_tokens=0, device=dev).eval()
+    instruction = "Retrieve semantically similar text."
+    rates = {"promptembedder": _throughput(lambda t, **k: prompted.encode(t, instruction=instruction, **k), texts,
+                                           batch_size),
+             "bare backbone": _throughput(bare.encode, texts, batch_size)}
+    try:
+        from sentence_transformers import SentenceTransformer
+
+        st = SentenceTransformer(resolve(reference), device=str(dev))
+        rates["sentence-transformers"] = _throughput(st.encode, texts, batch_size)
+    except Exception as err:  # noqa: BLE001 - optional comparison; say why it is missing
+        console.print(f"sentence-transformers comparison skipped: {err}")
+    report = {"kind": "encode", "machine": machine_info(dev), "num_texts": len(texts), "batch_size": batch_size,
+              "texts_per_s": rates,
+              "prompt_overhead": rates["bare backbone"] / rates["promptembedder"] - 1}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "bench_encode.json").write_text(json.dumps(report, indent=2) + "\n")
+    table = Table(title=f"bench encode ({len(texts)} STS-B texts, batch {batch_size}, {dev})")
+    table.add_column("encoder")
+    table.add_column("texts/s", justify="right")
+    for name, rate in rates.items():
+        table.add_row(name, f"{rate:.1f}")
+    console.print(table)
+    console.print(f"soft-prompt overhead vs bare backbone: {report['prompt_overhead'] * 100:.1f} %")
+    return report
+
+
+def time_to_target(config: TrainingConfig) -> dict:
+    """Train until the dev score reaches config.target_score (or max_steps); steps and wall time."""
+    result = Trainer(config).train()
+    return {"steps_to_target": result.steps_to_target, "seconds_to_target": result.seconds_to_target,
+            "best_dev_spearman": result.best_dev_spearman, "steps_run": result.steps,
+            "median_step_time_s": result.median_step_time_s}
+
+
+def bench_converge(target_score: float, embedding_model: str, prompting_model: str, transfer_from: str | None,
+                   transfer_model: str, max_steps: int, eval_steps: int, batch_size: int, output_dir: Path,
+                   device: str | None, console: Console) -> dict:
+    """Steps and seconds to a target STS-B dev score: promptembedder vs lora; transfer (W only) vs lora."""
+    common = {"target_score": target_score, "stop_at_target": True, "max_steps": max_steps,
+              "eval_steps": eval_steps, "batch_size": batch_size, "device": device, "save_steps": 10**9}
+    runs = {
+        "promptembedder": TrainingConfig(method="promptembedder", prompting_model=prompting_model,
+                                         embedding_model=embedding_model,
+                                         output_dir=str(output_dir / "converge-promptembedder"), **common),
+        "lora": TrainingConfig(method="lora", embedding_model=embedding_model,
+                               output_dir=str(output_dir / "converge-lora"), **common),
+    }
+    if transfer_from:
+        runs["transfer (new W only)"] = TrainingConfig(method="promptembedder", init_from=transfer_from,
+                                                       embedding_model=transfer_model,
+                                                       output_dir=str(output_dir / "converge-transfer"), **common)
+        runs[f"lora on {transfer_model}"] = TrainingConfig(method="lora", embedding_model=transfer_model,
+                                                           output_dir=str(output_dir / "converge-lora-new"),
+                                                           **common)
+    results = {}
+    for name, config in runs.items():
+        console.print(f"[bold]{name}[/bold]: training to dev {target_score} ...")
+        results[name] = time_to_target(config)
+    report = {"kind": "converge", "machine": machine_info(torch.device(device or "cpu")), "target": target_score,
+              "results": results}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "bench_converge.json").write_text(json.dumps(report, indent=2) + "\n")
+    table = Table(title=f"time to STS-B dev {target_score}")
+    for column in ("run", "steps", "seconds", "best dev"):
+        table.add_column(column)
+    for name, r in results.items():
+        table.add_row(name, str(r["steps_to_target"] or f">{r['steps_run']}"),
+                      f"{r['seconds_to_target']:.1f}" if r["seconds_to_target"] else "-",
+                      f"{r['best_dev_spearman']:.2f}" if r["best_dev_spearman"] is not None else "-")
+    console.print(table)
+    return report
+
+
+if __name__ == "__main__":
+    print(json.dumps(_worker(json.loads(sys.argv[1]))))

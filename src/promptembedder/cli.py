@@ -1,0 +1,256 @@
+"""The `promptembedder` command: a thin layer over the library API."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Text embeddings from LLM-generated soft prompts.")
+bench_app = typer.Typer(no_args_is_help=True, help="Measure speed, memory and time-to-quality against LoRA.")
+app.add_typer(bench_app, name="bench")
+console = Console()
+
+Opt = typer.Option
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Argument(help="YAML/JSON training config; flags override it.")] = None,
+    method: Annotated[str | None, Opt(help="promptembedder | lora | prompt-tuning | full")] = None,
+    prompting_model: Annotated[str | None, Opt(help="P: HF causal LM id, path or named default")] = None,
+    embedding_model: Annotated[str | None, Opt(help="E: HF model id, path or named default")] = None,
+    train_data: Annotated[list[str] | None, Opt(help="'snli', 'sts-train' or a .jsonl/.csv/.tsv file")] = None,
+    output_dir: Annotated[str | None, Opt()] = None,
+    num_soft_tokens: Annotated[int | None, Opt()] = None,
+    prompt_on: Annotated[str | None, Opt(help="query | both")] = None,
+    pooling: Annotated[str | None, Opt(help="mean | last | cls")] = None,
+    max_steps: Annotated[int | None, Opt()] = None,
+    batch_size: Annotated[int | None, Opt()] = None,
+    gradient_accumulation_steps: Annotated[int | None, Opt()] = None,
+    learning_rate: Annotated[float | None, Opt()] = None,
+    alignment_learning_rate: Annotated[float | None, Opt()] = None,
+    tau_start: Annotated[float | None, Opt()] = None,
+    tau_end: Annotated[float | None, Opt()] = None,
+    hard: Annotated[bool | None, Opt("--hard/--soft", help="straight-through hard Gumbel sample")] = None,
+    temperature: Annotated[float | None, Opt(help="InfoNCE temperature")] = None,
+    eval_steps: Annotated[int | None, Opt()] = None,
+    save_steps: Annotated[int | None, Opt()] = None,
+    seed: Annotated[int | None, Opt()] = None,
+    device: Annotated[str | None, Opt()] = None,
+    skip_invalid: Annotated[bool | None, Opt("--skip-invalid", help="skip bad data lines (count printed)")] = None,
+    resume: Annotated[bool | None, Opt("--resume", help="continue from output_dir/checkpoint")] = None,
+) -> None:
+    """Train PromptEmbedder or a baseline contrastively (works under torchrun / accelerate launch)."""
+    overrides = {k: v for k, v in locals().items() if k != "config" and v is not None}
+    from .trainer import Trainer, TrainingConfig
+
+    try:
+        cfg = TrainingConfig.from_file(config, **overrides) if config else TrainingConfig(**overrides)
+        result = Trainer(cfg).train()
+    except (ValueError, FileNotFoundError, OSError) as err:
+        _fail(str(err))
+    from . import distributed
+
+    if distributed.is_main_process():
+        console.print_json(json.dumps(result.__dict__))
+
+
+@app.command()
+def transfer(
+    from_: Annotated[Path, Opt("--from", help="a saved PromptEmbedder (its trained P is reused, frozen)")],
+    embedding_model: Annotated[str, Opt(help="the new backbone E'")],
+    output_dir: Annotated[str, Opt()] = "runs/transfer",
+    target_score: Annotated[float | None, Opt(help="STS-B dev Spearman x100 to reach")] = None,
+    max_steps: Annotated[int, Opt()] = 200,
+    batch_size: Annotated[int, Opt()] = 32,
+    alignment_learning_rate: Annotated[float, Opt()] = 1e-3,
+    eval_steps: Annotated[int, Opt()] = 25,
+    pooling: Annotated[str | None, Opt()] = None,
+    train_data: Annotated[list[str] | None, Opt()] = None,
+    device: Annotated[str | None, Opt()] = None,
+) -> None:
+    """Move a trained P to a new backbone by training only a new alignment W; prints steps and time to target."""
+    from .trainer import Trainer, TrainingConfig
+
+    try:
+        cfg = TrainingConfig(method="promptembedder", init_from=str(from_), embedding_model=embedding_model,
+                             output_dir=output_dir, target_score=target_score, max_steps=max_steps,
+                             batch_size=batch_size, alignment_learning_rate=alignment_learning_rate,
+                             eval_steps=eval_steps, pooling=pooling, device=device,
+                             train_data=train_data or ["snli", "sts-train"])
+        result = Trainer(cfg).train()
+    except (ValueError, FileNotFoundError, OSError) as err:
+        _fail(str(err))
+    console.print(f"steps: {result.steps}  wall time: {result.wall_time_s:.1f} s  best dev: {result.best_dev_spearman}")
+    if target_score is not None:
+        reached = (f"reached {target_score} at step {result.steps_to_target} after {result.seconds_to_target:.1f} s"
+                   if result.steps_to_target else f"did not reach {target_score}")
+        console.print(reached)
+
+
+@app.command()
+def evaluate(
+    models: Annotated[list[str], typer.Argument(help="saved PromptEmbedder / baseline folders or HF backbones")],
+    tasks: Annotated[str, Opt(help="comma-separated: sts-b, sick-r")] = "sts-b,sick-r",
+    split: Annotated[str, Opt()] = "test",
+    instruction: Annotated[str | None, Opt(help="one instruction for every task")] = None,
+    instructions: Annotated[Path | None, Opt(help="JSON {task: instruction}")] = None,
+    no_instruction: Annotated[bool, Opt("--no-instruction", help="evaluate with no instruction")] = False,
+    output: Annotated[Path | None, Opt(help="write results JSON here")] = None,
+    batch_size: Annotated[int, Opt()] = 64,
+    device: Annotated[str | None, Opt()] = None,
+) -> None:
+    """Score models on STS-B / SICK-R as MTEB does (cosine, Spearman x100); several models give one table."""
+    from .auto import load_embedder
+    from .evaluation import evaluate as run_evaluation
+    from .evaluation import load_instructions, results_table, write_results
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    try:
+        overrides = load_instructions(instructions) if instructions else {}
+        if instruction is not None or no_instruction:
+            overrides = dict.fromkeys(names, None if no_instruction else instruction)
+        results = {}
+        for reference in models:
+            embedder = load_embedder(reference, device=device)
+            results[reference] = run_evaluation(embedder, names, split, overrides, batch_size)
+    except (ValueError, FileNotFoundError, OSError) as err:
+        _fail(str(err))
+    console.print(results_table(results))
+    if output:
+        write_results(output, results)
+        console.print(f"results written to {output}")
+
+
+@app.command()
+def encode(
+    model: Annotated[str, typer.Argument(help="saved model folder or HF backbone")],
+    input: Annotated[Path, Opt("--input", "-i", help="text file, one text per line ('-' for stdin)")],
+    output: Annotated[Path, Opt("--output", "-o", help=".npy file for the (n, d) embeddings")],
+    instruction: Annotated[str | None, Opt()] = None,
+    prompt_type: Annotated[str, Opt(help="query | document")] = "query",
+    batch_size: Annotated[int, Opt()] = 32,
+    device: Annotated[str | None, Opt()] = None,
+) -> None:
+    """Embed a file of texts (one per line) into a .npy matrix."""
+    import numpy as np
+
+    from .auto import load_embedder
+
+    handle = sys.stdin if str(input) == "-" else open(input, encoding="utf-8")  # noqa: SIM115
+    with handle:
+        texts = [line.rstrip("\n") for line in handle]
+    try:
+        embedder = load_embedder(model, device=device)
+        vectors = embedder.encode(texts, instruction=instruction, batch_size=batch_size, prompt_type=prompt_type,
+                                  show_progress_bar=True)
+    except (ValueError, TypeError, OSError) as err:
+        _fail(f"{input}: {err}")
+    np.save(output, vectors)
+    console.print(f"{vectors.shape[0]} embeddings of dim {vectors.shape[1]} written to {output}")
+
+
+@app.command("decode-prompt")
+def decode_prompt(
+    model: Annotated[str, typer.Argument(help="saved PromptEmbedder folder")],
+    instruction: Annotated[list[str], Opt(help="instruction(s) to decode")],
+) -> None:
+    """Show the text each instruction's soft prompt is closest to."""
+    from .model import PromptEmbedder
+
+    embedder = PromptEmbedder.from_pretrained(model)
+    for text in instruction:
+        console.print(f"{text!r} -> {embedder.decode_prompt(text)!r}")
+
+
+@app.command()
+def demo(
+    quick: Annotated[bool, Opt("--quick", help="a smaller budget (a few minutes)")] = False,
+    output_dir: Annotated[Path, Opt()] = Path("runs/demo"),
+    prompting_model: Annotated[str, Opt()] = "gemma3-270m",
+    embedding_model: Annotated[str, Opt()] = "minilm-l6",
+    transfer_model: Annotated[str, Opt(help="second backbone for the transfer step")] = "gemma3-270m",
+    steps: Annotated[int | None, Opt(help="training steps per method (overrides the preset)")] = None,
+) -> None:
+    """Reproduce the paper's claims at small scale: baselines, training, LoRA, transfer; one table and plots."""
+    from .demo import DemoConfig, run_demo
+
+    config = DemoConfig.preset(quick, output_dir=str(output_dir), prompting_model=prompting_model,
+                               embedding_model=embedding_model, transfer_model=transfer_model)
+    if steps is not None:
+        config.steps = steps
+    run_demo(config, console)
+
+
+@bench_app.command("train")
+def bench_train(
+    embedding_model: Annotated[str, Opt()] = "minilm-l6",
+    prompting_model: Annotated[str, Opt()] = "gemma3-270m",
+    batch_size: Annotated[int, Opt()] = 32,
+    seq_len: Annotated[int, Opt(help="tokens per text")] = 64,
+    steps: Annotated[int, Opt()] = 10,
+    methods: Annotated[str, Opt()] = "promptembedder-query,promptembedder-both,lora,prompt-tuning,full",
+    rounds: Annotated[int, Opt(help="interleaved rounds (machine drift hits all methods alike)")] = 1,
+    lora_rank: Annotated[int, Opt()] = 8,
+    output_dir: Annotated[Path, Opt()] = Path("runs/bench"),
+    device: Annotated[str | None, Opt()] = None,
+) -> None:
+    """Step time, examples/s and peak memory of each method, each in its own process, with ratios to LoRA."""
+    from .benchmark import bench_train as run
+
+    run(embedding_model=embedding_model, prompting_model=prompting_model, batch_size=batch_size, seq_len=seq_len,
+        steps=steps, methods=methods.split(","), rounds=rounds, lora_rank=lora_rank, output_dir=output_dir,
+        device=device, console=console)
+
+
+@bench_app.command("encode")
+def bench_encode(
+    model: Annotated[str | None, Opt(help="saved PromptEmbedder (default: a fresh one)")] = None,
+    embedding_model: Annotated[str, Opt()] = "minilm-l6",
+    prompting_model: Annotated[str, Opt()] = "gemma3-270m",
+    num_texts: Annotated[int, Opt()] = 512,
+    batch_size: Annotated[int, Opt()] = 64,
+    output_dir: Annotated[Path, Opt()] = Path("runs/bench"),
+    device: Annotated[str | None, Opt()] = None,
+) -> None:
+    """Encode throughput: PromptEmbedder vs the bare backbone vs sentence-transformers (where installed)."""
+    from .benchmark import bench_encode as run
+
+    run(model=model, embedding_model=embedding_model, prompting_model=prompting_model, num_texts=num_texts,
+        batch_size=batch_size, output_dir=output_dir, device=device, console=console)
+
+
+@bench_app.command("converge")
+def bench_converge(
+    target_score: Annotated[float, Opt(help="STS-B dev Spearman x100 to reach")] = 84.0,
+    embedding_model: Annotated[str, Opt()] = "minilm-l6",
+    prompting_model: Annotated[str, Opt()] = "gemma3-270m",
+    transfer_from: Annotated[str | None, Opt(help="trained PromptEmbedder: also time transfer to --transfer-model")]
+    = None,
+    transfer_model: Annotated[str, Opt()] = "gemma3-270m",
+    max_steps: Annotated[int, Opt()] = 200,
+    eval_steps: Annotated[int, Opt()] = 20,
+    batch_size: Annotated[int, Opt()] = 32,
+    output_dir: Annotated[Path, Opt()] = Path("runs/bench"),
+    device: Annotated[str | None, Opt()] = None,
+) -> None:
+    """Time (and steps) to a target dev score: promptembedder vs lora, and transfer (new W only) vs lora."""
+    from .benchmark import bench_converge as run
+
+    run(target_score=target_score, embedding_model=embedding_model, prompting_model=prompting_model,
+        transfer_from=transfer_from, transfer_model=transfer_model, max_steps=max_steps, eval_steps=eval_steps,
+        batch_size=batch_size, output_dir=output_dir, device=device, console=console)
+
+
+def main() -> None:
+    app()
