@@ -46,6 +46,10 @@ def train_steps(model, steps=3, lr=1e-2):
     return model.eval()
 
 
+def relative_difference(a, b):
+    return float((a - b).norm() / b.norm())
+
+
 def snapshot(module):
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
@@ -181,21 +185,27 @@ def test_train_clears_the_cache_and_training_never_caches(tiny_model_dir, monkey
 
 
 def test_no_stale_prompt_after_training(tiny_model_dir, monkeypatch):
-    """encode, a training step, encode again: the second encode regenerates and reflects the new weights."""
+    """encode, a training step, encode again: the second encode regenerates and matches an uncached embed."""
     model = build(tiny_model_dir)
     calls = count_generations(model, monkeypatch)
     before = model.encode(TEXTS, instruction=INSTRUCTION)
-    train_steps(model, steps=1)
+    train_steps(model, steps=1, lr=0.1)
     after = model.encode(TEXTS, instruction=INSTRUCTION)
     assert calls.count(INSTRUCTION) >= 2
-    assert not np.allclose(before, after, atol=1e-4)
+    uncached = model.embed(TEXTS, INSTRUCTION).detach().numpy()  # grad enabled: never cached
+    np.testing.assert_allclose(after, uncached, atol=1e-6)
+    assert np.abs(after - before).max() > 1e-5
 
 
 def test_default_instruction_is_used_for_none(tiny_model_dir):
     """instruction=None means the config's default_instruction."""
     model = build(tiny_model_dir, default_instruction=INSTRUCTION).eval()
     np.testing.assert_array_equal(model.encode(TEXTS), model.encode(TEXTS, instruction=INSTRUCTION))
-    assert not np.allclose(model.encode(TEXTS), model.encode(TEXTS, instruction="other"), atol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(model.soft_prompt(None), model.soft_prompt(INSTRUCTION))
+        other = model.soft_prompt("Classify the sentiment.")
+        assert relative_difference(other, model.soft_prompt(None)) > 0.05
+    assert model.decode_prompt() == model.decode_prompt(INSTRUCTION)
 
 
 # --- save / load --------------------------------------------------------------------------------------------
@@ -215,13 +225,21 @@ def test_save_and_reload_round_trip(tiny_model_dir, tmp_path, mode):
     assert loaded.config == model.config
     assert loaded.alignment.init_method == "loaded"
     assert not loaded.training
-    np.testing.assert_allclose(loaded.encode(TEXTS, instruction=INSTRUCTION), before, atol=1e-6)
+    after = loaded.encode(TEXTS, instruction=INSTRUCTION)
+    np.testing.assert_allclose(after, before, atol=1e-6)
+    with torch.no_grad():
+        prompt = model.soft_prompt(INSTRUCTION)
+        assert relative_difference(loaded.soft_prompt(INSTRUCTION), prompt) < 1e-5
     assert loaded.decode_prompt(INSTRUCTION) == model.decode_prompt(INSTRUCTION)
     assert {n for n, p in loaded.named_parameters() if p.requires_grad} == \
         {n for n, p in model.named_parameters() if p.requires_grad}
 
+    # Meaningful: the references alone rebuild a clearly different prompt (and embeddings, though tiny random
+    # E reacts only weakly to its prompt: measured max difference ~5e-5, vs < 1e-6 after the round trip).
     untrained = build(tiny_model_dir, prompting_trainable=mode).eval()
-    assert not np.allclose(untrained.encode(TEXTS, instruction=INSTRUCTION), before, atol=1e-3)
+    with torch.no_grad():
+        assert relative_difference(untrained.soft_prompt(INSTRUCTION), prompt) > 0.1
+    assert np.abs(untrained.encode(TEXTS, instruction=INSTRUCTION) - before).max() > 1e-5
 
     names = {p.name for p in tmp_path.iterdir()}
     p_file = ADAPTER_DIR if mode == "lora" else PROMPTING_FILE

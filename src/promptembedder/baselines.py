@@ -18,7 +18,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from .backbone import EmbeddingBackbone
 from .embedder import Embedder
-from .model import default_device
+from .model import default_device, frozen_dtype
 from .registry import load_pretrained
 
 BASELINE_CONFIG = "embedder_config.json"
@@ -55,7 +55,8 @@ class BackboneEmbedder(Embedder):
         if config.adapter not in ADAPTERS:
             raise ValueError(f"adapter must be one of {ADAPTERS}, got {config.adapter!r}")
         device = torch.device(device) if device is not None else default_device()
-        model = load_pretrained(AutoModel, config.embedding_model).to(device)
+        dtype = torch.float32 if config.adapter == "full" else frozen_dtype(device)
+        model = load_pretrained(AutoModel, config.embedding_model, dtype=dtype).to(device)
         tokenizer = load_pretrained(AutoTokenizer, config.embedding_model)
         if config.adapter == "lora":
             from peft import LoraConfig, get_peft_model
@@ -110,7 +111,7 @@ class PromptTuningEmbedder(Embedder):
                  init_text: str = "Represent this sentence for retrieving similar sentences"):
         super().__init__()
         device = torch.device(device) if device is not None else default_device()
-        model = load_pretrained(AutoModel, config.embedding_model).to(device)
+        model = load_pretrained(AutoModel, config.embedding_model, dtype=frozen_dtype(device)).to(device)
         tokenizer = load_pretrained(AutoTokenizer, config.embedding_model)
         self.backbone = EmbeddingBackbone(model, tokenizer, config.pooling, config.max_length)
         config.pooling = self.backbone.pooling

@@ -24,6 +24,13 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def frozen_dtype(device: torch.device) -> torch.dtype:
+    """Frozen weights need no fp32 master copy: bf16 on GPUs that support it halves E's memory."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
 class PromptEmbedder(Embedder):
     """Text embeddings from a frozen Embedding LLM steered by soft prompts from a Prompting LLM.
 
@@ -39,7 +46,7 @@ class PromptEmbedder(Embedder):
             config = PromptEmbedderConfig.from_dict({**config.to_dict(), **overrides})
         self.config = config
         device = torch.device(device) if device is not None else default_device()
-        e_model = load_pretrained(AutoModel, config.embedding_model).to(device)
+        e_model = load_pretrained(AutoModel, config.embedding_model, dtype=frozen_dtype(device)).to(device)
         e_tokenizer = load_pretrained(AutoTokenizer, config.embedding_model)
         self.backbone = EmbeddingBackbone(e_model, e_tokenizer, config.pooling, config.max_length)
         self.config.pooling = self.backbone.pooling

@@ -94,6 +94,7 @@ class TrainingConfig:
     show_progress_bar: bool = True
     do_eval: bool = True
     save_model: bool = True
+    grad_cache_chunk_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -260,6 +261,8 @@ class Trainer:
             num_warmup_steps=int(config.warmup_ratio * config.max_steps),
             num_training_steps=config.max_steps,
         )
+        if self.distributed and config.grad_cache_chunk_size:
+            raise ValueError("grad_cache_chunk_size works in single-process training only (not yet with DDP)")
         self.wrapped = (
             DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             if self.distributed
@@ -366,33 +369,73 @@ class Trainer:
             self.doc_cache.update(zip(missing, vectors.detach(), strict=True))
         return torch.stack([self.doc_cache[t] for t in texts])
 
+    def _loss(self, q: torch.Tensor, docs: torch.Tensor, num_positives: int) -> torch.Tensor:
+        gather = dist_utils.gather_with_grad if self.distributed and self.config.gather_across_ranks else None
+        negatives = docs[num_positives:].float() if docs.shape[0] > num_positives else None
+        return info_nce(q.float(), docs[:num_positives].float(), negatives, self.config.temperature,
+                        self.config.symmetric, gather)
+
     def _micro_step(self, batch: list[TrainExample]) -> torch.Tensor:
         instruction = batch[0].instruction
         queries = [e.query for e in batch]
-        positives = [e.positive for e in batch]
-        negatives = [n for e in batch for n in e.negatives]
-        documents = positives + negatives
+        documents = [e.positive for e in batch] + [n for e in batch for n in e.negatives]
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
-            if self.model.document_side_trainable:
-                if self.model.config.prompt_on == "both":  # one pass: one soft prompt, one E forward
-                    everything = self.wrapped(queries + documents, instruction, "query")
-                    q, docs = everything[: len(queries)], everything[len(queries) :]
-                else:
-                    q = self.wrapped(queries, instruction, "query")
-                    docs = self.model.embed(documents, instruction, "document")
-            else:
+            if not self.model.document_side_trainable:
                 docs = self._documents(documents, instruction)
                 q = self.wrapped(queries, instruction, "query")
-        gather = dist_utils.gather_with_grad if self.distributed and self.config.gather_across_ranks else None
-        pos, neg = docs[: len(positives)], docs[len(positives) :]
-        return info_nce(
-            q.float(),
-            pos.float(),
-            neg.float() if len(negatives) else None,
-            self.config.temperature,
-            self.config.symmetric,
-            gather,
-        )
+            elif self.model.config.prompt_on == "both":  # one pass: one soft prompt, one E forward
+                everything = self.wrapped(queries + documents, instruction, "query")
+                q, docs = everything[: len(queries)], everything[len(queries) :]
+            else:
+                q = self.wrapped(queries, instruction, "query")
+                docs = self.model.embed(documents, instruction, "document")
+        return self._loss(q, docs, len(batch))
+
+    def _grad_cache_step(self, batch: list[TrainExample], scale: float) -> float:
+        """GradCache (Gao et al. 2021): the loss of the whole batch with the memory of one chunk.
+
+        Pass 1 embeds chunk by chunk without a graph; the loss's gradient w.r.t. each embedding is
+        cached; pass 2 re-embeds each chunk with a graph (same RNG, so dropout repeats) and
+        back-propagates the cached gradient. P generates the soft prompt once: its output is a leaf
+        the chunks share, and its accumulated gradient goes back through P at the end.
+        """
+        model, size = self.model, self.config.grad_cache_chunk_size
+        instruction = batch[0].instruction
+        queries = [e.query for e in batch]
+        documents = [e.positive for e in batch] + [n for e in batch for n in e.negatives]
+        prompt = leaf = None
+        if isinstance(model, PromptEmbedder) and model.generator is not None:
+            prompt = model.soft_prompt(instruction)
+            leaf = prompt.detach().requires_grad_()
+
+        def embed(texts: list[str], prompt_type: str) -> torch.Tensor:
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+                if leaf is None:
+                    return model.embed(texts, instruction, prompt_type)
+                use_prompt = prompt_type == "query" or model.config.prompt_on == "both"
+                return model.backbone(texts, leaf if use_prompt else None)
+
+        pieces = [(queries[i : i + size], "query") for i in range(0, len(queries), size)]
+        cached_docs = not model.document_side_trainable
+        if not cached_docs:
+            pieces += [(documents[i : i + size], "document") for i in range(0, len(documents), size)]
+        states, reps = [], []
+        with torch.no_grad():
+            for texts, prompt_type in pieces:
+                states.append(self._rng_state())
+                reps.append(embed(texts, prompt_type).detach().requires_grad_())
+        q = torch.cat([r for r, (_, kind) in zip(reps, pieces, strict=True) if kind == "query"])
+        docs = (self._documents(documents, instruction) if cached_docs else
+                torch.cat([r for r, (_, kind) in zip(reps, pieces, strict=True) if kind == "document"]))
+        loss = self._loss(q, docs, len(batch))
+        (loss * scale).backward()
+        for (texts, prompt_type), state, rep in zip(pieces, states, reps, strict=True):
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                self._set_rng_state(state)
+                embed(texts, prompt_type).backward(rep.grad)
+        if prompt is not None and leaf.grad is not None:
+            prompt.backward(leaf.grad)
+        return loss.item()
 
     def evaluate(self) -> float:
         """STS-B dev Spearman x100 (the eval set for model selection; test stays untouched)."""
@@ -454,10 +497,15 @@ class Trainer:
                 for micro in range(config.gradient_accumulation_steps):
                     chunk = indices[micro * global_batch : (micro + 1) * global_batch]
                     mine = chunk[rank * config.batch_size : (rank + 1) * config.batch_size]
-                    loss = self._micro_step([self.examples[i] for i in mine])
                     scale = (world if gather_on(self) else 1) / config.gradient_accumulation_steps
-                    (loss * scale).backward()
-                    loss_sum += loss.item() / config.gradient_accumulation_steps
+                    examples = [self.examples[i] for i in mine]
+                    if config.grad_cache_chunk_size:
+                        loss_value = self._grad_cache_step(examples, scale)
+                    else:
+                        loss = self._micro_step(examples)
+                        (loss * scale).backward()
+                        loss_value = loss.item()
+                    loss_sum += loss_value / config.gradient_accumulation_steps
                 if config.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(
                         [p for p in self.model.parameters() if p.requires_grad], config.max_grad_norm
