@@ -41,7 +41,7 @@ def test_shared_tokens_have_the_same_surface_form(tiny_model_dir, kind):
     ids_p, ids_e = shared_token_ids(tok_p, tok_e)
     assert len(ids_p) == len(ids_e) >= MIN_SHARED_TOKENS
     assert len(set(ids_p)) == len(ids_p) and len(set(ids_e)) == len(ids_e)
-    pairs = dict(zip(ids_p, ids_e))
+    pairs = dict(zip(ids_p, ids_e, strict=True))
     for id_p, id_e in pairs.items():
         token_p, token_e = tok_p.convert_ids_to_tokens(id_p), tok_e.convert_ids_to_tokens(id_e)
         assert surface(token_p) == surface(token_e if token_e.startswith("##") else "▁" + token_e)

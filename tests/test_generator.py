@@ -134,6 +134,23 @@ def test_hard_train_tokens_are_exact_embedding_rows_with_gradient(tiny_model_dir
         assert param.grad is not None and param.grad.abs().sum() > 0, name
 
 
+@torch.no_grad()
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "gemma3", "gpt2"])
+def test_hard_eval_generation_is_greedy_decoding(tiny_model_dir, kind):
+    """hard=True in eval feeds back exact embedding rows (scaled like P's embedding layer, e.g. Gemma's sqrt(d)),
+    so through the KV cache it must reproduce plain greedy decoding from token ids."""
+    generator = make_generator(tiny_model_dir, kind, hard=True).eval()
+    ids = generator.instruction_ids(INSTRUCTION)
+    greedy = []
+    for _ in range(K):
+        next_id = generator.model(input_ids=ids).logits[0, -1].argmax()
+        greedy.append(int(next_id))
+        ids = torch.cat([ids, next_id.view(1, 1)], dim=1)
+    prompt = generator(INSTRUCTION)
+    assert prompt.token_ids == greedy
+    assert torch.equal(prompt.embeddings, generator.embedding_matrix[greedy])
+
+
 def test_huge_tau_gives_the_mean_embedding_row(tiny_model_dir):
     """hard=False, tau=1e4: the relaxed distribution is ~uniform, so each soft token is ~the mean row of E_P.
 

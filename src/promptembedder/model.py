@@ -98,10 +98,12 @@ class PromptEmbedder(Embedder):
         self._prompt_cache.clear()
 
     def train(self, mode: bool = True) -> PromptEmbedder:
-        """Like nn.Module.train, but E stays in eval mode (frozen, no dropout) and the prompt cache is reset."""
+        """Like nn.Module.train, but E stays in eval mode (frozen, no dropout); training mode empties the prompt
+        cache, since P and W may change, while eval mode keeps it across encode calls."""
         super().train(mode)
         self.backbone.model.eval()
-        self._prompt_cache.clear()
+        if mode:
+            self._prompt_cache.clear()
         return self
 
     # --- the method ------------------------------------------------------------------------------------
@@ -172,15 +174,20 @@ class PromptEmbedder(Embedder):
 
     # --- persistence -----------------------------------------------------------------------------------
     def _prompting_state(self) -> dict[str, torch.Tensor]:
-        """P's trained weights: everything trainable in 'full' mode (E and frozen embeddings by reference)."""
+        """P's trained weights: every parameter in 'full' mode except frozen token embeddings (kept by reference).
+
+        Tied weights (Gemma's lm_head is its embedding matrix) are stored once; loading re-ties them.
+        """
         model = self.generator.model
         if self.config.prompting_trainable != "full":
             return {}
-        frozen = {id(model.get_input_embeddings().weight)}
-        if self.config.train_prompting_embeddings:
-            frozen = set()
-        return {k: v.detach().contiguous().cpu() for k, v in model.state_dict(keep_vars=True).items()
-                if id(v) not in frozen and isinstance(v, torch.nn.Parameter)}
+        seen = set() if self.config.train_prompting_embeddings else {id(model.get_input_embeddings().weight)}
+        state = {}
+        for name, value in model.state_dict(keep_vars=True).items():
+            if isinstance(value, torch.nn.Parameter) and id(value) not in seen:
+                seen.add(id(value))
+                state[name] = value.detach().contiguous().cpu()
+        return state
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Config JSON + safetensors of W and of P's trained weights (or its LoRA adapter); E by reference."""

