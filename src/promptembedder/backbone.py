@@ -23,13 +23,21 @@ def is_decoder(model: nn.Module) -> bool:
     return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
+def drop_pooler(model: nn.Module) -> nn.Module:
+    """Remove an encoder's pooler head (BERT's tanh dense layer): we pool hidden states ourselves, and unused
+    trainable weights would break DDP and inflate LoRA's parameter count."""
+    if getattr(model, "pooler", None) is not None:
+        model.pooler = None
+    return model
+
+
 class EmbeddingBackbone(nn.Module):
     """E plus its tokenizer, with soft-prompt insertion and pooling."""
 
     def __init__(self, model: nn.Module, tokenizer, pooling: str | None = None, max_length: int = 512,
                  freeze: bool = True):
         super().__init__()
-        self.model = model
+        self.model = drop_pooler(model)
         self.tokenizer = tokenizer
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer
 
-from .backbone import EmbeddingBackbone
+from .backbone import EmbeddingBackbone, drop_pooler
 from .embedder import Embedder
 from .model import default_device, frozen_dtype
 from .registry import load_pretrained
@@ -56,7 +56,7 @@ class BackboneEmbedder(Embedder):
             raise ValueError(f"adapter must be one of {ADAPTERS}, got {config.adapter!r}")
         device = torch.device(device) if device is not None else default_device()
         dtype = torch.float32 if config.adapter == "full" else frozen_dtype(device)
-        model = load_pretrained(AutoModel, config.embedding_model, dtype=dtype).to(device)
+        model = drop_pooler(load_pretrained(AutoModel, config.embedding_model, dtype=dtype).to(device))
         tokenizer = load_pretrained(AutoTokenizer, config.embedding_model)
         if config.adapter == "lora":
             from peft import LoraConfig, get_peft_model
