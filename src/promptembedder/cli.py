@@ -13,7 +13,7 @@ from rich.console import Console
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Text embeddings from LLM-generated soft prompts.")
 bench_app = typer.Typer(no_args_is_help=True, help="Measure speed, memory and time-to-quality against LoRA.")
 app.add_typer(bench_app, name="bench")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes get whole tables
 
 Opt = typer.Option
 

@@ -39,11 +39,12 @@ class DemoConfig:
     prompting_model: str = "gemma3-270m"
     embedding_model: str = "minilm-l6"
     transfer_model: str = "gemma3-270m"
-    steps: int = 120
+    steps: int = 100
     batch_size: int = 32
-    eval_steps: int = 40
-    transfer_steps: int = 60
-    transfer_eval_steps: int = 20
+    eval_steps: int = 25
+    transfer_steps: int = 40
+    transfer_batch_size: int = 16
+    transfer_eval_steps: int = 10
     transfer_eval_pairs: int = 300
     transfer_tasks: tuple[str, ...] = ("sts-b",)
     device: str = "cpu"
@@ -51,8 +52,8 @@ class DemoConfig:
     @classmethod
     def preset(cls, quick: bool, **kwargs) -> DemoConfig:
         if quick:
-            kwargs = {"steps": 30, "batch_size": 16, "eval_steps": 15, "transfer_steps": 16,
-                      "transfer_eval_steps": 8, "transfer_eval_pairs": 200, **kwargs}
+            kwargs = {"steps": 30, "batch_size": 16, "eval_steps": 15, "transfer_steps": 12, "transfer_batch_size": 8,
+                      "transfer_eval_steps": 4, "transfer_eval_pairs": 150, **kwargs}
         return cls(**kwargs)
 
 
@@ -143,6 +144,7 @@ def run_demo(config: DemoConfig, console: Console) -> dict:
             del model
 
     transfer_common = {**common, "max_steps": config.transfer_steps, "eval_steps": config.transfer_eval_steps,
+                       "batch_size": config.transfer_batch_size,
                        "save_steps": config.transfer_steps, "eval_max_pairs": config.transfer_eval_pairs,
                        "embedding_model": config.transfer_model}
     transfer_runs = {

@@ -28,6 +28,8 @@ def info_nce(
     if gather is not None:
         queries, positives = gather(queries), gather(positives)
         negatives = gather(negatives) if negatives is not None else None
+    if negatives is not None and negatives.shape[0] == 0:
+        negatives = None
     queries, positives = F.normalize(queries, dim=-1), F.normalize(positives, dim=-1)
     candidates = positives if negatives is None else torch.cat([positives, F.normalize(negatives, dim=-1)])
     labels = torch.arange(queries.shape[0], device=queries.device)

@@ -7,12 +7,15 @@ with the same weights as an uninterrupted one. Works single-process or under tor
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import random
 import resource
 import shutil
+import signal
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -371,7 +374,9 @@ class Trainer:
 
     def _loss(self, q: torch.Tensor, docs: torch.Tensor, num_positives: int) -> torch.Tensor:
         gather = dist_utils.gather_with_grad if self.distributed and self.config.gather_across_ranks else None
-        negatives = docs[num_positives:].float() if docs.shape[0] > num_positives else None
+        # With a gather every rank must take part, even one whose slice of the batch has no hard negatives.
+        has_negatives = docs.shape[0] > num_positives or gather is not None
+        negatives = docs[num_positives:].float() if has_negatives else None
         return info_nce(q.float(), docs[:num_positives].float(), negatives, self.config.temperature,
                         self.config.symmetric, gather)
 
@@ -510,11 +515,12 @@ class Trainer:
                     torch.nn.utils.clip_grad_norm_(
                         [p for p in self.model.parameters() if p.requires_grad], config.max_grad_norm
                     )
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.step += 1
-                in_step = False
+                with deferred_interrupt():  # a Ctrl-C here lands after the step is complete, never inside it
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.step += 1
+                    in_step = False
                 elapsed = time.perf_counter() - t0
                 step_times.append(elapsed)
                 row = {
@@ -606,6 +612,23 @@ class Trainer:
         except ImportError:
             return None
         return SummaryWriter(str(self.output_dir / "tensorboard"))
+
+
+@contextlib.contextmanager
+def deferred_interrupt():
+    """Hold SIGINT back while the block runs and raise KeyboardInterrupt after it, so a checkpoint written on
+    Ctrl-C never holds a half-applied update (only possible in the main thread; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def gather_on(trainer: Trainer) -> bool:

@@ -1,0 +1,149 @@
+"""One rank of a small distributed training run, for tests/test_distributed.py.
+
+Launched as ``python -m torch.distributed.run --nproc-per-node 2 tests/dist_worker.py OUT P E [DATASET]``
+(gloo on CPU); the Trainer joins the process group itself from the env vars torchrun sets. Each rank writes to OUT:
+
+- ``rank{r}.json``: the loss of every step, how often it wrote files, rank and world size;
+- ``rank{r}_initial.safetensors`` / ``rank{r}_final.safetensors``: trainable weights before / after training.
+
+The run's own output folder, shared by the ranks as in real use, is ``OUT/run``. The parent test imports
+``examples`` and ``make_config`` from here to train the same model single-process on the global batch.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+import promptembedder.model as model_mod
+import promptembedder.trainer as trainer_mod
+from promptembedder.data import STSPair, TrainExample
+from promptembedder.trainer import Trainer, TrainingConfig
+
+INSTRUCTION = "Retrieve semantically similar text."
+NLI = "Given a premise, retrieve a hypothesis that is entailed by the premise."
+STEPS = 3
+BATCH_PER_RANK = 4
+COLLECTIVE_TIMEOUT_S = 15
+
+SENTENCES = [
+    "A man is eating food.", "A man eats a meal.", "A woman is riding a white horse.", "A lady rides a horse.",
+    "A monkey is playing drums.", "A gorilla plays the drums.", "The children are listening to music.",
+    "Kids hear songs in the park.", "It was raining heavily at the station.", "Heavy rain fell at the station.",
+    "The stock market fell sharply.", "Stocks dropped a lot.", "A person is slicing an onion.",
+    "Someone cuts an onion.", "The dog is chasing a ball.", "A dog runs after a ball.",
+]
+DEV_PAIRS = [STSPair(SENTENCES[i], SENTENCES[i + 1], 4.0 + (i % 3) / 2) for i in range(0, 16, 2)] + [
+    STSPair(SENTENCES[i], SENTENCES[(i + 5) % 16], (i % 4) / 2) for i in range(0, 16, 2)
+]
+
+
+def examples() -> list[TrainExample]:
+    """Two instructions (each batch holds one), one of them with a hard negative per example: 8 + 8 examples."""
+    pairs = [(SENTENCES[i], SENTENCES[i + 1]) for i in range(0, 16, 2)]
+    data = [TrainExample(q, p, (SENTENCES[(2 * i + 4) % 16],), NLI) for i, (q, p) in enumerate(pairs)]
+    data += [TrainExample(p, q, (), INSTRUCTION) for q, p in pairs]
+    return data
+
+
+def uneven_negatives_examples() -> list[TrainExample]:
+    """One instruction, a hard negative on one example only: every global batch leaves one rank with none."""
+    pairs = [(SENTENCES[i], SENTENCES[i + 1]) for i in range(0, 16, 2)]
+    return [TrainExample(q, p, (SENTENCES[5],) if i == 0 else (), INSTRUCTION) for i, (q, p) in enumerate(pairs)]
+
+
+DATASETS = {"default": examples, "uneven-negatives": uneven_negatives_examples}
+
+
+def make_config(prompting: str, embedding: str, output_dir: str, batch_size: int) -> TrainingConfig:
+    return TrainingConfig(
+        method="promptembedder",
+        prompting_model=prompting,
+        embedding_model=embedding,
+        output_dir=output_dir,
+        device="cpu",
+        show_progress_bar=False,
+        max_steps=STEPS,
+        batch_size=batch_size,
+        learning_rate=1e-3,
+        warmup_ratio=0.0,
+        logging_steps=1,
+        eval_steps=1000,
+        save_steps=2,
+        eval_max_pairs=200,
+        hard=False,
+        seed=0,
+    )
+
+
+def patch_dev_pairs() -> None:
+    """Evaluation is not under test here: a few synthetic pairs instead of the shared STS-B dev."""
+    trainer_mod.load_sts = lambda split="test", root=None: list(DEV_PAIRS)
+
+
+def trainable(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def record_losses(trainer: Trainer) -> list[float]:
+    """Wrap `_micro_step` (one call per step here): the loss it returns is what the step optimises."""
+    losses: list[float] = []
+    original = trainer._micro_step
+
+    def micro_step(batch):
+        loss = original(batch)
+        losses.append(loss.item())
+        return loss
+
+    trainer._micro_step = micro_step
+    return losses
+
+
+def main(out: str, prompting: str, embedding: str, dataset: str = "default") -> None:
+    torch.set_num_threads(1)
+    if dataset != "default":
+        # Fail within seconds, not the default 30 minutes, if the ranks' collectives stop matching.
+        torch.distributed.init_process_group("gloo", timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
+    patch_dev_pairs()
+    writes: list[str] = []
+    for module in (trainer_mod, model_mod):  # every safetensors file a rank writes goes through these
+        original_save = module.save_file
+
+        def spy(tensors, filename, *args, _original=original_save, **kwargs):
+            writes.append(str(filename))
+            return _original(tensors, filename, *args, **kwargs)
+
+        module.save_file = spy
+
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = make_config(prompting, embedding, str(out_dir / "run"), BATCH_PER_RANK)
+    trainer = Trainer(config, examples=DATASETS[dataset]())
+    rank, world = trainer_mod.dist_utils.rank(), trainer_mod.dist_utils.world_size()
+    save_file(trainable(trainer.model), out_dir / f"rank{rank}_initial.safetensors")
+    losses = record_losses(trainer)
+    result = trainer.train()
+    save_file(trainable(trainer.model), out_dir / f"rank{rank}_final.safetensors")
+    report = {
+        "rank": rank,
+        "world_size": world,
+        "distributed": trainer.distributed,
+        "env_rank": int(os.environ.get("RANK", "-1")),
+        "losses": losses,
+        "steps": result.steps,
+        "writes": writes,
+    }
+    (out_dir / f"rank{rank}.json").write_text(json.dumps(report, indent=2))
+    if trainer.distributed:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:5])
