@@ -42,10 +42,11 @@ class DemoConfig:
     steps: int = 100
     batch_size: int = 32
     eval_steps: int = 25
-    transfer_steps: int = 40
+    transfer_steps: int = 30
     transfer_batch_size: int = 16
     transfer_eval_steps: int = 10
     transfer_eval_pairs: int = 300
+    tasks: tuple[str, ...] = ("sts-b", "sick-r")
     transfer_tasks: tuple[str, ...] = ("sts-b",)
     device: str = "cpu"
 
@@ -109,7 +110,7 @@ def run_demo(config: DemoConfig, console: Console) -> dict:
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     stage = Stages(console, 5)
-    tasks = ("sts-b", "sick-r")
+    tasks = config.tasks
     scores: dict[str, dict] = {}
     rows: dict[str, dict] = {}
 

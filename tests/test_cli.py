@@ -1,0 +1,200 @@
+"""The command line, the benchmarks and the demo, end to end on tiny offline models.
+
+These check that each command runs and writes well-formed results; speed and memory are not asserted.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from rich.console import Console
+from typer.testing import CliRunner
+
+from promptembedder.auto import load_embedder
+from promptembedder.benchmark import bench_encode, bench_train
+from promptembedder.cli import app
+from promptembedder.data import data_dir
+from promptembedder.demo import DemoConfig, run_demo
+
+runner = CliRunner()
+
+
+def have_data() -> bool:
+    try:
+        data_dir()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+needs_data = pytest.mark.skipif(not have_data(), reason="needs ../shared/data")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and CI's two cores may be shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def quiet() -> Console:
+    return Console(file=open("/dev/null", "w"), width=160)  # noqa: SIM115
+
+
+def write_pairs(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+PAIRS = [{"query": f"a man is eating food number {i}", "positive": f"a man eats a meal {i}",
+          "negative": f"a woman is riding a horse {i}"} for i in range(16)]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, tmp_path_factory) -> Path:
+    """A PromptEmbedder trained for 3 steps through `promptembedder train CONFIG --flags`."""
+    out = tmp_path_factory.mktemp("cli")
+    data = write_pairs(out / "pairs.jsonl", PAIRS)
+    config = out / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "prompting_model": str(tiny_model_dir("llama")), "embedding_model": str(tiny_model_dir("bert")),
+        "train_data": [str(data)], "max_steps": 50, "batch_size": 8, "do_eval": False, "device": "cpu",
+        "show_progress_bar": False,
+    }))
+    result = runner.invoke(app, ["train", str(config), "--max-steps", "3", "--output-dir", str(out / "run")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "run" / "train_summary.json").read_text())["steps"] == 3  # the flag overrode the file
+    return out / "run"
+
+
+def test_train_writes_a_loadable_model(trained):
+    """The trained model reloads through the generic loader and encodes unit vectors."""
+    model = load_embedder(trained / "final", device="cpu")
+    vectors = model.encode(["a man is eating food", "a horse"], instruction="x")
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_train_reports_bad_data_with_file_and_line(tiny_model_dir, tmp_path):
+    """A malformed line stops `train` with exit code 2 and file:line, before any model loads."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(PAIRS[0]) + "\n{not json\n")
+    result = runner.invoke(app, ["train", "--train-data", str(bad), "--prompting-model", "/nonexistent",
+                                 "--output-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "bad.jsonl:2" in result.output.replace("\n", "")
+
+
+@needs_data
+def test_evaluate_compares_models_and_writes_json(trained, tiny_model_dir, tmp_path, monkeypatch):
+    """`evaluate A B --output` prints one table with both and writes their scores as JSON."""
+    import promptembedder.evaluation as evaluation
+
+    pairs = evaluation.load_sts("test")[:40]
+    monkeypatch.setitem(evaluation.TASKS, "sts-b", evaluation.TaskSpec("sts-b", "STSBenchmark", ("test",),
+                                                                       lambda split: pairs))
+    out = tmp_path / "results.json"
+    result = runner.invoke(app, ["evaluate", str(trained / "final"), str(tiny_model_dir("bert")), "--tasks", "sts-b",
+                                 "--output", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads(out.read_text())
+    text = json.dumps(saved)
+    assert str(trained / "final") in text and str(tiny_model_dir("bert")) in text
+    assert "spearman" in text
+
+
+def test_evaluate_unknown_task_is_a_clear_error(trained):
+    result = runner.invoke(app, ["evaluate", str(trained / "final"), "--tasks", "nope", "--device", "cpu"])
+    assert result.exit_code == 2
+    assert "unknown task" in result.output
+
+
+def test_encode_and_decode_prompt(trained, tmp_path):
+    """`encode` writes an (n, d) .npy equal to the library's encode; `decode-prompt` prints the prompt."""
+    texts = tmp_path / "texts.txt"
+    texts.write_text("a man is eating food\na horse\n")
+    out = tmp_path / "emb.npy"
+    result = runner.invoke(app, ["encode", str(trained / "final"), "-i", str(texts), "-o", str(out),
+                                 "--instruction", "x", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    expected = load_embedder(trained / "final", device="cpu").encode(["a man is eating food", "a horse"],
+                                                                        instruction="x")
+    np.testing.assert_allclose(np.load(out), expected, atol=1e-6)
+    result = runner.invoke(app, ["decode-prompt", str(trained / "final"), "--instruction", "x"])
+    assert result.exit_code == 0 and "'x' ->" in result.output
+
+
+def test_encode_names_the_file_on_bad_input(trained, tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("fine\n\n")
+    result = runner.invoke(app, ["encode", str(trained / "final"), "-i", str(texts), "-o", str(tmp_path / "e.npy")])
+    assert result.exit_code == 2
+    assert "texts.txt" in result.output and "texts[1]" in result.output
+
+
+def test_transfer_command(trained, tiny_model_dir, tmp_path):
+    """`transfer` trains a new W for another backbone and says whether the target was reached."""
+    data = write_pairs(tmp_path / "pairs.jsonl", PAIRS)
+    result = runner.invoke(app, ["transfer", "--from", str(trained / "final"), "--embedding-model",
+                                 str(tiny_model_dir("llama")), "--train-data", str(data), "--max-steps", "2",
+                                 "--batch-size", "8", "--output-dir", str(tmp_path / "t"), "--device", "cpu",
+                                 "--eval-steps", "1", "--target-score", "-100"])
+    if not have_data():
+        pytest.skip("the dev evaluation needs ../shared/data")
+    assert result.exit_code == 0, result.output
+    assert "reached -100.0 at step 1" in result.output
+
+
+@needs_data
+def test_bench_train_json_is_well_formed(tiny_model_dir, tmp_path):
+    """Every method runs in its own process; the JSON holds medians, memory and ratios to LoRA, plus a PNG."""
+    methods = ["promptembedder-query", "promptembedder-both", "lora", "prompt-tuning", "full"]
+    report = bench_train(embedding_model=str(tiny_model_dir("bert")), prompting_model=str(tiny_model_dir("llama")),
+                         batch_size=4, seq_len=8, steps=2, methods=methods, rounds=1, lora_rank=4,
+                         output_dir=tmp_path, device="cpu", console=quiet())
+    saved = json.loads((tmp_path / "bench_train.json").read_text())
+    assert saved["results"].keys() == set(methods) == report["results"].keys()
+    for values in saved["results"].values():
+        assert values["median_step_time_s"] > 0 and values["peak_memory_mb"] > 0
+        assert values["trainable_parameters"] > 0 and values["step_time_vs_lora"] > 0
+    assert saved["results"]["lora"]["step_time_vs_lora"] == pytest.approx(1.0)
+    assert saved["machine"]["device"] == "cpu" and saved["settings"]["steps"] == 2
+    assert (tmp_path / "bench_train.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="unknown methods"):
+        bench_train(embedding_model="x", prompting_model="y", batch_size=4, seq_len=8, steps=1, methods=["nope"],
+                    rounds=1, lora_rank=4, output_dir=tmp_path, device="cpu", console=quiet())
+
+
+@needs_data
+def test_bench_encode_json_is_well_formed(tiny_model_dir, tmp_path):
+    report = bench_encode(model=None, embedding_model=str(tiny_model_dir("bert")),
+                          prompting_model=str(tiny_model_dir("llama")), num_texts=32, batch_size=8,
+                          output_dir=tmp_path, device="cpu", console=quiet())
+    saved = json.loads((tmp_path / "bench_encode.json").read_text())
+    assert saved["num_texts"] == 32 == report["num_texts"]
+    assert {"promptembedder", "bare backbone"} <= saved["texts_per_s"].keys()
+    assert all(rate > 0 for rate in saved["texts_per_s"].values())
+
+
+@needs_data
+def test_demo_runs_end_to_end_on_tiny_models(tiny_model_dir, tmp_path):
+    """All five stages on tiny models: scores for every row, the transfer target, curves and decoded prompts."""
+    config = DemoConfig(output_dir=str(tmp_path), prompting_model=str(tiny_model_dir("llama")),
+                        embedding_model=str(tiny_model_dir("bert")), transfer_model=str(tiny_model_dir("gemma3")),
+                        steps=4, batch_size=8, eval_steps=2, transfer_steps=4, transfer_batch_size=8,
+                        transfer_eval_steps=2, transfer_eval_pairs=40, tasks=("sts-b",))
+    report = run_demo(config, quiet())
+    assert set(report["scores"]) == {"bare backbone", "hard-text instruction", "promptembedder", "lora",
+                                     "transfer: new W only", "lora from scratch"}
+    assert all("spearman" in s["sts-b"] for s in report["scores"].values())
+    assert report["costs"]["promptembedder"]["trainable"] > report["costs"]["lora"]["trainable"] > 0
+    assert set(report["decoded_prompts"]) and all(isinstance(v, str) for v in report["decoded_prompts"].values())
+    for png in ("training_curves.png", "transfer_curves.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp_path / "demo_results.json").read_text())["transfer_target"] == report["transfer_target"]
