@@ -192,7 +192,7 @@ def bench_converge(target_score: float, embedding_model: str, prompting_model: s
     }
     if transfer_from:
         runs["transfer (new W only)"] = TrainingConfig(method="promptembedder", init_from=transfer_from,
-                                                       embedding_model=transfer_model,
+                                                       embedding_model=transfer_model, alignment_learning_rate=1e-2,
                                                        output_dir=str(output_dir / "converge-transfer"), **common)
         runs[f"lora on {transfer_model}"] = TrainingConfig(method="lora", embedding_model=transfer_model,
                                                            output_dir=str(output_dir / "converge-lora-new"),

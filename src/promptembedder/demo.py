@@ -44,6 +44,7 @@ class DemoConfig:
     eval_steps: int = 25
     transfer_steps: int = 30
     transfer_batch_size: int = 16
+    transfer_alignment_learning_rate: float = 1e-2
     transfer_eval_steps: int = 10
     transfer_eval_pairs: int = 300
     tasks: tuple[str, ...] = ("sts-b", "sick-r")
@@ -146,6 +147,7 @@ def run_demo(config: DemoConfig, console: Console) -> dict:
 
     transfer_common = {**common, "max_steps": config.transfer_steps, "eval_steps": config.transfer_eval_steps,
                        "batch_size": config.transfer_batch_size,
+                       "alignment_learning_rate": config.transfer_alignment_learning_rate,
                        "save_steps": config.transfer_steps, "eval_max_pairs": config.transfer_eval_pairs,
                        "embedding_model": config.transfer_model}
     transfer_runs = {
