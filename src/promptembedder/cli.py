@@ -73,7 +73,7 @@ def transfer(
     target_score: Annotated[float | None, Opt(help="STS-B dev Spearman x100 to reach")] = None,
     max_steps: Annotated[int, Opt()] = 200,
     batch_size: Annotated[int, Opt()] = 32,
-    alignment_learning_rate: Annotated[float, Opt(help="W alone trains best with a high rate (1e-2 beat 1e-3 in the demo)")] = 1e-2,
+    alignment_learning_rate: Annotated[float, Opt(help="W alone: 1e-2 beat 1e-3 in the demo")] = 1e-2,
     eval_steps: Annotated[int, Opt()] = 25,
     pooling: Annotated[str | None, Opt()] = None,
     train_data: Annotated[list[str] | None, Opt()] = None,
