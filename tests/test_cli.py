@@ -16,7 +16,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from promptembedder.auto import load_embedder
-from promptembedder.benchmark import bench_encode, bench_train
+from promptembedder.benchmark import bench_converge, bench_encode, bench_train
 from promptembedder.cli import app
 from promptembedder.data import data_dir
 from promptembedder.demo import DemoConfig, run_demo
@@ -198,3 +198,23 @@ def test_demo_runs_end_to_end_on_tiny_models(tiny_model_dir, tmp_path):
     for png in ("training_curves.png", "transfer_curves.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "demo_results.json").read_text())["transfer_target"] == report["transfer_target"]
+
+
+@needs_data
+def test_bench_converge_reports_steps_to_target(trained, tiny_model_dir, tmp_path, monkeypatch):
+    """Each run stops at the target and the JSON says after how many steps and seconds."""
+    import promptembedder.trainer as trainer_mod
+
+    data = write_pairs(tmp_path / "pairs.jsonl", PAIRS)
+    monkeypatch.setattr(trainer_mod, "load_training_data", lambda specs, skip_invalid=False:
+                        trainer_mod.load_examples(data))
+    real_load_sts = trainer_mod.load_sts
+    monkeypatch.setattr(trainer_mod, "load_sts", lambda split: real_load_sts(split)[:40])
+    report = bench_converge(target_score=-100.0, embedding_model=str(tiny_model_dir("bert")),
+                            prompting_model=str(tiny_model_dir("llama")), transfer_from=str(trained / "final"),
+                            transfer_model=str(tiny_model_dir("llama")), max_steps=3, eval_steps=1, batch_size=8,
+                            output_dir=tmp_path, device="cpu", console=quiet())
+    saved = json.loads((tmp_path / "bench_converge.json").read_text())
+    assert set(saved["results"]) == set(report["results"]) and len(saved["results"]) == 4
+    for result in saved["results"].values():
+        assert result["steps_to_target"] == 1 and result["steps_run"] == 1 and result["seconds_to_target"] > 0
