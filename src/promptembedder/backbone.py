@@ -9,12 +9,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import AutoModel, AutoTokenizer
 from transformers.models.auto.modeling_auto import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
 
 from .pooling import pool
+from .registry import load_pretrained
 
 
 def is_decoder(model: nn.Module) -> bool:
@@ -48,6 +50,15 @@ class EmbeddingBackbone(nn.Module):
             model.requires_grad_(False)
             model.eval()
         self.prefix_special = self._adds_leading_special_token()
+
+    @classmethod
+    def load(cls, reference: str, device: torch.device, dtype: torch.dtype, pooling: str | None = None,
+             max_length: int = 512, freeze: bool = True, adapt=None) -> EmbeddingBackbone:
+        """E and its tokenizer from a reference; `adapt` wraps the model first (e.g. with a peft LoRA adapter)."""
+        model = drop_pooler(load_pretrained(AutoModel, reference, dtype=dtype).to(device))
+        if adapt is not None:
+            model = adapt(model)
+        return cls(model, load_pretrained(AutoTokenizer, reference), pooling, max_length, freeze)
 
     @property
     def hidden_size(self) -> int:

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModel, AutoTokenizer
 
-from .backbone import EmbeddingBackbone, drop_pooler
+from .backbone import EmbeddingBackbone
 from .embedder import Embedder
 from .model import default_device, frozen_dtype
-from .registry import load_pretrained
 
 BASELINE_CONFIG = "embedder_config.json"
 ADAPTERS = ("none", "lora", "full")
@@ -28,6 +27,13 @@ ADAPTERS = ("none", "lora", "full")
 def with_instruction(instruction: str | None, text: str) -> str:
     """The E5-style text prefix that carries an instruction to a model without soft prompts."""
     return text if not instruction else f"Instruct: {instruction}\nQuery: {text}"
+
+
+def add_lora(model: torch.nn.Module, rank: int, alpha: int) -> torch.nn.Module:
+    """peft LoRA on every linear layer of E: the paper's baseline."""
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(r=rank, lora_alpha=alpha, target_modules="all-linear", lora_dropout=0.0))
 
 
 @dataclass
@@ -55,16 +61,10 @@ class BackboneEmbedder(Embedder):
         if config.adapter not in ADAPTERS:
             raise ValueError(f"adapter must be one of {ADAPTERS}, got {config.adapter!r}")
         device = torch.device(device) if device is not None else default_device()
+        adapt = partial(add_lora, rank=config.lora_rank, alpha=config.lora_alpha) if config.adapter == "lora" else None
         dtype = torch.float32 if config.adapter == "full" else frozen_dtype(device)
-        model = drop_pooler(load_pretrained(AutoModel, config.embedding_model, dtype=dtype).to(device))
-        tokenizer = load_pretrained(AutoTokenizer, config.embedding_model)
-        if config.adapter == "lora":
-            from peft import LoraConfig, get_peft_model
-
-            model = get_peft_model(model, LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,
-                                                     target_modules="all-linear", lora_dropout=0.0))
-        self.backbone = EmbeddingBackbone(model, tokenizer, config.pooling, config.max_length,
-                                          freeze=config.adapter == "none")
+        self.backbone = EmbeddingBackbone.load(config.embedding_model, device, dtype, config.pooling,
+                                               config.max_length, freeze=config.adapter == "none", adapt=adapt)
         config.pooling = self.backbone.pooling
         self.config = config
         self.normalize = config.normalize
@@ -111,17 +111,16 @@ class PromptTuningEmbedder(Embedder):
                  init_text: str = "Represent this sentence for retrieving similar sentences"):
         super().__init__()
         device = torch.device(device) if device is not None else default_device()
-        model = load_pretrained(AutoModel, config.embedding_model, dtype=frozen_dtype(device)).to(device)
-        tokenizer = load_pretrained(AutoTokenizer, config.embedding_model)
-        self.backbone = EmbeddingBackbone(model, tokenizer, config.pooling, config.max_length)
+        self.backbone = EmbeddingBackbone.load(config.embedding_model, device, frozen_dtype(device), config.pooling,
+                                               config.max_length)
         config.pooling = self.backbone.pooling
         self.config = config
         self.normalize = config.normalize
         self.embedding_dim = self.backbone.hidden_size
-        ids = tokenizer(init_text, add_special_tokens=False)["input_ids"] or [0]
+        ids = self.backbone.tokenizer(init_text, add_special_tokens=False)["input_ids"] or [0]
         ids = (ids * config.num_soft_tokens)[: config.num_soft_tokens]
         with torch.no_grad():  # start from real word embeddings, as peft's TEXT init does
-            init = model.get_input_embeddings()(torch.tensor(ids, device=device)).float()
+            init = self.backbone.model.get_input_embeddings()(torch.tensor(ids, device=device)).float()
         self.prompt = torch.nn.Parameter(init)
 
     def train(self, mode: bool = True) -> PromptTuningEmbedder:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .alignment import Alignment
 from .backbone import EmbeddingBackbone
@@ -46,9 +46,8 @@ class PromptEmbedder(Embedder):
             config = PromptEmbedderConfig.from_dict({**config.to_dict(), **overrides})
         self.config = config
         device = torch.device(device) if device is not None else default_device()
-        e_model = load_pretrained(AutoModel, config.embedding_model, dtype=frozen_dtype(device)).to(device)
-        e_tokenizer = load_pretrained(AutoTokenizer, config.embedding_model)
-        self.backbone = EmbeddingBackbone(e_model, e_tokenizer, config.pooling, config.max_length)
+        self.backbone = EmbeddingBackbone.load(config.embedding_model, device, frozen_dtype(device), config.pooling,
+                                               config.max_length)
         self.config.pooling = self.backbone.pooling
         self.normalize = config.normalize
         self.embedding_dim = self.backbone.hidden_size
@@ -64,8 +63,8 @@ class PromptEmbedder(Embedder):
         self.alignment = Alignment(self.generator.hidden_size, self.backbone.hidden_size).to(device)
         if _init_alignment:
             self.alignment.init_from_vocabularies(
-                p_tokenizer, self.generator.embedding_matrix, e_tokenizer,
-                e_model.get_input_embeddings(), config.alignment_init,
+                p_tokenizer, self.generator.embedding_matrix, self.backbone.tokenizer,
+                self.backbone.model.get_input_embeddings(), config.alignment_init,
             )
 
     # --- construction -------------------------------------------------------------------------------
