@@ -100,9 +100,9 @@ def train_in_subprocess(config: TrainingConfig, console: Console) -> dict:
 
 
 def first_step_reaching(log: Path, target: float) -> tuple[int, float] | None:
-    """(step, elapsed seconds) of the first dev evaluation at or above target."""
+    """(step, elapsed seconds) of the first dev evaluation at or above target (the log keeps 3 decimals)."""
     for row in csv.DictReader(open(log, newline="")):  # noqa: SIM115
-        if row["dev_spearman"] and float(row["dev_spearman"]) >= target:
+        if row["dev_spearman"] and float(row["dev_spearman"]) >= round(target, 3):
             return int(row["step"]), float(row["elapsed_s"])
     return None
 
