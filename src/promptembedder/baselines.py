@@ -69,6 +69,7 @@ class BackboneEmbedder(Embedder):
         self.config = config
         self.normalize = config.normalize
         self.embedding_dim = self.backbone.hidden_size
+        self.eval()
 
     def embed(self, texts: list[str], instruction: str | None = None, prompt_type: str = "query",
               normalize: bool = True) -> torch.Tensor:
@@ -122,6 +123,7 @@ class PromptTuningEmbedder(Embedder):
         with torch.no_grad():  # start from real word embeddings, as peft's TEXT init does
             init = self.backbone.model.get_input_embeddings()(torch.tensor(ids, device=device)).float()
         self.prompt = torch.nn.Parameter(init)
+        self.eval()
 
     def train(self, mode: bool = True) -> PromptTuningEmbedder:
         super().train(mode)

@@ -55,6 +55,7 @@ class PromptEmbedder(Embedder):
         self.alignment: Alignment | None = None
         self._prompt_cache: dict[str, torch.Tensor] = {}
         if config.num_soft_tokens == 0:
+            self.eval()
             return
         p_model = load_pretrained(AutoModelForCausalLM, config.prompting_model, dtype=torch.float32).to(device)
         p_tokenizer = load_pretrained(AutoTokenizer, config.prompting_model)
@@ -66,6 +67,7 @@ class PromptEmbedder(Embedder):
                 p_tokenizer, self.generator.embedding_matrix, self.backbone.tokenizer,
                 self.backbone.model.get_input_embeddings(), config.alignment_init,
             )
+        self.eval()  # as transformers' from_pretrained: ready to encode; the trainer switches to train mode
 
     # --- construction -------------------------------------------------------------------------------
     def _set_prompting_trainable(self) -> None:
