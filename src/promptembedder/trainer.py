@@ -443,10 +443,11 @@ class Trainer:
         return loss.item()
 
     def evaluate(self) -> float:
-        """STS-B dev Spearman x100 (the eval set for model selection; test stays untouched)."""
-        scores = evaluate_pairs(self.model, self.dev_pairs, STS_INSTRUCTION, batch_size=64, show_progress_bar=False)
-        self.model.train()
-        return scores["spearman"]
+        """STS-B dev Spearman x100 (the eval set for model selection; test stays untouched). encode switches
+        to eval mode and back to train mode itself."""
+        return evaluate_pairs(self.model, self.dev_pairs, STS_INSTRUCTION, batch_size=64, show_progress_bar=False)[
+            "spearman"
+        ]
 
     # --- the loop --------------------------------------------------------------------------------------
     def train(self) -> TrainResult:
