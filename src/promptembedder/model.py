@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .alignment import Alignment
@@ -29,6 +30,19 @@ def frozen_dtype(device: torch.device) -> torch.dtype:
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
+
+
+class PromptHead(nn.Module):
+    """P and W as one module, instruction -> aligned soft prompt: what data-parallel training wraps, so frozen E
+    is never broadcast or synchronised. It shares its weights with the PromptEmbedder it comes from."""
+
+    def __init__(self, model: PromptEmbedder):
+        super().__init__()
+        self.generator, self.alignment = model.generator, model.alignment
+        self._soft_prompt = model.soft_prompt
+
+    def forward(self, instruction: str | None) -> torch.Tensor:
+        return self._soft_prompt(instruction)
 
 
 class PromptEmbedder(Embedder):
@@ -174,35 +188,42 @@ class PromptEmbedder(Embedder):
         return sum(p.numel() for p in self.trainable_parameters())
 
     # --- persistence -----------------------------------------------------------------------------------
-    def _prompting_state(self) -> dict[str, torch.Tensor]:
+    def _prompting_state(self, state_dict: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
         """P's trained weights: every parameter in 'full' mode except frozen token embeddings (kept by reference).
 
         Tied weights (Gemma's lm_head is its embedding matrix) are stored once; loading re-ties them.
         """
         model = self.generator.model
-        if self.config.prompting_trainable != "full":
-            return {}
         seen = set() if self.config.train_prompting_embeddings else {id(model.get_input_embeddings().weight)}
         state = {}
         for name, value in model.state_dict(keep_vars=True).items():
             if isinstance(value, torch.nn.Parameter) and id(value) not in seen:
                 seen.add(id(value))
+                value = state_dict[f"generator.model.{name}"] if state_dict is not None else value
                 state[name] = value.detach().contiguous().cpu()
         return state
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Config JSON + safetensors of W and of P's trained weights (or its LoRA adapter); E by reference."""
+    def save_pretrained(self, directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """Config JSON + safetensors of W and of P's trained weights (or its LoRA adapter); E by reference.
+
+        `state_dict` (this model's weights by parameter name, as transformers' argument of that name) is saved
+        instead of the live weights: the trainer passes the whole weights gathered from FSDP shards.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.config.save(directory)
         if self.generator is None:
             return
-        save_file({"weight": self.alignment.linear.weight.detach().contiguous().cpu()},
-                  directory / ALIGNMENT_FILE, metadata={"init": self.alignment.init_method})
+        weight = state_dict["alignment.linear.weight"] if state_dict is not None else self.alignment.linear.weight
+        save_file({"weight": weight.detach().contiguous().cpu()}, directory / ALIGNMENT_FILE,
+                  metadata={"init": self.alignment.init_method})
         if self.config.prompting_trainable == "lora":
-            self.generator.model.save_pretrained(directory / ADAPTER_DIR)
+            prefix = "generator.model."
+            adapter = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)} if state_dict \
+                else None
+            self.generator.model.save_pretrained(directory / ADAPTER_DIR, state_dict=adapter)
         elif self.config.prompting_trainable == "full":
-            save_file(self._prompting_state(), directory / PROMPTING_FILE)
+            save_file(self._prompting_state(state_dict), directory / PROMPTING_FILE)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device | None = None,
