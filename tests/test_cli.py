@@ -91,6 +91,14 @@ def test_train_reports_bad_data_with_file_and_line(tiny_model_dir, tmp_path):
     assert "bad.jsonl:2" in result.output.replace("\n", "")
 
 
+def test_train_flags_reach_the_config(tmp_path):
+    """--fsdp and --grad-cache-chunk-size are checked with the rest of the config, before any model loads."""
+    result = runner.invoke(app, ["train", "--method", "lora", "--fsdp", "--output-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "fsdp shards the prompting model" in result.output.replace("\n", " ")
+    result = runner.invoke(app, ["train", "--grad-cache-chunk-size", "0", "--output-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "grad_cache_chunk_size must be >= 1" in result.output.replace("\n", " ")
+
+
 @needs_data
 def test_evaluate_compares_models_and_writes_json(trained, tiny_model_dir, tmp_path, monkeypatch):
     """`evaluate A B --output` prints one table with both and writes their scores as JSON."""

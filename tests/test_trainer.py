@@ -441,6 +441,8 @@ def test_skip_invalid_drops_bad_lines(tmp_path: Path) -> None:
         ({"batch_size": 0}, "batch_size"),
         ({"max_steps": 0}, "max_steps"),
         ({"gradient_accumulation_steps": 0}, "gradient_accumulation_steps"),
+        ({"grad_cache_chunk_size": 0}, "grad_cache_chunk_size"),
+        ({"method": "lora", "fsdp": True}, "fsdp shards the prompting model"),
     ],
 )
 def test_invalid_config_values(overrides: dict, message: str) -> None:

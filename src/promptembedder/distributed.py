@@ -1,4 +1,4 @@
-"""torch.distributed helpers: process-group set-up from torchrun/accelerate env vars, and a gather with gradient."""
+"""torch.distributed helpers: process-group set-up from torchrun/accelerate env vars, a gather with gradient, FSDP."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ import os
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 def init_from_env(device: torch.device) -> bool:
     """Join the process group torchrun (or `accelerate launch`) describes; False when not launched so."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL collectives and FSDP's device mesh use the current device
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return True
@@ -63,3 +66,23 @@ def broadcast_object(obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def fully_shard_modules(modules: list[nn.Module], device: torch.device) -> None:
+    """Shard each module over all ranks with FSDP2 (`fully_shard`), in place: parameter names stay the same and
+    become DTensors. Every transformer block inside (a class the HF model lists in `_no_split_modules`) is its
+    own unit, so only one block's weights are whole at a time; each module is then a root for the rest."""
+    try:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+    except ImportError as err:
+        raise RuntimeError(f"fsdp needs torch>=2.6 (torch.distributed.fsdp.fully_shard): {err}") from err
+    mesh = init_device_mesh(device.type, (world_size(),))
+    for module in modules:
+        blocks: set[str] = set()
+        for sub in module.modules():
+            blocks.update(getattr(sub, "_no_split_modules", None) or ())
+        for sub in list(module.modules()):
+            if sub is not module and type(sub).__name__ in blocks:
+                fully_shard(sub, mesh=mesh)
+        fully_shard(module, mesh=mesh)

@@ -2,7 +2,8 @@
 
 Same data, batches, loss, pooling, optimizer and schedule for every method; only what is trainable
 differs. Checkpoints are atomic and hold optimizer, scheduler and RNG state, so a resumed run ends
-with the same weights as an uninterrupted one. Works single-process or under torchrun (DDP).
+with the same weights as an uninterrupted one. Works single-process or under torchrun / accelerate
+launch, with DDP or with FSDP2 sharding P and W (`fsdp`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
+)
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -43,7 +50,7 @@ from .data import (
 from .embedder import Embedder
 from .evaluation import evaluate_pairs
 from .loss import info_nce
-from .model import PromptEmbedder
+from .model import PromptEmbedder, PromptHead
 from .plotting import plot_training
 
 METHODS = ("promptembedder", "lora", "prompt-tuning", "full")
@@ -98,10 +105,15 @@ class TrainingConfig:
     do_eval: bool = True
     save_model: bool = True
     grad_cache_chunk_size: int | None = None
+    fsdp: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.grad_cache_chunk_size is not None and self.grad_cache_chunk_size < 1:
+            raise ValueError(f"grad_cache_chunk_size must be >= 1 or None, got {self.grad_cache_chunk_size}")
+        if self.fsdp and self.method != "promptembedder":
+            raise ValueError(f"fsdp shards the prompting model P: method 'promptembedder' only, not {self.method!r}")
         for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "eval_steps", "save_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -257,6 +269,11 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the model has no trainable parameters")
+        self.prompted = isinstance(self.model, PromptEmbedder)  # P and W make a prompt; E is frozen
+        # FSDP shards P and W in place (before the optimizer sees their parameters); a single process has no peers.
+        self.sharded = self.distributed and config.fsdp
+        if self.sharded:
+            dist_utils.fully_shard_modules([self.model.generator, self.model.alignment], self.device)
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = get_scheduler(
             config.lr_scheduler,
@@ -264,13 +281,14 @@ class Trainer:
             num_warmup_steps=int(config.warmup_ratio * config.max_steps),
             num_training_steps=config.max_steps,
         )
-        if self.distributed and config.grad_cache_chunk_size:
-            raise ValueError("grad_cache_chunk_size works in single-process training only (not yet with DDP)")
-        self.wrapped = (
-            DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-            if self.distributed
-            else self.model
-        )
+        # What a step calls: P and W (instruction -> prompt) for PromptEmbedder, the whole model for a baseline;
+        # under DDP wrapped so their gradients are averaged over ranks (FSDP's hooks already do that).
+        self.wrapped = PromptHead(self.model) if self.prompted else self.model
+        if self.distributed and not self.sharded:
+            self.wrapped = DistributedDataParallel(
+                self.wrapped, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False,
+            )
         self.callbacks = callbacks or []
         self.step = 0
         self.best_score: float | None = None
@@ -297,22 +315,25 @@ class Trainer:
         torch.manual_seed(seed)
 
     # --- checkpoints ---------------------------------------------------------------------------------
-    def _trainable_state(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach().contiguous().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
-
     def save_checkpoint(self, rng_state: dict) -> None:
-        """Atomically replace output_dir/checkpoint: write a temp folder, then rename it into place."""
+        """Atomically replace output_dir/checkpoint: write a temp folder, then rename it into place.
+
+        Every rank calls this: under FSDP the whole weights and optimizer state are gathered from all shards
+        (torch.distributed.checkpoint's state-dict API), then rank 0 writes them.
+        """
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+        trainable, optimizer = get_state_dict(self.model, self.optimizer, options=options)
         if not self.is_main:
             return
         final = self.output_dir / "checkpoint"
         tmp = self.output_dir / "checkpoint.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        save_file(self._trainable_state(), tmp / "trainable.safetensors")
+        save_file({n: t.contiguous() for n, t in trainable.items()}, tmp / "trainable.safetensors")
         torch.save(
             {
                 "step": self.step,
-                "optimizer": self.optimizer.state_dict(),
+                "optimizer": optimizer,
                 "scheduler": self.scheduler.state_dict(),
                 "rng": rng_state,
                 "best_score": self.best_score,
@@ -332,15 +353,14 @@ class Trainer:
         if not (path / "trainer_state.pt").exists():
             return None
         state = torch.load(path / "trainer_state.pt", weights_only=False)
-        trained = load_file(path / "trainable.safetensors")
-        params = dict(self.model.named_parameters())
-        missing = sorted(set(trained) ^ {n for n, p in params.items() if p.requires_grad})
+        trained = load_file(path / "trainable.safetensors", device=str(self.device))
+        expected = get_model_state_dict(self.model, options=StateDictOptions(ignore_frozen_params=True))
+        missing = sorted(set(trained) ^ set(expected))
         if missing:
             raise ValueError(f"{path}: checkpoint does not match this model's trainable parameters: {missing[:5]}")
-        with torch.no_grad():
-            for name, value in trained.items():
-                params[name].copy_(value)
-        self.optimizer.load_state_dict(state["optimizer"])
+        # Every rank reads the whole state; under FSDP each keeps its own shard of it.
+        set_state_dict(self.model, self.optimizer, model_state_dict=trained, optim_state_dict=state["optimizer"],
+                       options=StateDictOptions(full_state_dict=True, strict=False))
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.best_score = state["step"], state["best_score"]
         return state["rng"]
@@ -385,7 +405,15 @@ class Trainer:
         queries = [e.query for e in batch]
         documents = [e.positive for e in batch] + [n for e in batch for n in e.negatives]
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
-            if not self.model.document_side_trainable:
+            if self.prompted:
+                prompt = self.wrapped(instruction)
+                if self.model.document_side_trainable:  # prompt_on both: one E forward behind one prompt
+                    everything = self.model.backbone(queries + documents, prompt)
+                    q, docs = everything[: len(queries)], everything[len(queries) :]
+                else:
+                    docs = self._documents(documents, instruction)
+                    q = self.model.backbone(queries, prompt)
+            elif not self.model.document_side_trainable:
                 docs = self._documents(documents, instruction)
                 q = self.wrapped(queries, instruction, "query")
             elif self.model.config.prompt_on == "both":  # one pass: one soft prompt, one E forward
@@ -403,20 +431,25 @@ class Trainer:
         cached; pass 2 re-embeds each chunk with a graph (same RNG, so dropout repeats) and
         back-propagates the cached gradient. P generates the soft prompt once: its output is a leaf
         the chunks share, and its accumulated gradient goes back through P at the end.
+
+        Under DDP, a baseline's chunks accumulate gradients locally (`no_sync`) and the last chunk's backward
+        averages them over ranks, as in the GradCache library; PromptEmbedder's chunks only touch frozen E,
+        so the final backward through P and W is the one DDP or FSDP synchronises.
         """
         model, size = self.model, self.config.grad_cache_chunk_size
         instruction = batch[0].instruction
         queries = [e.query for e in batch]
         documents = [e.positive for e in batch] + [n for e in batch for n in e.negatives]
         prompt = leaf = None
-        if isinstance(model, PromptEmbedder) and model.generator is not None:
-            prompt = model.soft_prompt(instruction)
+        if self.prompted:
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+                prompt = self.wrapped(instruction)
             leaf = prompt.detach().requires_grad_()
 
         def embed(texts: list[str], prompt_type: str) -> torch.Tensor:
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
                 if leaf is None:
-                    return model.embed(texts, instruction, prompt_type)
+                    return self.wrapped(texts, instruction, prompt_type)
                 use_prompt = prompt_type == "query" or model.config.prompt_on == "both"
                 return model.backbone(texts, leaf if use_prompt else None)
 
@@ -434,13 +467,27 @@ class Trainer:
                 torch.cat([r for r, (_, kind) in zip(reps, pieces, strict=True) if kind == "document"]))
         loss = self._loss(q, docs, len(batch))
         (loss * scale).backward()
-        for (texts, prompt_type), state, rep in zip(pieces, states, reps, strict=True):
-            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        no_sync = getattr(self.wrapped, "no_sync", contextlib.nullcontext)
+        for i, ((texts, prompt_type), state, rep) in enumerate(zip(pieces, states, reps, strict=True)):
+            sync = contextlib.nullcontext() if i == len(pieces) - 1 else no_sync()
+            with sync, torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 self._set_rng_state(state)
                 embed(texts, prompt_type).backward(rep.grad)
         if prompt is not None and leaf.grad is not None:
             prompt.backward(leaf.grad)
         return loss.item()
+
+    def _save_pretrained(self, directory: Path) -> None:
+        """`save_pretrained` on rank 0; every rank calls it, since under FSDP P and W are first gathered whole."""
+        if not self.sharded:
+            if self.is_main:
+                self.model.save_pretrained(directory)
+            return
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        state = {f"{name}.{key}": value for name in ("generator", "alignment")
+                 for key, value in get_model_state_dict(getattr(self.model, name), options=options).items()}
+        if self.is_main:
+            self.model.save_pretrained(directory, state_dict=state)
 
     def evaluate(self) -> float:
         """STS-B dev Spearman x100 (the eval set for model selection; test stays untouched). encode switches
@@ -536,13 +583,13 @@ class Trainer:
                     "dev_spearman": "",
                 }
                 if config.do_eval and (self.step % config.eval_steps == 0 or self.step == config.max_steps):
-                    last_dev = self.evaluate() if self.is_main else None
+                    # Under FSDP every rank takes part in P's forward, so every rank evaluates (to the same score).
+                    last_dev = self.evaluate() if self.is_main or self.sharded else None
                     last_dev = dist_utils.broadcast_object(last_dev)
                     row["dev_spearman"] = f"{last_dev:.3f}"
                     if self.best_score is None or last_dev > self.best_score:
                         self.best_score = last_dev
-                        if self.is_main:
-                            self.model.save_pretrained(self.output_dir / "best")
+                        self._save_pretrained(self.output_dir / "best")
                     if (
                         config.target_score is not None
                         and result_extra["steps_to_target"] is None
@@ -577,10 +624,11 @@ class Trainer:
             if tb is not None:
                 tb.close()
         wall = time.perf_counter() - start
-        if self.is_main and config.save_model and not result_extra["interrupted"]:
+        if config.save_model and not result_extra["interrupted"]:
             self.save_checkpoint(self._rng_state())
-            self.model.save_pretrained(self.output_dir / "final")
-            plot_training({config.method: log_path}, self.output_dir / "training_curves.png", title=config.method)
+            self._save_pretrained(self.output_dir / "final")
+            if self.is_main:
+                plot_training({config.method: log_path}, self.output_dir / "training_curves.png", title=config.method)
         median = statistics.median(step_times) if step_times else float("nan")
         result = TrainResult(
             output_dir=str(self.output_dir),
