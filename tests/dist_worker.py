@@ -1,9 +1,12 @@
 """One rank of a small distributed training run, for tests/test_distributed.py.
 
-Launched as ``python -m torch.distributed.run --nproc-per-node 2 tests/dist_worker.py OUT P E [DATASET]``
-(gloo on CPU); the Trainer joins the process group itself from the env vars torchrun sets. Each rank writes to OUT:
+Launched as ``python -m torch.distributed.run --nproc-per-node 2 tests/dist_worker.py OUT P E [DATASET [VARIANT
+[STOP_AT [RESUME]]]]`` (gloo on CPU); the Trainer joins the process group itself from the env vars torchrun sets.
+VARIANT names config changes (`VARIANTS`: GradCache, FSDP, LoRA); STOP_AT > 0 interrupts the run after that
+step as Ctrl-C would; RESUME=1 continues from the run's checkpoint. Each rank writes to OUT:
 
-- ``rank{r}.json``: the loss of every step, how often it wrote files, rank and world size;
+- ``rank{r}.json``: the loss of every step, how often it wrote files, rank and world size, and how many of the
+  trainable parameters' elements this rank holds (all of them under DDP, its shard under FSDP);
 - ``rank{r}_initial.safetensors`` / ``rank{r}_final.safetensors``: trainable weights before / after training.
 
 The run's own output folder, shared by the ranks as in real use, is ``OUT/run``. The parent test imports
@@ -20,6 +23,8 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.tensor import DTensor
 
 import promptembedder.model as model_mod
 import promptembedder.trainer as trainer_mod
@@ -59,10 +64,18 @@ def uneven_negatives_examples() -> list[TrainExample]:
 
 
 DATASETS = {"default": examples, "uneven-negatives": uneven_negatives_examples}
+# Config changes per variant. Each is compared with plain single-process training on the global batch.
+VARIANTS: dict[str, dict] = {
+    "ddp": {},
+    "grad-cache": {"grad_cache_chunk_size": 3},
+    "fsdp": {"fsdp": True},
+    "fsdp-grad-cache": {"fsdp": True, "grad_cache_chunk_size": 3},
+    "lora-grad-cache": {"method": "lora", "grad_cache_chunk_size": 3, "learning_rate": 1e-2},
+}
 
 
-def make_config(prompting: str, embedding: str, output_dir: str, batch_size: int) -> TrainingConfig:
-    return TrainingConfig(
+def make_config(prompting: str, embedding: str, output_dir: str, batch_size: int, **changes) -> TrainingConfig:
+    config = dict(
         method="promptembedder",
         prompting_model=prompting,
         embedding_model=embedding,
@@ -80,6 +93,14 @@ def make_config(prompting: str, embedding: str, output_dir: str, batch_size: int
         hard=False,
         seed=0,
     )
+    return TrainingConfig(**{**config, **changes})
+
+
+def no_dropout(model: torch.nn.Module) -> None:
+    """Dropout draws depend on how a batch is chunked; off, GradCache and the plain step can agree exactly."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
 
 
 def patch_dev_pairs() -> None:
@@ -88,24 +109,42 @@ def patch_dev_pairs() -> None:
 
 
 def trainable(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
+    """The whole trainable weights (gathered on every rank from FSDP shards; a collective then)."""
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, ignore_frozen_params=True))
+    return {n: t.detach().cpu().contiguous().clone() for n, t in state.items()}
+
+
+def local_elements(model: torch.nn.Module) -> int:
+    """Elements of the trainable parameters this rank stores: its shard of each FSDP DTensor, else all."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in params)
 
 
 def record_losses(trainer: Trainer) -> list[float]:
-    """Wrap `_micro_step` (one call per step here): the loss it returns is what the step optimises."""
+    """Wrap `_loss` (one call per step here, plain or GradCache): the loss the step optimises."""
     losses: list[float] = []
-    original = trainer._micro_step
+    original = trainer._loss
 
-    def micro_step(batch):
-        loss = original(batch)
-        losses.append(loss.item())
-        return loss
+    def loss(*args):
+        value = original(*args)
+        losses.append(value.item())
+        return value
 
-    trainer._micro_step = micro_step
+    trainer._loss = loss
     return losses
 
 
-def main(out: str, prompting: str, embedding: str, dataset: str = "default") -> None:
+def stop_after(step: int):
+    """A callback that interrupts the run after `step` as Ctrl-C would (the trainer checkpoints and returns)."""
+    def callback(trainer: Trainer, current: int) -> None:
+        if current == step:
+            raise KeyboardInterrupt
+
+    return callback
+
+
+def main(out: str, prompting: str, embedding: str, dataset: str = "default", variant: str = "ddp",
+         stop_at: str = "0", resume: str = "0") -> None:
     torch.set_num_threads(1)
     if dataset != "default":
         # Fail within seconds, not the default 30 minutes, if the ranks' collectives stop matching.
@@ -123,8 +162,11 @@ def main(out: str, prompting: str, embedding: str, dataset: str = "default") -> 
 
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = make_config(prompting, embedding, str(out_dir / "run"), BATCH_PER_RANK)
-    trainer = Trainer(config, examples=DATASETS[dataset]())
+    config = make_config(prompting, embedding, str(out_dir / "run"), BATCH_PER_RANK, resume=resume == "1",
+                         **VARIANTS[variant])
+    callbacks = [stop_after(int(stop_at))] if int(stop_at) else []
+    trainer = Trainer(config, examples=DATASETS[dataset](), callbacks=callbacks)
+    no_dropout(trainer.model)
     rank, world = trainer_mod.dist_utils.rank(), trainer_mod.dist_utils.world_size()
     save_file(trainable(trainer.model), out_dir / f"rank{rank}_initial.safetensors")
     losses = record_losses(trainer)
@@ -137,7 +179,10 @@ def main(out: str, prompting: str, embedding: str, dataset: str = "default") -> 
         "env_rank": int(os.environ.get("RANK", "-1")),
         "losses": losses,
         "steps": result.steps,
+        "interrupted": result.interrupted,
         "writes": writes,
+        "local_elements": local_elements(trainer.model),
+        "total_elements": result.trainable_parameters,
     }
     (out_dir / f"rank{rank}.json").write_text(json.dumps(report, indent=2))
     if trainer.distributed:
@@ -146,4 +191,4 @@ def main(out: str, prompting: str, embedding: str, dataset: str = "default") -> 
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    main(*sys.argv[1:8])
