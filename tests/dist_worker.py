@@ -70,6 +70,7 @@ VARIANTS: dict[str, dict] = {
     "grad-cache": {"grad_cache_chunk_size": 3},
     "fsdp": {"fsdp": True},
     "fsdp-grad-cache": {"fsdp": True, "grad_cache_chunk_size": 3},
+    "fsdp-lora-p": {"fsdp": True, "prompting_trainable": "lora"},
     "lora-grad-cache": {"method": "lora", "grad_cache_chunk_size": 3, "learning_rate": 1e-2},
 }
 

@@ -2,9 +2,9 @@
 
 The worker (tests/dist_worker.py) trains with the Trainer for a few steps with BATCH_PER_RANK examples per
 rank; here the same model is trained single-process on the global batch of 2 * BATCH_PER_RANK to compare.
-Each variant (DDP, GradCache under DDP, FSDP, GradCache under FSDP, a LoRA baseline with GradCache) must give
-the plain single-process result. The last test launches the `promptembedder train` command itself with
-`accelerate launch`.
+Each variant (DDP, GradCache under DDP, FSDP, GradCache under FSDP, FSDP of a LoRA-adapted P, a LoRA baseline
+with GradCache) must give the plain single-process result. The last test launches the `promptembedder train`
+command itself with `accelerate launch`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import dist_worker
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -27,6 +28,7 @@ import yaml
 from safetensors.torch import load_file
 
 import promptembedder.trainer as trainer_mod
+from promptembedder.auto import load_embedder
 from promptembedder.model import ALIGNMENT_FILE, PROMPTING_FILE
 from promptembedder.trainer import Trainer, TrainingConfig
 
@@ -97,7 +99,8 @@ def runs(request: pytest.FixtureRequest, tiny_model_dir: TinyDir, tmp_path_facto
         "ranks": rank_reports(out),
         "initial": [load_file(out / f"rank{r}_initial.safetensors") for r in range(WORLD)],
         "final": [load_file(out / f"rank{r}_final.safetensors") for r in range(WORLD)],
-        "single": single_process(p, e, tmp_path_factory.mktemp("single") / "run", variant=request.param),
+        "single_dir": (single_dir := tmp_path_factory.mktemp("single") / "run"),
+        "single": single_process(p, e, single_dir, variant=request.param),
     }
 
 
@@ -143,6 +146,15 @@ def test_weights_identical_across_ranks_and_match_single_process(runs: dict) -> 
                                    msg=f"{name}: result differs from single-process training on the global batch")
     changed = [n for n in rank0 if not torch.allclose(initial[n], rank0[n])]
     assert len(changed) > len(rank0) / 2, f"training changed only {changed}"
+
+
+def test_saved_model_matches_single_process(runs: dict) -> None:
+    """`final/` as rank 0 saved it (under FSDP, gathered from the shards) reloads to the single-process model."""
+    texts = dist_worker.SENTENCES[:4]
+    launched, single = (load_embedder(path / "final", device="cpu") for path in (runs["out"] / "run",
+                                                                                  runs["single_dir"]))
+    np.testing.assert_allclose(launched.encode(texts, instruction=dist_worker.INSTRUCTION),
+                               single.encode(texts, instruction=dist_worker.INSTRUCTION), atol=1e-4)
 
 
 def test_fsdp_shards_what_trains(runs: dict) -> None:
