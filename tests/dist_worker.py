@@ -68,9 +68,9 @@ DATASETS = {"default": examples, "uneven-negatives": uneven_negatives_examples}
 VARIANTS: dict[str, dict] = {
     "ddp": {},
     "grad-cache": {"grad_cache_chunk_size": 3},
-    "fsdp": {"fsdp": True},
-    "fsdp-grad-cache": {"fsdp": True, "grad_cache_chunk_size": 3},
-    "fsdp-lora-p": {"fsdp": True, "prompting_trainable": "lora"},
+    "fsdp": {"fsdp": "full_shard"},
+    "fsdp-grad-cache": {"fsdp": "shard_grad_op", "grad_cache_chunk_size": 3},
+    "fsdp-lora-p": {"fsdp": "full_shard", "prompting_trainable": "lora"},
     "lora-grad-cache": {"method": "lora", "grad_cache_chunk_size": 3, "learning_rate": 1e-2},
 }
 

@@ -93,8 +93,11 @@ def test_train_reports_bad_data_with_file_and_line(tiny_model_dir, tmp_path):
 
 def test_train_flags_reach_the_config(tmp_path):
     """--fsdp and --grad-cache-chunk-size are checked with the rest of the config, before any model loads."""
-    result = runner.invoke(app, ["train", "--method", "lora", "--fsdp", "--output-dir", str(tmp_path / "run")])
+    result = runner.invoke(app, ["train", "--method", "lora", "--fsdp", "full_shard", "--output-dir",
+                                 str(tmp_path / "run")])
     assert result.exit_code == 2 and "fsdp shards the prompting model" in result.output.replace("\n", " ")
+    result = runner.invoke(app, ["train", "--fsdp", "zero3", "--output-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "fsdp must be one of" in result.output.replace("\n", " ")
     result = runner.invoke(app, ["train", "--grad-cache-chunk-size", "0", "--output-dir", str(tmp_path / "run")])
     assert result.exit_code == 2 and "grad_cache_chunk_size must be >= 1" in result.output.replace("\n", " ")
 

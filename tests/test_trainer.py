@@ -442,7 +442,8 @@ def test_skip_invalid_drops_bad_lines(tmp_path: Path) -> None:
         ({"max_steps": 0}, "max_steps"),
         ({"gradient_accumulation_steps": 0}, "gradient_accumulation_steps"),
         ({"grad_cache_chunk_size": 0}, "grad_cache_chunk_size"),
-        ({"method": "lora", "fsdp": True}, "fsdp shards the prompting model"),
+        ({"method": "lora", "fsdp": "full_shard"}, "fsdp shards the prompting model"),
+        ({"fsdp": True}, "fsdp must be one of"),
     ],
 )
 def test_invalid_config_values(overrides: dict, message: str) -> None:

@@ -50,7 +50,7 @@ def train(
     skip_invalid: Annotated[bool | None, Opt("--skip-invalid", help="skip bad data lines (count printed)")] = None,
     resume: Annotated[bool | None, Opt("--resume", help="continue from output_dir/checkpoint")] = None,
     grad_cache_chunk_size: Annotated[int | None, Opt(help="GradCache: texts per chunk (memory of one chunk)")] = None,
-    fsdp: Annotated[bool | None, Opt("--fsdp", help="under torchrun: shard P and W over ranks (FSDP2)")] = None,
+    fsdp: Annotated[str | None, Opt(help="under torchrun, shard P and W (FSDP2): full_shard | shard_grad_op")] = None,
 ) -> None:
     """Train PromptEmbedder or a baseline contrastively (works under torchrun / accelerate launch)."""
     overrides = {k: v for k, v in locals().items() if k != "config" and v is not None}

@@ -68,10 +68,12 @@ def broadcast_object(obj):
     return box[0]
 
 
-def fully_shard_modules(modules: list[nn.Module], device: torch.device) -> None:
+def fully_shard_modules(modules: list[nn.Module], device: torch.device, reshard_after_forward: bool = True) -> None:
     """Shard each module over all ranks with FSDP2 (`fully_shard`), in place: parameter names stay the same and
     become DTensors. Every transformer block inside (a class the HF model lists in `_no_split_modules`) is its
-    own unit, so only one block's weights are whole at a time; each module is then a root for the rest."""
+    own unit; each module is then a root for the rest. With `reshard_after_forward` (ZeRO-3, FSDP's
+    FULL_SHARD) a block's weights are whole only while it runs, and gathered again for every call and for
+    backward; without it (SHARD_GRAD_OP) they stay whole from their first call until backward is done."""
     try:
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
@@ -84,5 +86,5 @@ def fully_shard_modules(modules: list[nn.Module], device: torch.device) -> None:
             blocks.update(getattr(sub, "_no_split_modules", None) or ())
         for sub in list(module.modules()):
             if sub is not module and type(sub).__name__ in blocks:
-                fully_shard(sub, mesh=mesh)
+                fully_shard(sub, mesh=mesh, reshard_after_forward=reshard_after_forward)
         fully_shard(module, mesh=mesh)

@@ -54,6 +54,7 @@ from .model import PromptEmbedder, PromptHead
 from .plotting import plot_training
 
 METHODS = ("promptembedder", "lora", "prompt-tuning", "full")
+FSDP_STRATEGIES = ("full_shard", "shard_grad_op")  # the names of transformers' and accelerate's FSDP options
 DEFAULT_LR = {"promptembedder": 2e-5, "lora": 2e-4, "prompt-tuning": 3e-3, "full": 2e-5}
 LOG_FIELDS = ["step", "epoch", "loss", "lr", "tau", "examples_per_s", "step_time_s", "elapsed_s", "dev_spearman"]
 
@@ -105,13 +106,15 @@ class TrainingConfig:
     do_eval: bool = True
     save_model: bool = True
     grad_cache_chunk_size: int | None = None
-    fsdp: bool = False
+    fsdp: str | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.grad_cache_chunk_size is not None and self.grad_cache_chunk_size < 1:
             raise ValueError(f"grad_cache_chunk_size must be >= 1 or None, got {self.grad_cache_chunk_size}")
+        if self.fsdp is not None and self.fsdp not in FSDP_STRATEGIES:
+            raise ValueError(f"fsdp must be one of {FSDP_STRATEGIES} or None, got {self.fsdp!r}")
         if self.fsdp and self.method != "promptembedder":
             raise ValueError(f"fsdp shards the prompting model P: method 'promptembedder' only, not {self.method!r}")
         for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "eval_steps", "save_steps"):
@@ -271,9 +274,10 @@ class Trainer:
             raise ValueError("the model has no trainable parameters")
         self.prompted = isinstance(self.model, PromptEmbedder)  # P and W make a prompt; E is frozen
         # FSDP shards P and W in place (before the optimizer sees their parameters); a single process has no peers.
-        self.sharded = self.distributed and config.fsdp
+        self.sharded = self.distributed and config.fsdp is not None
         if self.sharded:
-            dist_utils.fully_shard_modules([self.model.generator, self.model.alignment], self.device)
+            dist_utils.fully_shard_modules([self.model.generator, self.model.alignment], self.device,
+                                           reshard_after_forward=config.fsdp == "full_shard")
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = get_scheduler(
             config.lr_scheduler,
@@ -286,8 +290,7 @@ class Trainer:
         self.wrapped = PromptHead(self.model) if self.prompted else self.model
         if self.distributed and not self.sharded:
             self.wrapped = DistributedDataParallel(
-                self.wrapped, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False,
+                self.wrapped, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         self.callbacks = callbacks or []
         self.step = 0
@@ -321,6 +324,8 @@ class Trainer:
         Every rank calls this: under FSDP the whole weights and optimizer state are gathered from all shards
         (torch.distributed.checkpoint's state-dict API), then rank 0 writes them.
         """
+        if not (self.is_main or self.sharded):
+            return
         options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
         trainable, optimizer = get_state_dict(self.model, self.optimizer, options=options)
         if not self.is_main:
