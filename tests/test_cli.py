@@ -183,6 +183,27 @@ def test_bench_train_json_is_well_formed(tiny_model_dir, tmp_path):
 
 
 @needs_data
+def test_bench_train_distributed(tiny_model_dir, tmp_path):
+    """Under torchrun with 2 processes: DDP and both FSDP strategies, with each rank's peak memory; FSDP alone
+    is refused."""
+    methods = ["promptembedder-query", "promptembedder-fsdp", "promptembedder-fsdp-grad-op"]
+    report = bench_train(embedding_model=str(tiny_model_dir("bert")), prompting_model=str(tiny_model_dir("llama")),
+                         batch_size=4, seq_len=8, steps=2, methods=methods, rounds=1, lora_rank=4,
+                         output_dir=tmp_path, device="cpu", console=quiet(), nproc_per_node=2,
+                         grad_cache_chunk_size=3)
+    assert report["settings"]["nproc_per_node"] == 2 and report["settings"]["grad_cache_chunk_size"] == 3
+    for method in methods:
+        run = report["runs"][method][0]
+        assert len(run["rank_peak_memory_mb"]) == 2 and run["peak_memory_mb"] == max(run["rank_peak_memory_mb"])
+        assert run["steps"] == 2
+        assert report["results"][method]["examples_per_s"] == pytest.approx(8 / run["median_step_time_s"])
+    with pytest.raises(ValueError, match="nproc_per_node >= 2"):
+        bench_train(embedding_model="x", prompting_model="y", batch_size=4, seq_len=8, steps=1,
+                    methods=["promptembedder-fsdp"], rounds=1, lora_rank=4, output_dir=tmp_path, device="cpu",
+                    console=quiet())
+
+
+@needs_data
 def test_bench_encode_json_is_well_formed(tiny_model_dir, tmp_path):
     report = bench_encode(model=None, embedding_model=str(tiny_model_dir("bert")),
                           prompting_model=str(tiny_model_dir("llama")), num_texts=32, batch_size=8,

@@ -1,8 +1,9 @@
 """Benchmarks for the paper's efficiency claims: training step time and memory vs LoRA, encode
 throughput, and time to a target score (training from scratch and transfer to a new backbone).
 
-Each training measurement runs in its own subprocess so peak memory is that method's alone, and
-methods are interleaved round by round so machine drift hits all of them alike.
+Each training measurement runs in its own subprocess (under torchrun when several processes are asked
+for) so peak memory is that method's alone, and methods are interleaved round by round so machine drift
+hits all of them alike.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ METHOD_VARIANTS = {
     "lora": {"method": "lora"},
     "prompt-tuning": {"method": "prompt-tuning"},
     "full": {"method": "full"},
+    # P and W sharded over the processes (needs nproc_per_node >= 2), against promptembedder-query under DDP.
+    "promptembedder-fsdp": {"method": "promptembedder", "prompt_on": "query", "fsdp": "full_shard"},
+    "promptembedder-fsdp-grad-op": {"method": "promptembedder", "prompt_on": "query", "fsdp": "shard_grad_op"},
 }
 
 
@@ -55,28 +59,43 @@ def fixed_length_examples(count: int, seq_len: int) -> list[TrainExample]:
                          e.instruction) for e in (base * (count // len(base) + 1))[:count]]
 
 
-def _worker(args: dict) -> dict:
-    """One method's measurement (runs in a subprocess)."""
+def _worker(args: dict) -> dict | None:
+    """One method's measurement (runs in a subprocess, or in each torchrun process); rank 0 returns the result,
+    with the peak memory of the rank that used most."""
     variant = METHOD_VARIANTS[args["variant"]]
-    examples = fixed_length_examples(args["batch_size"] * (args["steps"] + 1), args["seq_len"])
+    examples = fixed_length_examples(args["batch_size"] * args["nproc_per_node"] * (args["steps"] + 1),
+                                     args["seq_len"])
     config = TrainingConfig(
         **variant, prompting_model=args["prompting_model"], embedding_model=args["embedding_model"],
         batch_size=args["batch_size"], max_steps=args["steps"], max_length=args["seq_len"] + 16,
         lora_rank=args["lora_rank"], output_dir=args["output_dir"], device=args["device"], do_eval=False,
         save_steps=10**9, show_progress_bar=False, save_model=False,
+        grad_cache_chunk_size=args["grad_cache_chunk_size"],
     )
     trainer = Trainer(config, examples=examples)
-    result = trainer.train()
-    return {"variant": args["variant"], **asdict(result)}
+    result = {"variant": args["variant"], **asdict(trainer.train())}
+    if not trainer.distributed:
+        return result
+    peaks = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(peaks, result["peak_memory_mb"])
+    torch.distributed.destroy_process_group()
+    return {**result, "peak_memory_mb": max(peaks), "rank_peak_memory_mb": peaks} if trainer.is_main else None
 
 
 def bench_train(embedding_model: str, prompting_model: str, batch_size: int, seq_len: int, steps: int,
                 methods: list[str], rounds: int, lora_rank: int, output_dir: Path, device: str | None,
-                console: Console) -> dict:
-    """Run each method in a fresh process, `rounds` times interleaved; report medians and ratios to LoRA."""
+                console: Console, nproc_per_node: int = 1, grad_cache_chunk_size: int | None = None) -> dict:
+    """Run each method in a fresh process, `rounds` times interleaved; report medians and ratios to LoRA.
+
+    With `nproc_per_node` > 1 each method runs under torchrun (batch_size per process); memory is the peak of
+    the process that used most.
+    """
     unknown = [m for m in methods if m not in METHOD_VARIANTS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {list(METHOD_VARIANTS)}")
+    sharded = [m for m in methods if METHOD_VARIANTS[m].get("fsdp")]
+    if sharded and nproc_per_node < 2:
+        raise ValueError(f"{sharded} shard over processes: give nproc_per_node >= 2")
     output_dir.mkdir(parents=True, exist_ok=True)
     data_dir()  # fail now, not in a subprocess, when the data is missing
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -86,8 +105,11 @@ def bench_train(embedding_model: str, prompting_model: str, batch_size: int, seq
             console.print(f"[bold]round {round_index + 1}/{rounds}[/bold] {method} ...")
             args = {"variant": method, "embedding_model": embedding_model, "prompting_model": prompting_model,
                     "batch_size": batch_size, "seq_len": seq_len, "steps": steps, "lora_rank": lora_rank,
-                    "output_dir": str(output_dir / f"train-{method}"), "device": str(dev)}
-            proc = subprocess.run([sys.executable, "-m", "promptembedder.benchmark", json.dumps(args)],
+                    "output_dir": str(output_dir / f"train-{method}"), "device": device,
+                    "nproc_per_node": nproc_per_node, "grad_cache_chunk_size": grad_cache_chunk_size}
+            launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc_per_node)] \
+                if nproc_per_node > 1 else []
+            proc = subprocess.run([sys.executable, *launcher, "-m", "promptembedder.benchmark", json.dumps(args)],
                                   capture_output=True, text=True)
             if proc.returncode != 0:
                 raise RuntimeError(f"benchmark of {method} failed:\n{proc.stderr[-3000:]}")
@@ -95,7 +117,7 @@ def bench_train(embedding_model: str, prompting_model: str, batch_size: int, seq
     summary = {}
     for method, results in runs.items():
         step = statistics.median(r["median_step_time_s"] for r in results)
-        summary[method] = {"median_step_time_s": step, "examples_per_s": batch_size / step,
+        summary[method] = {"median_step_time_s": step, "examples_per_s": batch_size * nproc_per_node / step,
                            "peak_memory_mb": statistics.median(r["peak_memory_mb"] for r in results),
                            "trainable_parameters": results[0]["trainable_parameters"]}
     if "lora" in summary:
@@ -105,7 +127,8 @@ def bench_train(embedding_model: str, prompting_model: str, batch_size: int, seq
     report = {"kind": "train", "machine": machine_info(dev),
               "settings": {"embedding_model": embedding_model, "prompting_model": prompting_model,
                            "batch_size": batch_size, "seq_len": seq_len, "steps": steps, "rounds": rounds,
-                           "lora_rank": lora_rank},
+                           "lora_rank": lora_rank, "nproc_per_node": nproc_per_node,
+                           "grad_cache_chunk_size": grad_cache_chunk_size},
               "memory_measure": "CUDA max allocated" if dev.type == "cuda" else "peak RSS of the process",
               "results": summary, "runs": runs}
     (output_dir / "bench_train.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -221,4 +244,6 @@ def bench_converge(target_score: float, embedding_model: str, prompting_model: s
 
 
 if __name__ == "__main__":
-    print(json.dumps(_worker(json.loads(sys.argv[1]))))
+    measured = _worker(json.loads(sys.argv[1]))
+    if measured is not None:
+        print(json.dumps(measured))

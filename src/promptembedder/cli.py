@@ -206,13 +206,22 @@ def bench_train(
     lora_rank: Annotated[int, Opt()] = 8,
     output_dir: Annotated[Path, Opt()] = Path("runs/bench"),
     device: Annotated[str | None, Opt()] = None,
+    nproc_per_node: Annotated[int, Opt(help="processes per method, under torchrun (batch size is per process)")] = 1,
+    grad_cache_chunk_size: Annotated[int | None, Opt(help="GradCache chunk for every method")] = None,
 ) -> None:
-    """Step time, examples/s and peak memory of each method, each in its own process, with ratios to LoRA."""
+    """Step time, examples/s and peak memory of each method, each in its own process, with ratios to LoRA.
+
+    Methods: promptembedder-query, promptembedder-both, lora, prompt-tuning, full, and (with --nproc-per-node 2
+    or more) promptembedder-fsdp, promptembedder-fsdp-grad-op."""
     from .benchmark import bench_train as run
 
-    run(embedding_model=embedding_model, prompting_model=prompting_model, batch_size=batch_size, seq_len=seq_len,
-        steps=steps, methods=methods.split(","), rounds=rounds, lora_rank=lora_rank, output_dir=output_dir,
-        device=device, console=console)
+    try:
+        run(embedding_model=embedding_model, prompting_model=prompting_model, batch_size=batch_size,
+            seq_len=seq_len, steps=steps, methods=methods.split(","), rounds=rounds, lora_rank=lora_rank,
+            output_dir=output_dir, device=device, console=console, nproc_per_node=nproc_per_node,
+            grad_cache_chunk_size=grad_cache_chunk_size)
+    except ValueError as err:
+        _fail(str(err))
 
 
 @bench_app.command("encode")
