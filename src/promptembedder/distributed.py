@@ -72,7 +72,7 @@ def fully_shard_modules(modules: list[nn.Module], device: torch.device, reshard_
     """Shard each module over all ranks with FSDP2 (`fully_shard`), in place: parameter names stay the same and
     become DTensors. Every transformer block inside (a class the HF model lists in `_no_split_modules`) is its
     own unit; each module is then a root for the rest. With `reshard_after_forward` (ZeRO-3, FSDP's
-    FULL_SHARD) a block's weights are whole only while it runs, and gathered again for every call and for
+    FULL_SHARD) a unit's weights are whole only while it runs, and gathered again for every call and for
     backward; without it (SHARD_GRAD_OP) they stay whole from their first call until backward is done."""
     try:
         from torch.distributed.device_mesh import init_device_mesh
@@ -87,4 +87,4 @@ def fully_shard_modules(modules: list[nn.Module], device: torch.device, reshard_
         for sub in list(module.modules()):
             if sub is not module and type(sub).__name__ in blocks:
                 fully_shard(sub, mesh=mesh, reshard_after_forward=reshard_after_forward)
-        fully_shard(module, mesh=mesh)
+        fully_shard(module, mesh=mesh, reshard_after_forward=reshard_after_forward)
