@@ -172,7 +172,7 @@ def test_bench_train_json_is_well_formed(tiny_model_dir, tmp_path):
     saved = json.loads((tmp_path / "bench_train.json").read_text())
     assert saved["results"].keys() == set(methods) == report["results"].keys()
     for values in saved["results"].values():
-        assert values["median_step_time_s"] > 0 and values["peak_memory_mb"] > values["tensor_memory_mb"] > 0
+        assert values["median_step_time_s"] > 0 and values["peak_memory_mb"] > 0
         assert values["trainable_parameters"] > 0 and values["step_time_vs_lora"] > 0
     assert saved["results"]["lora"]["step_time_vs_lora"] == pytest.approx(1.0)
     assert saved["machine"]["device"] == "cpu" and saved["settings"]["steps"] == 2
@@ -195,7 +195,6 @@ def test_bench_train_distributed(tiny_model_dir, tmp_path):
     for method in methods:
         run = report["runs"][method][0]
         assert len(run["rank_peak_memory_mb"]) == 2 and run["peak_memory_mb"] == max(run["rank_peak_memory_mb"])
-        assert run["tensor_memory_mb"] == max(run["rank_tensor_memory_mb"]) > 0
         assert run["steps"] == 2
         assert report["results"][method]["examples_per_s"] == pytest.approx(8 / run["median_step_time_s"])
     with pytest.raises(ValueError, match="nproc_per_node >= 2"):

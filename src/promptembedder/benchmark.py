@@ -8,7 +8,6 @@ hits all of them alike.
 
 from __future__ import annotations
 
-import gc
 import json
 import platform
 import statistics
@@ -60,24 +59,6 @@ def fixed_length_examples(count: int, seq_len: int) -> list[TrainExample]:
                          e.instruction) for e in (base * (count // len(base) + 1))[:count]]
 
 
-def live_tensor_mb() -> float:
-    """MB held by live tensors now (each storage once; an FSDP DTensor counts its local shard).
-
-    On CPU, peak RSS overstates what training holds when many large buffers come and go (FSDP's gathers):
-    the C allocator keeps freed pages. This counts what torch holds. It is a snapshot, not a peak: taken at
-    the loss it sees the forward's activations but not GradCache's chunk passes, which come after.
-    """
-    from torch.distributed.tensor import DTensor
-
-    storages = {}
-    for obj in gc.get_objects():
-        if isinstance(obj, torch.Tensor):
-            tensor = obj.to_local() if isinstance(obj, DTensor) else obj
-            storage = tensor.untyped_storage()
-            storages[storage.data_ptr()] = storage.nbytes()
-    return sum(storages.values()) / 2**20
-
-
 def _worker(args: dict) -> dict | None:
     """One method's measurement (runs in a subprocess, or in each torchrun process); rank 0 returns the result,
     with the peak memory of the rank that used most."""
@@ -92,25 +73,13 @@ def _worker(args: dict) -> dict | None:
         grad_cache_chunk_size=args["grad_cache_chunk_size"],
     )
     trainer = Trainer(config, examples=examples)
-    at_loss: list[float] = []
-    loss = trainer._loss
-
-    def measured_loss(*loss_args):  # the end of the forward pass: what backward needs is alive (first step only)
-        if not at_loss:
-            at_loss.append(live_tensor_mb())
-        return loss(*loss_args)
-
-    trainer._loss = measured_loss
-    result = {"variant": args["variant"], **asdict(trainer.train()), "tensor_memory_mb": at_loss[0]}
+    result = {"variant": args["variant"], **asdict(trainer.train())}
     if not trainer.distributed:
         return result
-    ranks = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(ranks, (result["peak_memory_mb"], result["tensor_memory_mb"]))
+    peaks = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(peaks, result["peak_memory_mb"])
     torch.distributed.destroy_process_group()
-    if not trainer.is_main:
-        return None
-    return {**result, "peak_memory_mb": max(r[0] for r in ranks), "tensor_memory_mb": max(r[1] for r in ranks),
-            "rank_peak_memory_mb": [r[0] for r in ranks], "rank_tensor_memory_mb": [r[1] for r in ranks]}
+    return {**result, "peak_memory_mb": max(peaks), "rank_peak_memory_mb": peaks} if trainer.is_main else None
 
 
 def bench_train(embedding_model: str, prompting_model: str, batch_size: int, seq_len: int, steps: int,
@@ -150,7 +119,6 @@ def bench_train(embedding_model: str, prompting_model: str, batch_size: int, seq
         step = statistics.median(r["median_step_time_s"] for r in results)
         summary[method] = {"median_step_time_s": step, "examples_per_s": batch_size * nproc_per_node / step,
                            "peak_memory_mb": statistics.median(r["peak_memory_mb"] for r in results),
-                           "tensor_memory_mb": statistics.median(r["tensor_memory_mb"] for r in results),
                            "trainable_parameters": results[0]["trainable_parameters"]}
     if "lora" in summary:
         for values in summary.values():
@@ -162,22 +130,18 @@ def bench_train(embedding_model: str, prompting_model: str, batch_size: int, seq
                            "lora_rank": lora_rank, "nproc_per_node": nproc_per_node,
                            "grad_cache_chunk_size": grad_cache_chunk_size},
               "memory_measure": "CUDA max allocated" if dev.type == "cuda" else "peak RSS of the process",
-              "tensor_memory_measure": "live tensors at the loss of step 1 (MB)",
               "results": summary, "runs": runs}
     (output_dir / "bench_train.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot_bars({m: {"step time (s)": v["median_step_time_s"], "peak memory (MB)": v["peak_memory_mb"],
-                   "tensors at the loss (MB)": v["tensor_memory_mb"]}
+    plot_bars({m: {"step time (s)": v["median_step_time_s"], "peak memory (MB)": v["peak_memory_mb"]}
                for m, v in summary.items()}, output_dir / "bench_train.png",
               f"Training cost, {embedding_model}, batch {batch_size}, {seq_len} tokens ({report['machine']['device']})")
     table = Table(title=f"bench train ({report['memory_measure']})")
-    for column in ("method", "step (s)", "examples/s", "peak MB", "tensors MB", "trainable", "step vs LoRA",
-                   "memory vs LoRA"):
+    for column in ("method", "step (s)", "examples/s", "peak MB", "trainable", "step vs LoRA", "memory vs LoRA"):
         table.add_column(column, justify="right" if column != "method" else "left")
     for method, v in summary.items():
         ratios = [f"{v.get(key, float('nan')):.2f}x" for key in ("step_time_vs_lora", "memory_vs_lora")]
         table.add_row(method, f"{v['median_step_time_s']:.3f}", f"{v['examples_per_s']:.1f}",
-                      f"{v['peak_memory_mb']:.0f}", f"{v['tensor_memory_mb']:.0f}", f"{v['trainable_parameters']:,}",
-                      *ratios)
+                      f"{v['peak_memory_mb']:.0f}", f"{v['trainable_parameters']:,}", *ratios)
     console.print(table)
     console.print(f"written: {output_dir / 'bench_train.json'}, {output_dir / 'bench_train.png'}")
     return report
