@@ -88,7 +88,9 @@ def bench_train(embedding_model: str, prompting_model: str, batch_size: int, seq
     """Run each method in a fresh process, `rounds` times interleaved; report medians and ratios to LoRA.
 
     With `nproc_per_node` > 1 each method runs under torchrun (batch_size per process); memory is the peak of
-    the process that used most.
+    the process that used most. On CPU, peak RSS also counts pages the C allocator kept after torch freed
+    them, which inflates runs that gather and free large buffers (FSDP); `MALLOC_MMAP_THRESHOLD_=65536` in
+    the environment makes glibc return them (RSS then tracks what torch holds, and steps get slower).
     """
     unknown = [m for m in methods if m not in METHOD_VARIANTS]
     if unknown:
