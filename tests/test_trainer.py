@@ -308,6 +308,33 @@ def test_ctrl_c_during_the_update_still_resumes_exactly(tiny_model_dir: TinyDir,
     assert all(torch.allclose(weights_a[n], weights_b[n], atol=1e-6, rtol=0) for n in weights_a)
 
 
+def test_checkpoint_of_tied_trained_embeddings(tiny_model_dir: TinyDir, tmp_path: Path) -> None:
+    """A P whose tied input/output embeddings train (tiny gemma3, like Gemma 3 270M) checkpoints the shared matrix
+    once, and resuming restores it under both names, still tied, so training goes on as if uninterrupted."""
+    p, e = tiny_model_dir("gemma3"), tiny_model_dir("bert")
+
+    def trainer(name: str, steps: int, resume: bool = False) -> Trainer:
+        model = PromptEmbedder(prompting_model=str(p), embedding_model=str(e), train_prompting_embeddings=True,
+                               device="cpu")
+        config = make_config(tmp_path, p, e, name, max_steps=steps, save_steps=2, resume=resume, hard=False,
+                             do_eval=False, warmup_ratio=0.0, lr_scheduler="constant")
+        return Trainer(config, model=model, examples=mixed_examples())
+
+    uninterrupted = trainer("a", 4)
+    uninterrupted.train()
+    trainer("b", 2).train()
+    saved = load_file(tmp_path / "b" / "checkpoint" / "trainable.safetensors")
+    tied = {"generator.model.model.embed_tokens.weight", "generator.model.lm_head.weight"}
+    assert len(tied & set(saved)) == 1
+    resumed = trainer("b", 4, resume=True)
+    assert resumed.train().steps == 4
+    lm = resumed.model.generator.model
+    assert lm.lm_head.weight.data_ptr() == lm.get_input_embeddings().weight.data_ptr()
+    expected = trainable_state(uninterrupted.model)
+    for n, value in trainable_state(resumed.model).items():
+        torch.testing.assert_close(value, expected[n], atol=1e-6, rtol=0, msg=n)
+
+
 def test_resume_without_checkpoint_starts_fresh(tiny_model_dir: TinyDir, tmp_path: Path) -> None:
     config = make_config(tmp_path, tiny_model_dir("llama"), tiny_model_dir("bert"), resume=True, max_steps=2)
     result = Trainer(config, examples=mixed_examples()).train()

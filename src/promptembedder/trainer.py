@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -334,7 +335,8 @@ class Trainer:
         tmp = self.output_dir / "checkpoint.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        save_file({n: t.contiguous() for n, t in trainable.items()}, tmp / "trainable.safetensors")
+        tensors, aliases = _tied_once(trainable)
+        save_file(tensors, tmp / "trainable.safetensors", metadata={"aliases": json.dumps(aliases)})
         torch.save(
             {
                 "step": self.step,
@@ -359,6 +361,9 @@ class Trainer:
             return None
         state = torch.load(path / "trainer_state.pt", weights_only=False)
         trained = load_file(path / "trainable.safetensors", device=str(self.device))
+        with safe_open(path / "trainable.safetensors", framework="pt") as handle:
+            aliases = json.loads((handle.metadata() or {}).get("aliases", "{}"))
+        trained.update({alias: trained[name] for alias, name in aliases.items()})
         expected = get_model_state_dict(self.model, options=StateDictOptions(ignore_frozen_params=True))
         missing = sorted(set(trained) ^ set(expected))
         if missing:
@@ -666,6 +671,22 @@ class Trainer:
         except ImportError:
             return None
         return SummaryWriter(str(self.output_dir / "tensorboard"))
+
+
+def _tied_once(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """safetensors stores each tensor once: a tied weight (Gemma's lm_head is its embedding matrix) is kept
+    under its first name, and each other name maps to that one (the aliases are restored on load)."""
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    first: dict[tuple, str] = {}
+    for name, tensor in state.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.stride())
+        if key in first:
+            aliases[name] = first[key]
+        else:
+            first[key] = name
+            tensors[name] = tensor.contiguous()
+    return tensors, aliases
 
 
 @contextlib.contextmanager
