@@ -32,10 +32,15 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+def local_rank() -> int:
+    """This process's index on its machine (torchrun's LOCAL_RANK; 0 when not launched by it)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def local_device() -> torch.device:
     """This process's device: its own GPU under torchrun (LOCAL_RANK), else the CPU."""
     if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cuda", local_rank())
     return torch.device("cpu")
 
 

@@ -263,6 +263,8 @@ class Trainer:
     ):
         self.config = config
         self.device = torch.device(config.device) if config.device else dist_utils.local_device()
+        if self.device.type == "cuda" and self.device.index is None:  # "cuda": this process's GPU (LOCAL_RANK)
+            self.device = torch.device("cuda", dist_utils.local_rank())
         self.distributed = dist_utils.init_from_env(self.device)
         self.is_main = dist_utils.is_main_process()
         self.output_dir = Path(config.output_dir)
