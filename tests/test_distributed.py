@@ -222,10 +222,11 @@ def free_port() -> int:
 
 @pytest.mark.skipif(importlib.util.find_spec("accelerate") is None,
                     reason="accelerate is not installed (pip install promptembedder[distributed])")
-def test_accelerate_launch_runs_the_train_command(tiny_model_dir: TinyDir, tmp_path: Path) -> None:
-    """`accelerate launch -m promptembedder train config.yaml` trains on 2 CPU processes as one process does on
-    the global batch, and only rank 0 writes the run. (On CPU, accelerate needs `--multi_gpu` to start its
-    torchrun launcher; without it, it expects MPI.)"""
+@pytest.mark.parametrize("fsdp", [None, "full_shard"])
+def test_accelerate_launch_runs_the_train_command(tiny_model_dir: TinyDir, tmp_path: Path, fsdp: str | None) -> None:
+    """`accelerate launch -m promptembedder train config.yaml [--fsdp full_shard]` trains on 2 CPU processes as one
+    process does on the global batch, and only rank 0 writes the run. (On CPU, accelerate needs `--multi_gpu` to
+    start its torchrun launcher; without it, it expects MPI.)"""
     p, e = tiny_model_dir("llama"), tiny_model_dir("bert")
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps({"query": ex.query, "positive": ex.positive}) + "\n"
@@ -241,10 +242,11 @@ def test_accelerate_launch_runs_the_train_command(tiny_model_dir: TinyDir, tmp_p
     proc = run_command([
         str(accelerate), "launch", "--multi_gpu", "--num_processes", str(WORLD), "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-        "-m", "promptembedder", "train", str(config_path),
+        "-m", "promptembedder", "train", str(config_path), *(["--fsdp", fsdp] if fsdp else []),
     ])
     summary = json.loads((tmp_path / "accelerate" / "train_summary.json").read_text())
     assert summary["steps"] == 3
+    assert json.loads((tmp_path / "accelerate" / "training_config.json").read_text())["fsdp"] == fsdp
     assert proc.stdout.count('"steps": 3') == 1  # one rank printed the result
 
     threads = torch.get_num_threads()
