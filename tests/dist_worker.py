@@ -68,6 +68,7 @@ DATASETS = {"default": examples, "uneven-negatives": uneven_negatives_examples}
 VARIANTS: dict[str, dict] = {
     "ddp": {},
     "grad-cache": {"grad_cache_chunk_size": 3},
+    "accumulate": {"gradient_accumulation_steps": 2, "batch_size": 2},  # 2 micro-batches of 2 per rank a step
     "fsdp": {"fsdp": "full_shard"},
     "fsdp-grad-cache": {"fsdp": "shard_grad_op", "grad_cache_chunk_size": 3},
     "fsdp-lora-p": {"fsdp": "full_shard", "prompting_trainable": "lora"},
@@ -163,8 +164,9 @@ def main(out: str, prompting: str, embedding: str, dataset: str = "default", var
 
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = make_config(prompting, embedding, str(out_dir / "run"), BATCH_PER_RANK, resume=resume == "1",
-                         **VARIANTS[variant])
+    changes = dict(VARIANTS[variant])
+    per_rank = changes.pop("batch_size", BATCH_PER_RANK)
+    config = make_config(prompting, embedding, str(out_dir / "run"), per_rank, resume=resume == "1", **changes)
     callbacks = [stop_after(int(stop_at))] if int(stop_at) else []
     trainer = Trainer(config, examples=DATASETS[dataset](), callbacks=callbacks)
     no_dropout(trainer.model)
@@ -186,9 +188,8 @@ def main(out: str, prompting: str, embedding: str, dataset: str = "default", var
         "total_elements": result.trainable_parameters,
     }
     (out_dir / f"rank{rank}.json").write_text(json.dumps(report, indent=2))
-    if trainer.distributed:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    del trainer  # DDP holds the process group: it goes first (see distributed.shutdown)
+    trainer_mod.dist_utils.shutdown()
 
 
 if __name__ == "__main__":

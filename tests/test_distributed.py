@@ -2,9 +2,9 @@
 
 The worker (tests/dist_worker.py) trains with the Trainer for a few steps with BATCH_PER_RANK examples per
 rank; here the same model is trained single-process on the global batch of 2 * BATCH_PER_RANK to compare.
-Each variant (DDP, GradCache under DDP, FSDP, GradCache under FSDP, FSDP of a LoRA-adapted P, a LoRA baseline
-with GradCache) must give the plain single-process result. The last test launches the `promptembedder train`
-command itself with `accelerate launch`.
+Each variant (DDP, GradCache under DDP, gradient accumulation under DDP, FSDP, GradCache under FSDP, FSDP of a
+LoRA-adapted P, a LoRA baseline with GradCache) must give the plain single-process result. The last test
+launches the `promptembedder train` command itself with `accelerate launch`.
 """
 
 from __future__ import annotations
@@ -68,9 +68,9 @@ def single_process(prompting: Path, embedding: Path, output_dir: Path, dataset: 
     torch.set_num_threads(1)
     trainer_mod.load_sts = lambda split="test", root=None: list(dist_worker.DEV_PAIRS)
     changes = {k: v for k, v in dist_worker.VARIANTS[variant].items() if k not in ("grad_cache_chunk_size", "fsdp")}
+    per_rank = changes.pop("batch_size", dist_worker.BATCH_PER_RANK)
     try:
-        config = dist_worker.make_config(str(prompting), str(embedding), str(output_dir),
-                                         WORLD * dist_worker.BATCH_PER_RANK, **changes)
+        config = dist_worker.make_config(str(prompting), str(embedding), str(output_dir), WORLD * per_rank, **changes)
         trainer = Trainer(config, examples=dist_worker.DATASETS[dataset]())
         dist_worker.no_dropout(trainer.model)
         assert not trainer.distributed
@@ -104,11 +104,16 @@ def runs(request: pytest.FixtureRequest, tiny_model_dir: TinyDir, tmp_path_facto
     }
 
 
+def micro_batches(variant: str) -> int:
+    return dist_worker.VARIANTS[variant].get("gradient_accumulation_steps", 1)
+
+
 def test_ranks_ran_distributed(runs: dict) -> None:
     for r, report in enumerate(runs["ranks"]):
         assert report["rank"] == report["env_rank"] == r
         assert report["world_size"] == WORLD and report["distributed"] is True
-        assert report["steps"] == dist_worker.STEPS and len(report["losses"]) == dist_worker.STEPS
+        assert report["steps"] == dist_worker.STEPS
+        assert len(report["losses"]) == dist_worker.STEPS * micro_batches(runs["variant"])
 
 
 def test_models_are_built_deterministically(runs: dict) -> None:
@@ -178,8 +183,10 @@ def test_only_rank_zero_writes(runs: dict) -> None:
     with open(logs[0], newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["step"]) for r in rows] == list(range(1, dist_worker.STEPS + 1))
-    # The logged loss is rank 0's, i.e. the global one.
-    for row, loss in zip(rows, runs["ranks"][0]["losses"], strict=True):
+    # The logged loss is rank 0's, i.e. the global one (the mean over a step's micro-batches).
+    micro, losses = micro_batches(runs["variant"]), runs["ranks"][0]["losses"]
+    step_losses = [sum(losses[i : i + micro]) / micro for i in range(0, len(losses), micro)]
+    for row, loss in zip(rows, step_losses, strict=True):
         assert float(row["loss"]) == pytest.approx(loss, abs=1e-5)
     rank0_writes, rank1_writes = (report["writes"] for report in runs["ranks"])
     assert rank1_writes == []

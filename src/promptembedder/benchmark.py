@@ -22,6 +22,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from . import distributed as dist_utils
 from .data import NLI_INSTRUCTION, TrainExample, data_dir, load_snli_triplets, load_sts
 from .plotting import plot_bars
 from .trainer import Trainer, TrainingConfig
@@ -74,12 +75,14 @@ def _worker(args: dict) -> dict | None:
     )
     trainer = Trainer(config, examples=examples)
     result = {"variant": args["variant"], **asdict(trainer.train())}
-    if not trainer.distributed:
+    distributed, is_main = trainer.distributed, trainer.is_main
+    del trainer  # before the process group goes (see distributed.shutdown)
+    if not distributed:
         return result
     peaks = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(peaks, result["peak_memory_mb"])
-    torch.distributed.destroy_process_group()
-    return {**result, "peak_memory_mb": max(peaks), "rank_peak_memory_mb": peaks} if trainer.is_main else None
+    dist_utils.shutdown()
+    return {**result, "peak_memory_mb": max(peaks), "rank_peak_memory_mb": peaks} if is_main else None
 
 
 def bench_train(embedding_model: str, prompting_model: str, batch_size: int, seq_len: int, steps: int,
@@ -114,7 +117,9 @@ def bench_train(embedding_model: str, prompting_model: str, batch_size: int, seq
             proc = subprocess.run([sys.executable, *launcher, "-m", "promptembedder.benchmark", json.dumps(args)],
                                   capture_output=True, text=True)
             if proc.returncode != 0:
-                raise RuntimeError(f"benchmark of {method} failed:\n{proc.stderr[-3000:]}")
+                log = output_dir / f"train-{method}.stderr.log"
+                log.write_text(proc.stderr)
+                raise RuntimeError(f"benchmark of {method} failed (whole log: {log}):\n{proc.stderr[-3000:]}")
             runs[method].append(json.loads(proc.stdout.strip().splitlines()[-1]))
     summary = {}
     for method, results in runs.items():

@@ -65,6 +65,7 @@ def train(
 
     if distributed.is_main_process():
         console.print_json(json.dumps(result.__dict__))
+    distributed.shutdown()
 
 
 @app.command()
@@ -93,11 +94,18 @@ def transfer(
         result = Trainer(cfg).train()
     except (ValueError, FileNotFoundError, OSError) as err:
         _fail(str(err))
-    console.print(f"steps: {result.steps}  wall time: {result.wall_time_s:.1f} s  best dev: {result.best_dev_spearman}")
-    if target_score is not None:
-        reached = (f"reached {target_score} at step {result.steps_to_target} after {result.seconds_to_target:.1f} s"
-                   if result.steps_to_target else f"did not reach {target_score}")
-        console.print(reached)
+    from . import distributed
+
+    if distributed.is_main_process():
+        console.print(f"steps: {result.steps}  wall time: {result.wall_time_s:.1f} s  "
+                      f"best dev: {result.best_dev_spearman}")
+        if target_score is not None:
+            if result.steps_to_target:
+                console.print(f"reached {target_score} at step {result.steps_to_target} after "
+                              f"{result.seconds_to_target:.1f} s")
+            else:
+                console.print(f"did not reach {target_score}")
+    distributed.shutdown()
 
 
 @app.command()

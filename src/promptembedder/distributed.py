@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 import torch
@@ -62,6 +63,20 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     parts = [part[: int(size.item())] for part, size in zip(parts, sizes, strict=True)]
     parts[rank()] = tensor
     return torch.cat(parts)
+
+
+def shutdown() -> None:
+    """Leave the process group, once the models wrapped in DDP are gone.
+
+    DDP's reducer holds a reference to the group. If the reducer drops the last one, the group is destroyed
+    with the GIL held. Gloo's worker thread may at that moment still be freeing a finished collective's
+    tensors, which needs the GIL: a deadlock, or an abort. So unreachable trainers are collected first,
+    while the group is still registered, and the group is destroyed by torch, which releases the GIL.
+    """
+    if dist.is_available() and dist.is_initialized():
+        gc.collect()
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def broadcast_object(obj):

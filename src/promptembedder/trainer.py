@@ -559,17 +559,21 @@ class Trainer:
                 if isinstance(self.model, PromptEmbedder) and self.model.generator is not None:
                     self.model.generator.tau = tau
                 loss_sum = 0.0
+                # DDP averages gradients over ranks once per step, at the last micro-batch's backward.
+                no_sync = getattr(self.wrapped, "no_sync", contextlib.nullcontext)
                 for micro in range(config.gradient_accumulation_steps):
                     chunk = indices[micro * global_batch : (micro + 1) * global_batch]
                     mine = chunk[rank * config.batch_size : (rank + 1) * config.batch_size]
                     scale = (world if gather_on(self) else 1) / config.gradient_accumulation_steps
                     examples = [self.examples[i] for i in mine]
-                    if config.grad_cache_chunk_size:
-                        loss_value = self._grad_cache_step(examples, scale)
-                    else:
-                        loss = self._micro_step(examples)
-                        (loss * scale).backward()
-                        loss_value = loss.item()
+                    last = micro == config.gradient_accumulation_steps - 1
+                    with contextlib.nullcontext() if last else no_sync():
+                        if config.grad_cache_chunk_size:
+                            loss_value = self._grad_cache_step(examples, scale)
+                        else:
+                            loss = self._micro_step(examples)
+                            (loss * scale).backward()
+                            loss_value = loss.item()
                     loss_sum += loss_value / config.gradient_accumulation_steps
                 if config.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(
