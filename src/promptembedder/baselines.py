@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from .backbone import EmbeddingBackbone
 from .embedder import Embedder
-from .model import default_device, frozen_dtype
+from .model import add_lora, default_device, frozen_dtype
 
 BASELINE_CONFIG = "embedder_config.json"
 ADAPTERS = ("none", "lora", "full")
@@ -27,13 +27,6 @@ ADAPTERS = ("none", "lora", "full")
 def with_instruction(instruction: str | None, text: str) -> str:
     """The E5-style text prefix that carries an instruction to a model without soft prompts."""
     return text if not instruction else f"Instruct: {instruction}\nQuery: {text}"
-
-
-def add_lora(model: torch.nn.Module, rank: int, alpha: int) -> torch.nn.Module:
-    """peft LoRA on every linear layer of E: the paper's baseline."""
-    from peft import LoraConfig, get_peft_model
-
-    return get_peft_model(model, LoraConfig(r=rank, lora_alpha=alpha, target_modules="all-linear", lora_dropout=0.0))
 
 
 @dataclass

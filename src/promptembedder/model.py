@@ -32,6 +32,13 @@ def frozen_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def add_lora(model: nn.Module, rank: int, alpha: int) -> nn.Module:
+    """peft LoRA on every linear layer: for P (`prompting_trainable='lora'`) and for the LoRA baseline on E."""
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(r=rank, lora_alpha=alpha, target_modules="all-linear", lora_dropout=0.0))
+
+
 class PromptHead(nn.Module):
     """P and W as one module, instruction -> aligned soft prompt: what data-parallel training wraps, so frozen E
     is never broadcast or synchronised. It shares its weights with the PromptEmbedder it comes from."""
@@ -89,11 +96,7 @@ class PromptEmbedder(Embedder):
         model = self.generator.model
         mode = self.config.prompting_trainable
         if mode == "lora":
-            from peft import LoraConfig, get_peft_model
-
-            lora = LoraConfig(r=self.config.lora_rank, lora_alpha=self.config.lora_alpha,
-                              target_modules="all-linear", lora_dropout=0.0)
-            self.generator.model = get_peft_model(model, lora)
+            self.generator.model = add_lora(model, self.config.lora_rank, self.config.lora_alpha)
             return
         model.requires_grad_(mode == "full")
         if mode == "full" and not self.config.train_prompting_embeddings:

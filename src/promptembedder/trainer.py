@@ -479,15 +479,20 @@ class Trainer:
                 torch.cat([r for r, (_, kind) in zip(reps, pieces, strict=True) if kind == "document"]))
         loss = self._loss(q, docs, len(batch))
         (loss * scale).backward()
-        no_sync = getattr(self.wrapped, "no_sync", contextlib.nullcontext)
         for i, ((texts, prompt_type), state, rep) in enumerate(zip(pieces, states, reps, strict=True)):
-            sync = contextlib.nullcontext() if i == len(pieces) - 1 else no_sync()
-            with sync, torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            with self._gradient_sync(i == len(pieces) - 1), \
+                    torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 self._set_rng_state(state)
                 embed(texts, prompt_type).backward(rep.grad)
         if prompt is not None and leaf.grad is not None:
             prompt.backward(leaf.grad)
         return loss.item()
+
+    def _gradient_sync(self, enabled: bool) -> contextlib.AbstractContextManager:
+        """Whether a backward averages gradients over ranks: DDP skips it inside `no_sync`, to accumulate locally
+        first; FSDP and a single process have no such switch here."""
+        no_sync = getattr(self.wrapped, "no_sync", None)
+        return contextlib.nullcontext() if enabled or no_sync is None else no_sync()
 
     def _save_pretrained(self, directory: Path) -> None:
         """`save_pretrained` on rank 0; every rank calls it, since under FSDP P and W are first gathered whole."""
@@ -556,18 +561,16 @@ class Trainer:
                     }
                 indices = epoch_batches[epoch][position]
                 tau = tau_at(config, self.step)
-                if isinstance(self.model, PromptEmbedder) and self.model.generator is not None:
+                if self.prompted:
                     self.model.generator.tau = tau
                 loss_sum = 0.0
-                # DDP averages gradients over ranks once per step, at the last micro-batch's backward.
-                no_sync = getattr(self.wrapped, "no_sync", contextlib.nullcontext)
                 for micro in range(config.gradient_accumulation_steps):
                     chunk = indices[micro * global_batch : (micro + 1) * global_batch]
                     mine = chunk[rank * config.batch_size : (rank + 1) * config.batch_size]
                     scale = (world if gather_on(self) else 1) / config.gradient_accumulation_steps
                     examples = [self.examples[i] for i in mine]
-                    last = micro == config.gradient_accumulation_steps - 1
-                    with contextlib.nullcontext() if last else no_sync():
+                    # DDP averages gradients over ranks once per step, at the last micro-batch's backward.
+                    with self._gradient_sync(micro == config.gradient_accumulation_steps - 1):
                         if config.grad_cache_chunk_size:
                             loss_value = self._grad_cache_step(examples, scale)
                         else:
