@@ -55,7 +55,7 @@ class EmbeddingBackbone(nn.Module):
     def load(cls, reference: str, device: torch.device, dtype: torch.dtype, pooling: str | None = None,
              max_length: int = 512, freeze: bool = True, adapt=None) -> EmbeddingBackbone:
         """E and its tokenizer from a reference; `adapt` wraps the model first (e.g. with a peft LoRA adapter)."""
-        model = drop_pooler(load_pretrained(AutoModel, reference, dtype=dtype).to(device))
+        model = drop_pooler(load_pretrained(AutoModel, reference, device, dtype=dtype).to(device))
         if adapt is not None:
             model = adapt(model)
         return cls(model, load_pretrained(AutoTokenizer, reference), pooling, max_length, freeze)

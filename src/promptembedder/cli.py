@@ -54,10 +54,13 @@ def train(
 ) -> None:
     """Train PromptEmbedder or a baseline contrastively (works under torchrun / accelerate launch)."""
     overrides = {k: v for k, v in locals().items() if k != "config" and v is not None}
+    from .architectures import refuse
     from .trainer import Trainer, TrainingConfig
 
     try:
         cfg = TrainingConfig.from_file(config, **overrides) if config else TrainingConfig(**overrides)
+        refuse([cfg.prompting_model if cfg.method == "promptembedder" else None, cfg.embedding_model, cfg.init_from],
+               "train")
         result = Trainer(cfg).train()
     except (ValueError, FileNotFoundError, OSError) as err:
         _fail(str(err))
@@ -83,9 +86,11 @@ def transfer(
     device: Annotated[str | None, Opt()] = None,
 ) -> None:
     """Move a trained P to a new backbone by training only a new alignment W; prints steps and time to target."""
+    from .architectures import refuse
     from .trainer import Trainer, TrainingConfig
 
     try:
+        refuse([from_, embedding_model], "transfer")
         cfg = TrainingConfig(method="promptembedder", init_from=str(from_), embedding_model=embedding_model,
                              output_dir=output_dir, target_score=target_score, max_steps=max_steps,
                              batch_size=batch_size, alignment_learning_rate=alignment_learning_rate,
@@ -121,12 +126,14 @@ def evaluate(
     device: Annotated[str | None, Opt()] = None,
 ) -> None:
     """Score models on STS-B / SICK-R as MTEB does (cosine, Spearman x100); several models give one table."""
+    from .architectures import refuse
     from .auto import load_embedder
     from .evaluation import evaluate as run_evaluation
     from .evaluation import load_instructions, results_table, write_results
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     try:
+        refuse(models, "evaluate")
         overrides = load_instructions(instructions) if instructions else {}
         if instruction is not None or no_instruction:
             overrides = dict.fromkeys(names, None if no_instruction else instruction)
@@ -230,6 +237,39 @@ def bench_train(
             grad_cache_chunk_size=grad_cache_chunk_size)
     except ValueError as err:
         _fail(str(err))
+
+
+@bench_app.command("sweep")
+def bench_sweep(
+    embedding_model: Annotated[str, Opt()] = "arch:mistral-7b",
+    prompting_model: Annotated[str, Opt()] = "arch:qwen2.5-0.5b",
+    methods: Annotated[str, Opt()] = "lora,promptembedder-query",
+    configs: Annotated[str, Opt(help="batch sizes, ':chunk' for GradCache, e.g. 8,16,32,32:8,64:16")]
+    = "8,16,32,32:8,64:16",
+    seq_len: Annotated[int, Opt(help="tokens per text")] = 128,
+    warmup: Annotated[int, Opt()] = 2,
+    steps: Annotated[int, Opt(help="timed steps per configuration")] = 5,
+    lora_rank: Annotated[int, Opt()] = 8,
+    profile: Annotated[bool, Opt("--profile/--no-profile", help="phase timings and a torch.profiler table")] = True,
+    output_dir: Annotated[Path, Opt()] = Path("runs/sweep"),
+    device: Annotated[str | None, Opt()] = None,
+) -> None:
+    """Several batch / GradCache configurations per method, one process per method (a 7B E is built once), with
+    the steady state of cached documents, phase timings and a profile; writes sweep.json and sweep.md."""
+    from .sweep import parse_configs, run_sweep
+
+    try:
+        report = run_sweep(embedding_model=embedding_model, prompting_model=prompting_model,
+                           methods=methods.split(","), configs=parse_configs(configs), seq_len=seq_len, warmup=warmup,
+                           steps=steps, lora_rank=lora_rank, output_dir=output_dir, device=device, profile=profile)
+    except ValueError as err:
+        _fail(str(err))
+    from .sweep import sweep_markdown
+
+    console.print(f"written: {output_dir / 'sweep.json'}, {output_dir / 'sweep.md'}")
+    print(sweep_markdown(report))
+    if report["failures"]:
+        raise typer.Exit(1)
 
 
 @bench_app.command("encode")

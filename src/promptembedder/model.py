@@ -78,7 +78,8 @@ class PromptEmbedder(Embedder):
         if config.num_soft_tokens == 0:
             self.eval()
             return
-        p_model = load_pretrained(AutoModelForCausalLM, config.prompting_model, dtype=torch.float32).to(device)
+        p_model = load_pretrained(AutoModelForCausalLM, config.prompting_model, device,
+                                  dtype=torch.float32).to(device)
         p_tokenizer = load_pretrained(AutoTokenizer, config.prompting_model)
         self.generator = PromptGenerator(p_model, p_tokenizer, config.num_soft_tokens, config.tau, config.hard)
         self._set_prompting_trainable()

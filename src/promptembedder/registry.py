@@ -102,8 +102,18 @@ def resolve(reference: str) -> str:
     return reference
 
 
-def load_pretrained(loader, reference: str, **kwargs):
-    """Call `loader.from_pretrained` on a resolved reference, with a message that says what to do."""
+def load_pretrained(loader, reference: str, device: torch.device | str | None = None, **kwargs):
+    """Call `loader.from_pretrained` on a resolved reference, with a message that says what to do.
+
+    An architecture-only reference (`arch:mistral-7b`) builds random weights directly on `device` instead; other
+    models load on the CPU and the caller moves them.
+    """
+    from . import architectures
+
+    if architectures.is_architecture(reference):
+        if loader.__name__ == "AutoTokenizer":
+            return architectures.build_tokenizer(reference)
+        return architectures.build_model(loader, reference, device, kwargs.get("dtype"))
     resolved = resolve(reference)
     try:
         return loader.from_pretrained(resolved, **kwargs)

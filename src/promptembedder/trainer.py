@@ -49,7 +49,6 @@ from .data import (
     load_sts_train_pairs,
 )
 from .embedder import Embedder
-from .evaluation import evaluate_pairs
 from .loss import info_nce
 from .model import PromptEmbedder, PromptHead
 from .plotting import plot_training
@@ -509,6 +508,8 @@ class Trainer:
     def evaluate(self) -> float:
         """STS-B dev Spearman x100 (the eval set for model selection; test stays untouched). encode switches
         to eval mode and back to train mode itself."""
+        from .evaluation import evaluate_pairs  # here: scipy is needed only to evaluate
+
         return evaluate_pairs(self.model, self.dev_pairs, STS_INSTRUCTION, batch_size=64, show_progress_bar=False)[
             "spearman"
         ]
