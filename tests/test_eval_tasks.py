@@ -48,11 +48,11 @@ def test_rank_keeps_top_k_by_cosine() -> None:
 LABELS = ["a"] * 10 + ["b"] * 12 + ["c"] * 9
 
 
-def test_undersample_draws_like_mteb2() -> None:
+def test_undersample_draws_like_mteb() -> None:
     draws = E.undersample(LABELS, n_experiments=3, samples_per_label=2, seed=7)
     order = list(range(len(LABELS)))
     for chosen in draws:
-        np.random.RandomState(7).shuffle(order)  # a fresh generator every experiment, as mteb 2.x
+        np.random.RandomState(7).shuffle(order)  # a fresh generator every experiment, as mteb
         expected, counts = [], {}
         for i in order:
             if counts.get(LABELS[i], 0) < 2:
@@ -63,12 +63,12 @@ def test_undersample_draws_like_mteb2() -> None:
     assert draws[0] != draws[1]
 
 
-def test_undersample_mteb1_continues_one_stream() -> None:
-    one = E.undersample(LABELS, n_experiments=2, samples_per_label=2, seed=7, sampling="mteb1")
+def test_undersample_stream_continues_one_generator() -> None:
+    one = E.undersample(LABELS, n_experiments=2, samples_per_label=2, seed=7, sampling="stream")
     two = E.undersample(LABELS, n_experiments=2, samples_per_label=2, seed=7)
     assert one[0] == two[0] and one[1] != two[1]
     with pytest.raises(ValueError, match="sampling must be one of"):
-        E.undersample(LABELS, sampling="mteb3")
+        E.undersample(LABELS, sampling="mteb2")
 
 
 def test_probe_accuracy_on_known_cases() -> None:

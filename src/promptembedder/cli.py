@@ -29,7 +29,13 @@ def train(
     method: Annotated[str | None, Opt(help="promptembedder | lora | prompt-tuning | full")] = None,
     prompting_model: Annotated[str | None, Opt(help="P: HF causal LM id, path or named default")] = None,
     embedding_model: Annotated[str | None, Opt(help="E: HF model id, path or named default")] = None,
-    train_data: Annotated[list[str] | None, Opt(help="'snli', 'sts-train' or a .jsonl/.csv/.tsv file")] = None,
+    train_data: Annotated[list[str] | None, Opt(help="all | esnli | sts-train | scifact-train | banking77-train | "
+                                                     "mrpc-train | snli | a .jsonl/.csv/.tsv file (repeatable)")]
+    = None,
+    task_weights: Annotated[str | None, Opt(help="mix sources by weight, e.g. esnli=1,scifact-train=2 "
+                                                 "(default: by size)")] = None,
+    eval_task: Annotated[str | None, Opt(help="select checkpoints on this task's dev split: sts-b | scifact")]
+    = None,
     output_dir: Annotated[str | None, Opt()] = None,
     num_soft_tokens: Annotated[int | None, Opt()] = None,
     prompt_on: Annotated[str | None, Opt(help="query | both")] = None,

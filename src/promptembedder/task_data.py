@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,10 @@ __all__ = [
 ]
 
 _ESNLI_LABELS = frozenset({"entailment", "neutral", "contradiction"})
+#: SciFact's "dev" split: this many of the 809 training claims, drawn with DEV_SEED and held out of "train",
+#: so a run can select its checkpoint on retrieval without touching the 300 test claims.
+SCIFACT_DEV_CLAIMS = 100
+DEV_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -129,17 +134,19 @@ def _check_split(split: str, splits: Sequence[str], what: str) -> None:
 
 
 def load_scifact(split: str = "test", root: PathLike | None = None) -> RetrievalData:
-    """SciFact in BEIR layout: the qrels of ``split`` (train 809 / test 300 claims) over the full 5,183-abstract corpus.
+    """SciFact in BEIR layout: the claims of ``split`` over the full 5,183-abstract corpus.
 
-    Documents are ``title + " " + text`` with outer spaces stripped, as MTEB embeds them.
+    ``test`` is the 300 claims MTEB scores; BEIR's 809 training claims are split into ``dev`` (100, drawn with a
+    fixed seed) and ``train`` (the other 709). Documents are ``title + " " + text`` with outer spaces stripped, as
+    MTEB embeds them.
     """
-    _check_split(split, ("train", "test"), "scifact")
+    _check_split(split, ("train", "dev", "test"), "scifact")
     base = _root(root) / "scifact"
     corpus: dict[str, str] = {}
     path = base / "corpus.jsonl"
     for number, row in _jsonl(path, ("_id", "title", "text")):
         corpus[row["_id"]] = _check_text(path, number, "title + text", f"{row['title']} {row['text']}".strip())
-    path = base / "qrels" / f"{split}.tsv"
+    path = base / "qrels" / f"{'test' if split == 'test' else 'train'}.tsv"
     qrels: dict[str, dict[str, int]] = {}
     for number, row in _header_rows(path, "\t", ("query-id", "corpus-id", "score"), csv.QUOTE_NONE):
         try:
@@ -149,14 +156,17 @@ def load_scifact(split: str = "test", root: PathLike | None = None) -> Retrieval
         if row["corpus-id"] not in corpus:
             raise DataError(path, number, f"corpus-id {row['corpus-id']!r} is not in corpus.jsonl")
         qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = score
-    path = base / "queries.jsonl"
+    if split != "test":
+        held_out = set(random.Random(DEV_SEED).sample(sorted(qrels), min(SCIFACT_DEV_CLAIMS, len(qrels) // 2)))
+        qrels = {q: d for q, d in qrels.items() if (q in held_out) == (split == "dev")}
+    qrels_path, path = path, base / "queries.jsonl"
     queries = {}
     for number, row in _jsonl(path, ("_id", "text")):
         if row["_id"] in qrels:
             queries[row["_id"]] = _check_text(path, number, "text", row["text"])
     missing = sorted(set(qrels) - set(queries))
     if missing:
-        raise DataError(base / "qrels" / f"{split}.tsv", None, f"query ids {missing[:5]} are not in queries.jsonl")
+        raise DataError(qrels_path, None, f"query ids {missing[:5]} are not in queries.jsonl")
     return RetrievalData(queries, corpus, qrels)
 
 

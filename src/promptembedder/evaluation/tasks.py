@@ -79,7 +79,7 @@ TASKS: dict[str, TaskSpec] = {
     "sts-b": TaskSpec("sts-b", "STSBenchmark", ("train", "dev", "test"), load_sts, train_source="sts-train",
                       description="sentence-pair similarity 0-5 (news, captions, forums)"),
     "sick-r": TaskSpec("sick-r", "SICK-R", ("test",), _sick, description="sentence-pair relatedness 1-5"),
-    "scifact": TaskSpec("scifact", "SciFact", ("train", "test"), load_scifact,
+    "scifact": TaskSpec("scifact", "SciFact", ("train", "dev", "test"), load_scifact,
                         "Given a scientific claim, retrieve documents that support or refute the claim",
                         "retrieval", "document", "scifact-train",
                         "find the abstracts that support or refute a claim among 5,183"),
