@@ -72,11 +72,13 @@ def test_mined_negative_is_the_best_uncited_document() -> None:
 
 def test_in_domain_tasks_read_from_the_run(tmp_path: Path) -> None:
     (tmp_path / "final").mkdir()
+    (tmp_path / "final" / "promptembedder_config.json").write_text("{}")
     (tmp_path / "training_config.json").write_text(json.dumps({"train_data": ["esnli", "mrpc-train"]}))
     assert in_domain_tasks(tmp_path / "final") == {"mrpc"}
     (tmp_path / "training_config.json").write_text(json.dumps({"train_data": ["all"]}))
     assert in_domain_tasks(tmp_path / "final") == {"sts-b", "scifact", "banking77", "mrpc"}
     assert in_domain_tasks(tmp_path / "other" / "model") == set()
+    assert in_domain_tasks(tmp_path) == set()  # not a saved model (e.g. `minilm-l6` run inside a run folder)
 
 
 @needs_data

@@ -98,9 +98,15 @@ def load_instructions(path: str | os.PathLike[str]) -> dict[str, str | None]:
 def in_domain_tasks(model_dir: str | os.PathLike[str]) -> set[str]:
     """Tasks whose training split a saved model was trained on, read from the run's ``training_config.json``.
 
-    The trainer writes that file into the run folder, next to the ``best``/``final`` model folders.
+    The trainer writes that file into the run folder, next to the ``best``/``final`` model folders. Only a saved
+    model folder is looked at: a bare backbone (a name such as ``minilm-l6``) was trained on nothing of ours.
     """
+    from ..baselines import BASELINE_CONFIG
+    from ..config import CONFIG_NAME
+
     model_dir = Path(model_dir)
+    if not ((model_dir / CONFIG_NAME).is_file() or (model_dir / BASELINE_CONFIG).is_file()):
+        return set()
     for candidate in (model_dir / "training_config.json", model_dir.parent / "training_config.json"):
         if candidate.is_file():
             try:
