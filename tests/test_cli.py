@@ -236,10 +236,11 @@ def test_demo_runs_end_to_end_on_tiny_models(tiny_model_dir, tmp_path):
 def test_bench_converge_reports_steps_to_target(trained, tiny_model_dir, tmp_path, monkeypatch):
     """Each run stops at the target and the JSON says after how many steps and seconds."""
     import promptembedder.trainer as trainer_mod
+    from promptembedder.data import load_examples
 
     data = write_pairs(tmp_path / "pairs.jsonl", PAIRS)
-    monkeypatch.setattr(trainer_mod, "load_training_data", lambda specs, skip_invalid=False:
-                        trainer_mod.load_examples(data))
+    monkeypatch.setattr(trainer_mod, "load_training_data", lambda specs, skip_invalid=False, **kwargs:
+                        load_examples(data))
     real_load_sts = trainer_mod.load_sts
     monkeypatch.setattr(trainer_mod, "load_sts", lambda split: real_load_sts(split)[:40])
     report = bench_converge(target_score=-100.0, embedding_model=str(tiny_model_dir("bert")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -10,14 +11,31 @@ from .baselines import BASELINE_CONFIG, baseline_from_pretrained
 from .config import CONFIG_NAME
 from .embedder import Embedder
 from .model import PromptEmbedder
+from .registry import resolve
 
 
-def load_embedder(reference: str | Path, device: str | torch.device | None = None, pooling: str | None = None
-                  ) -> Embedder:
-    """A saved PromptEmbedder or baseline folder, else a bare backbone (HF id, path or named default, no prompt)."""
+def sentence_transformers_max_length(reference: str | Path) -> int | None:
+    """``max_seq_length`` from a sentence-transformers folder's config (MiniLM: 256), so a bare backbone embeds
+    with the same truncation as its published scores; None when there is no such config."""
+    path = Path(resolve(str(reference))) / "sentence_bert_config.json"
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get("max_seq_length")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def load_embedder(reference: str | Path, device: str | torch.device | None = None, pooling: str | None = None,
+                  max_length: int | None = None) -> Embedder:
+    """A saved PromptEmbedder or baseline folder, else a bare backbone (HF id, path or named default, no prompt).
+
+    A bare backbone truncates at ``max_length``, by default its sentence-transformers ``max_seq_length``.
+    """
     path = Path(reference)
     if (path / CONFIG_NAME).exists():
         return PromptEmbedder.from_pretrained(path, device=device)
     if (path / BASELINE_CONFIG).exists():
         return baseline_from_pretrained(path, device=device)
-    return PromptEmbedder(embedding_model=str(reference), num_soft_tokens=0, pooling=pooling, device=device).eval()
+    max_length = max_length or sentence_transformers_max_length(reference) or 512
+    return PromptEmbedder(embedding_model=str(reference), num_soft_tokens=0, pooling=pooling, device=device,
+                          max_length=max_length).eval()

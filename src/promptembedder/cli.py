@@ -29,7 +29,13 @@ def train(
     method: Annotated[str | None, Opt(help="promptembedder | lora | prompt-tuning | full")] = None,
     prompting_model: Annotated[str | None, Opt(help="P: HF causal LM id, path or named default")] = None,
     embedding_model: Annotated[str | None, Opt(help="E: HF model id, path or named default")] = None,
-    train_data: Annotated[list[str] | None, Opt(help="'snli', 'sts-train' or a .jsonl/.csv/.tsv file")] = None,
+    train_data: Annotated[list[str] | None, Opt(help="all | esnli | sts-train | scifact-train | banking77-train | "
+                                                     "mrpc-train | snli | a .jsonl/.csv/.tsv file (repeatable)")]
+    = None,
+    task_weights: Annotated[str | None, Opt(help="mix sources by weight, e.g. esnli=1,scifact-train=2 "
+                                                 "(default: by size)")] = None,
+    eval_task: Annotated[str | None, Opt(help="select checkpoints on this task's dev split: sts-b | scifact")]
+    = None,
     output_dir: Annotated[str | None, Opt()] = None,
     num_soft_tokens: Annotated[int | None, Opt()] = None,
     prompt_on: Annotated[str | None, Opt(help="query | both")] = None,
@@ -116,36 +122,44 @@ def transfer(
 @app.command()
 def evaluate(
     models: Annotated[list[str], typer.Argument(help="saved PromptEmbedder / baseline folders or HF backbones")],
-    tasks: Annotated[str, Opt(help="comma-separated: sts-b, sick-r")] = "sts-b,sick-r",
+    tasks: Annotated[str, Opt(help="all | sts | retrieval | classification | pair | clustering | task names, "
+                                   "comma-separated (sts-b, sick-r, scifact, banking77, mrpc, twentynewsgroups)")]
+    = "sts-b,sick-r",
     split: Annotated[str, Opt()] = "test",
     instruction: Annotated[str | None, Opt(help="one instruction for every task")] = None,
-    instructions: Annotated[Path | None, Opt(help="JSON {task: instruction}")] = None,
+    instructions: Annotated[Path | None, Opt(help="JSON {task: instruction} overriding the defaults")] = None,
     no_instruction: Annotated[bool, Opt("--no-instruction", help="evaluate with no instruction")] = False,
     output: Annotated[Path | None, Opt(help="write results JSON here")] = None,
+    overwrite: Annotated[bool, Opt("--overwrite", help="replace an existing --output file")] = False,
     batch_size: Annotated[int, Opt()] = 64,
+    max_length: Annotated[int | None, Opt(help="bare backbones: tokens per text (default: its ST config, or 512)")]
+    = None,
     device: Annotated[str | None, Opt()] = None,
 ) -> None:
-    """Score models on STS-B / SICK-R as MTEB does (cosine, Spearman x100); several models give one table."""
+    """Score models as MTEB does, one table per task type and an average per model; '*' marks in-domain tasks."""
+    from . import evaluation as ev
     from .architectures import refuse
     from .auto import load_embedder
-    from .evaluation import evaluate as run_evaluation
-    from .evaluation import load_instructions, results_table, write_results
 
-    names = [t.strip() for t in tasks.split(",") if t.strip()]
     try:
         refuse(models, "evaluate")
-        overrides = load_instructions(instructions) if instructions else {}
+        names = ev.select_tasks(tasks)
+        if output:
+            ev.check_writable(output, overwrite)
+        overrides = ev.load_instructions(instructions) if instructions else {}
         if instruction is not None or no_instruction:
             overrides = dict.fromkeys(names, None if no_instruction else instruction)
         results = {}
         for reference in models:
-            embedder = load_embedder(reference, device=device)
-            results[reference] = run_evaluation(embedder, names, split, overrides, batch_size)
+            embedder = load_embedder(reference, device=device, max_length=max_length)
+            results[reference] = ev.evaluate(embedder, names, split, overrides, batch_size, show_progress_bar=True,
+                                             in_domain=ev.in_domain_tasks(reference))
     except (ValueError, FileNotFoundError, OSError) as err:
         _fail(str(err))
-    console.print(results_table(results))
+    for table in ev.results_tables(results):
+        console.print(table)
     if output:
-        write_results(output, results)
+        ev.write_results(output, results)
         console.print(f"results written to {output}")
 
 

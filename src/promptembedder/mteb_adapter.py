@@ -255,26 +255,13 @@ class MTEBModel:
 def local_sts_task(task: str = "sts-b") -> Any:
     """MTEB's own STS task (``STSBenchmark`` or ``SICK-R``) with its test data read from the shared folder.
 
-    It runs through ``mteb.evaluate`` with no network, which checks that this adapter and MTEB's scoring
-    reproduce `promptembedder.evaluation` exactly; MTEB data sets otherwise come from the Hugging Face Hub.
+    It runs through ``mteb.evaluate`` with no network; `promptembedder.mteb_tasks.local_task` does the same for
+    every registered task type.
     """
-    mteb = _require_mteb()
-    from datasets import Dataset, DatasetDict
+    from .evaluation import get_task
+    from .mteb_tasks import local_task
 
-    from .evaluation import TASKS
-
-    spec = TASKS.get(task.lower())
-    if spec is None:
-        raise ValueError(f"unknown task {task!r} (known tasks: {', '.join(TASKS)})")
-    base = type(mteb.get_task(spec.mteb_name))
-
-    def load_data(self: Any, num_proc: int | None = None, **kwargs: Any) -> None:
-        if self.data_loaded:
-            return
-        pairs = spec.load("test")
-        columns = {"sentence1": [p.sentence1 for p in pairs], "sentence2": [p.sentence2 for p in pairs],
-                   "score": [p.score for p in pairs]}
-        self.dataset = DatasetDict({"test": Dataset.from_dict(columns)})
-        self.data_loaded = True
-
-    return type(f"Local{base.__name__}", (base,), {"load_data": load_data, "__module__": __name__})()
+    spec = get_task(task)
+    if spec.type != "sts":
+        raise ValueError(f"task {spec.name!r} is not an STS task: use promptembedder.mteb_tasks.local_task")
+    return local_task(spec.name)

@@ -40,18 +40,16 @@ from . import distributed as dist_utils
 from .baselines import BackboneEmbedder, BaselineConfig, PromptTuningEmbedder
 from .config import PromptEmbedderConfig
 from .data import (
-    NLI_INSTRUCTION,
     STS_INSTRUCTION,
     TrainExample,
-    load_examples,
-    load_snli_triplets,
     load_sts,
-    load_sts_train_pairs,
 )
 from .embedder import Embedder
 from .loss import info_nce
 from .model import PromptEmbedder, PromptHead
 from .plotting import plot_training
+from .selection import DEFAULT_EVAL_TASK, check_eval_task, dev_score, sample_dev
+from .training_sources import load_training_data, parse_task_weights
 
 METHODS = ("promptembedder", "lora", "prompt-tuning", "full")
 FSDP_STRATEGIES = ("full_shard", "shard_grad_op")  # the names of transformers' and accelerate's FSDP options
@@ -92,6 +90,8 @@ class TrainingConfig:
     seed: int = 42
     eval_steps: int = 50
     eval_max_pairs: int | None = None
+    eval_task: str = "sts-b"
+    task_weights: dict | None = None
     save_steps: int = 50
     logging_steps: int = 5
     max_length: int = 128
@@ -117,6 +117,8 @@ class TrainingConfig:
             raise ValueError(f"fsdp must be one of {FSDP_STRATEGIES} or None, got {self.fsdp!r}")
         if self.fsdp and self.method != "promptembedder":
             raise ValueError(f"fsdp shards the prompting model P: method 'promptembedder' only, not {self.method!r}")
+        self.eval_task = check_eval_task(self.eval_task)
+        self.task_weights = parse_task_weights(self.task_weights)
         for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "eval_steps", "save_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -143,22 +145,6 @@ class TrainingConfig:
             raise ValueError(f"{path}: unknown options {unknown}")
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**data)
-
-
-def load_training_data(specs: list, skip_invalid: bool = False) -> list[TrainExample]:
-    """Named real data sets ('snli', 'sts-train') or files ({'path': ..., 'instruction': ..., columns})."""
-    examples: list[TrainExample] = []
-    for spec in specs:
-        if spec == "snli":
-            examples += load_snli_triplets(instruction=NLI_INSTRUCTION)
-        elif spec == "sts-train":
-            examples += load_sts_train_pairs(instruction=STS_INSTRUCTION)
-        else:
-            spec = {"path": spec} if isinstance(spec, str) else dict(spec)
-            examples += load_examples(spec.pop("path"), skip_invalid=skip_invalid, **spec)
-    if not examples:
-        raise ValueError("no training examples: give train_data")
-    return examples
 
 
 def make_batches(examples: list[TrainExample], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -267,7 +253,9 @@ class Trainer:
         self.distributed = dist_utils.init_from_env(self.device)
         self.is_main = dist_utils.is_main_process()
         self.output_dir = Path(config.output_dir)
-        self.examples = examples if examples is not None else load_training_data(config.train_data, config.skip_invalid)
+        self.examples = examples if examples is not None else load_training_data(
+            config.train_data, config.skip_invalid, embedding_model=config.embedding_model,
+            task_weights=config.task_weights)
         self._seed(config.seed)
         self.model = model if model is not None else build_model(config, self.device)
         self.model.to(self.device)
@@ -301,7 +289,8 @@ class Trainer:
         self.autocast = (
             config.bf16 in ("auto", "true", True) and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
         )
-        self.dev_pairs = load_sts("dev")[: config.eval_max_pairs] if config.do_eval else []
+        sts_dev = config.do_eval and config.eval_task == DEFAULT_EVAL_TASK
+        self.dev_pairs = sample_dev(load_sts("dev"), config.eval_max_pairs) if sts_dev else []
 
     def _param_groups(self) -> list[dict]:
         """W learns faster than P: it is a small fresh matrix, P a pretrained LM."""
@@ -506,10 +495,12 @@ class Trainer:
             self.model.save_pretrained(directory, state_dict=state)
 
     def evaluate(self) -> float:
-        """STS-B dev Spearman x100 (the eval set for model selection; test stays untouched). encode switches
-        to eval mode and back to train mode itself."""
+        """STS-B dev Spearman x100, or ``eval_task``'s dev main score (model selection; test stays untouched).
+        encode switches to eval mode and back to train mode itself."""
         from .evaluation import evaluate_pairs  # here: scipy is needed only to evaluate
 
+        if self.config.eval_task != DEFAULT_EVAL_TASK:
+            return dev_score(self.model, self.config.eval_task)
         return evaluate_pairs(self.model, self.dev_pairs, STS_INSTRUCTION, batch_size=64, show_progress_bar=False)[
             "spearman"
         ]
