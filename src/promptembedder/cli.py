@@ -183,6 +183,31 @@ def decode_prompt(
         console.print(f"{text!r} -> {embedder.decode_prompt(text)!r}")
 
 
+@app.command("export")
+def export_model(
+    model: Annotated[Path, typer.Argument(help="saved PromptEmbedder folder")],
+    out: Annotated[Path, typer.Argument(help="new folder: plain HF checkpoint of E + sentence-transformers config")],
+    instructions: Annotated[Path | None, Opt(help="JSON {name: instruction}; each name becomes a prompt_name")] = None,
+    tasks: Annotated[str | None, Opt(help="comma-separated tasks (sts-b, sick-r): their evaluation instructions")]
+    = None,
+    overwrite: Annotated[bool, Opt("--overwrite", help="replace OUT if it exists")] = False,
+    verify: Annotated[bool, Opt("--verify/--no-verify", help="reload OUT and compare with encode")] = True,
+) -> None:
+    """Compile each instruction's soft prompt into K new tokens of E; P is not needed to use the result."""
+    from .export import export, read_instructions, task_instructions
+
+    try:
+        chosen = read_instructions(instructions) if instructions else {}
+        if tasks:
+            chosen.update(task_instructions([t.strip() for t in tasks.split(",") if t.strip()]))
+        path = export(model, out, chosen, overwrite=overwrite, verify=verify)
+    except (ValueError, FileNotFoundError, FileExistsError, OSError) as err:
+        _fail(str(err))
+    names = ", ".join(chosen)
+    console.print(f"exported to {path} (prompt_name: {names}); load with sentence_transformers.SentenceTransformer"
+                  + (", trust_remote_code=True" if (path / "prompt_pooling.py").exists() else ""))
+
+
 @app.command()
 def demo(
     quick: Annotated[bool, Opt("--quick", help="a smaller budget (a few minutes)")] = False,
