@@ -55,12 +55,9 @@ def create_app(backend, settings: ServerSettings) -> FastAPI:
     """The app for one model; `backend` is an EmbedderBackend or SentenceTransformerBackend (serving.backend)."""
     state: dict = {}
 
-    def encode(texts: list[str], key):
-        return backend.encode(texts, key), backend.count_tokens(texts)
-
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        batcher = DynamicBatcher(encode, settings.max_batch_size, settings.max_wait_ms, settings.max_queue)
+        batcher = DynamicBatcher(backend.encode, settings.max_batch_size, settings.max_wait_ms, settings.max_queue)
         batcher.start()
         state["batcher"] = batcher
         yield
@@ -84,7 +81,8 @@ def create_app(backend, settings: ServerSettings) -> FastAPI:
     @app.get("/health")
     async def health() -> dict:
         batcher = state.get("batcher")
-        return {"status": "ok", "model": settings.model_name, "queued": batcher.queued if batcher else 0}
+        counts = {name: getattr(batcher, name, 0) for name in ("queued", "in_flight", "batches")}
+        return {"status": "ok", "model": settings.model_name, **counts}
 
     @app.get("/v1/models")
     async def models() -> dict:
@@ -112,10 +110,11 @@ def create_app(backend, settings: ServerSettings) -> FastAPI:
                 await job
             return JSONResponse(error_body("client disconnected"), status_code=499)
         try:
-            vectors, tokens = job.result()
+            vectors = job.result()
         except Overloaded as err:
             raise APIError(503, f"server overloaded: {err}; retry later", type="server_error", code="overloaded",
                            headers={"Retry-After": "1"}) from None
+        tokens = await state["batcher"].run_in_worker(backend.count_tokens, texts)  # the tokenizer is not thread-safe
         vectors = shape_embeddings(vectors, parsed.dimensions, backend.dimension)
         return JSONResponse(embedding_response(vectors, settings.model_name, parsed.encoding_format, tokens))
 

@@ -51,6 +51,7 @@ class DynamicBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")
         self._worker: asyncio.Task | None = None
         self.batches = 0
+        self.in_flight = 0  # requests submitted and not answered yet
 
     @property
     def queued(self) -> int:
@@ -76,11 +77,18 @@ class DynamicBatcher:
         self._jobs.append(job)
         self._queued += len(texts)
         self._wake.set()
+        self.in_flight += 1
         try:
             return await job.future
         except asyncio.CancelledError:
             self._drop(job)  # the client went away: free its place unless the worker already took it
             raise
+        finally:
+            self.in_flight -= 1
+
+    async def run_in_worker(self, fn: Callable, *args):
+        """Run `fn` in the encoding thread: for work on the model's tokenizer, which is not thread-safe."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def _drop(self, job: _Job) -> None:
         try:
