@@ -117,3 +117,20 @@ def test_real_minilm_export(tmp_path, tiny_model_dir):
     cosines, _ = _cosines(model, out, trust_remote_code=True)
     for name, values in cosines.items():
         assert values.min() >= 0.9999, (name, values)
+
+
+def test_exported_folder_served(gemma_export):
+    """`serve` on an exported folder: tasks are its compiled prompts; free-text instructions are refused."""
+    pytest.importorskip("fastapi")
+    from serving_utils import ThreadServer, request
+
+    from promptembedder.serving import ServerSettings, create_app, load_backend
+
+    model, out, _ = gemma_export
+    with ThreadServer(create_app(load_backend(out), ServerSettings("exported"))) as server:
+        status, body = request(server.port, "POST", "/v1/embeddings", {"input": TEXTS, "task": "topic"})
+        assert status == 200
+        got = np.array([item["embedding"] for item in body["data"]])
+        assert np.sum(got * model.encode(TEXTS, instruction=INSTRUCTIONS["topic"]), axis=1).min() >= 0.9999
+        status, body = request(server.port, "POST", "/v1/embeddings", {"input": "x", "instruction": "free text"})
+        assert status == 400 and body["error"]["param"] == "instruction"
