@@ -333,5 +333,27 @@ def bench_converge(
         batch_size=batch_size, output_dir=output_dir, device=device, console=console)
 
 
+@bench_app.command("serve")
+def bench_serve(
+    model: Annotated[str | None, Opt(help="saved PromptEmbedder (default: a fresh one of P and E)")] = None,
+    embedding_model: Annotated[str, Opt()] = "minilm-l6",
+    prompting_model: Annotated[str, Opt()] = "gemma3-270m",
+    concurrency: Annotated[str, Opt(help="comma-separated client counts")] = "1,8,32",
+    requests_per_client: Annotated[int, Opt()] = 20,
+    max_batch_size: Annotated[int, Opt()] = 64,
+    max_wait_ms: Annotated[float, Opt()] = 5.0,
+    threads: Annotated[int | None, Opt(help="torch threads in each process (default: torch's)")] = None,
+    output_dir: Annotated[Path, Opt()] = Path("runs/bench"),
+) -> None:
+    """Server throughput and p50/p99 latency at several concurrencies: vs encode in-process, vs batching off,
+    vs the bare backbone served the same way."""
+    from .serving.benchmark import bench_serve as run
+
+    run(model=model, embedding_model=embedding_model, prompting_model=prompting_model,
+        concurrencies=[int(c) for c in concurrency.split(",")], requests_per_client=requests_per_client,
+        max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, threads=threads, output_dir=output_dir,
+        console=console)
+
+
 def main() -> None:
     app()
