@@ -20,8 +20,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .batcher import DynamicBatcher, Overloaded
 from .schema import APIError, Limits, check_dimensions, embedding_response, error_body, parse_request, shape_embeddings
 
-DISCONNECT_POLL_S = 0.05
-
 
 @dataclass
 class ServerSettings:
@@ -47,8 +45,10 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 async def _until_disconnected(request: Request) -> None:
-    while not await request.is_disconnected():
-        await asyncio.sleep(DISCONNECT_POLL_S)
+    """Returns when the client goes away. With the body read, the server's next ASGI message is the disconnect,
+    so this waits on it instead of polling (32 clients polling every 50 ms cost measurable CPU)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        continue
 
 
 def create_app(backend, settings: ServerSettings) -> FastAPI:
