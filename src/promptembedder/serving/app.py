@@ -55,9 +55,14 @@ def create_app(backend, settings: ServerSettings) -> FastAPI:
     """The app for one model; `backend` is an EmbedderBackend or SentenceTransformerBackend (serving.backend)."""
     state: dict = {}
 
+    def encode(texts: list[str], key) -> tuple:
+        """Embeddings and each text's token count (usage), both in the encoding thread: tokenizers are not
+        thread-safe, and a second trip to that thread would queue behind the next batch."""
+        return backend.encode(texts, key), backend.token_counts(texts)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        batcher = DynamicBatcher(backend.encode, settings.max_batch_size, settings.max_wait_ms, settings.max_queue)
+        batcher = DynamicBatcher(encode, settings.max_batch_size, settings.max_wait_ms, settings.max_queue)
         batcher.start()
         state["batcher"] = batcher
         yield
@@ -110,13 +115,12 @@ def create_app(backend, settings: ServerSettings) -> FastAPI:
                 await job
             return JSONResponse(error_body("client disconnected"), status_code=499)
         try:
-            vectors = job.result()
+            vectors, counts = job.result()
         except Overloaded as err:
             raise APIError(503, f"server overloaded: {err}; retry later", type="server_error", code="overloaded",
                            headers={"Retry-After": "1"}) from None
-        tokens = await state["batcher"].run_in_worker(backend.count_tokens, texts)  # the tokenizer is not thread-safe
         vectors = shape_embeddings(vectors, parsed.dimensions, backend.dimension)
-        return JSONResponse(embedding_response(vectors, settings.model_name, parsed.encoding_format, tokens))
+        return JSONResponse(embedding_response(vectors, settings.model_name, parsed.encoding_format, sum(counts)))
 
     return app
 

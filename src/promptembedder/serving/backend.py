@@ -53,10 +53,10 @@ class EmbedderBackend:
         return self.embedder.encode(texts, instruction=instruction, batch_size=self.batch_size,
                                     prompt_type=prompt_type, show_progress_bar=False)
 
-    def count_tokens(self, texts: list[str]) -> int:
+    def token_counts(self, texts: list[str]) -> list[int]:
         if self.tokenizer is None:
-            return 0
-        return sum(len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"])
+            return [0] * len(texts)
+        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
 
 
 class SentenceTransformerBackend:
@@ -95,8 +95,8 @@ class SentenceTransformerBackend:
         return self.model.encode(texts, prompt_name=key, batch_size=self.batch_size, convert_to_numpy=True,
                                  show_progress_bar=False)
 
-    def count_tokens(self, texts: list[str]) -> int:
-        return sum(len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"])
+    def token_counts(self, texts: list[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
 
 
 def load_backend(reference: str | Path, device: str | None = None, tasks: Mapping[str, str] | None = None,

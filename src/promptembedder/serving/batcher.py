@@ -32,7 +32,7 @@ class _Job:
 
 
 class DynamicBatcher:
-    """`await submit(texts, key)` returns `encode(all_texts, key)` rows for those texts.
+    """`await submit(texts, key)` returns `encode(all_texts, key)` rows for those texts (for a tuple, of each part).
 
     `encode(texts, key) -> (n, d) array` runs in one background thread, so the event loop keeps accepting
     requests while the model works. `max_queue` bounds the texts waiting (not yet being encoded).
@@ -85,10 +85,6 @@ class DynamicBatcher:
             raise
         finally:
             self.in_flight -= 1
-
-    async def run_in_worker(self, fn: Callable, *args):
-        """Run `fn` in the encoding thread: for work on the model's tokenizer, which is not thread-safe."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def _drop(self, job: _Job) -> None:
         try:
@@ -146,5 +142,10 @@ class DynamicBatcher:
             start = 0
             for job in jobs:
                 if not job.future.done():
-                    job.future.set_result(vectors[start : start + len(job.texts)])
+                    job.future.set_result(_rows(vectors, start, start + len(job.texts)))
                 start += len(job.texts)
+
+
+def _rows(result, start: int, end: int):
+    """A job's rows of what encode returned: an array, or a tuple of per-text sequences (e.g. with token counts)."""
+    return tuple(part[start:end] for part in result) if isinstance(result, tuple) else result[start:end]
