@@ -11,5 +11,5 @@ fi
 . .venv/bin/activate
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 python -m pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
-python -m pip install -q -e ".[offline-models,mteb,distributed,dev]" 2>&1 | grep -v "^WARNING: Location" || true
+python -m pip install -q -e ".[offline-models,mteb,distributed,export,serve,dev]" 2>&1 | grep -v "^WARNING: Location" || true
 python -c "import torch, promptembedder; assert torch.__version__.startswith('2.13.0'), torch.__version__"

@@ -204,6 +204,68 @@ def decode_prompt(
         console.print(f"{text!r} -> {embedder.decode_prompt(text)!r}")
 
 
+@app.command("export")
+def export_model(
+    model: Annotated[Path, typer.Argument(help="saved PromptEmbedder folder")],
+    out: Annotated[Path, typer.Argument(help="new folder: plain HF checkpoint of E + sentence-transformers config")],
+    instructions: Annotated[Path | None, Opt(help="JSON {name: instruction}; each name becomes a prompt_name")] = None,
+    tasks: Annotated[str | None, Opt(help="comma-separated tasks (sts-b, sick-r): their evaluation instructions")]
+    = None,
+    overwrite: Annotated[bool, Opt("--overwrite", help="replace OUT if it exists")] = False,
+    verify: Annotated[bool, Opt("--verify/--no-verify", help="reload OUT and compare with encode")] = True,
+) -> None:
+    """Compile each instruction's soft prompt into K new tokens of E; P is not needed to use the result."""
+    from .export import export, read_instructions, task_instructions
+
+    try:
+        chosen = read_instructions(instructions) if instructions else {}
+        if tasks:
+            chosen.update(task_instructions([t.strip() for t in tasks.split(",") if t.strip()]))
+        path = export(model, out, chosen, overwrite=overwrite, verify=verify)
+    except (ValueError, FileNotFoundError, FileExistsError, OSError) as err:
+        _fail(str(err))
+    names = ", ".join(chosen)
+    console.print(f"exported to {path} (prompt_name: {names}); load with sentence_transformers.SentenceTransformer"
+                  + (", trust_remote_code=True" if (path / "prompt_pooling.py").exists() else ""))
+
+
+@app.command()
+def serve(
+    model: Annotated[str, typer.Argument(help="saved PromptEmbedder / baseline, exported folder or HF backbone")],
+    host: Annotated[str, Opt()] = "127.0.0.1",
+    port: Annotated[int, Opt()] = 8000,
+    model_name: Annotated[str | None, Opt(help="the id clients pass as `model` (default: MODEL's folder name)")]
+    = None,
+    task: Annotated[str | None, Opt(help="default task when a request names none (e.g. sts-b)")] = None,
+    instruction: Annotated[str | None, Opt(help="default instruction when a request names none")] = None,
+    instructions: Annotated[Path | None, Opt(help="JSON {name: instruction}: more tasks clients may name")] = None,
+    max_batch_size: Annotated[int, Opt(help="texts encoded together at most")] = 64,
+    max_wait_ms: Annotated[float, Opt(help="how long a request waits for others to batch with")] = 5.0,
+    max_queue: Annotated[int, Opt(help="texts waiting at most; beyond, 503")] = 4096,
+    max_items: Annotated[int, Opt(help="texts per request at most; beyond, 400")] = 2048,
+    max_body_mb: Annotated[float, Opt(help="request body size limit; beyond, 413")] = 8.0,
+    device: Annotated[str | None, Opt()] = None,
+) -> None:
+    """An OpenAI-compatible embeddings server (POST /v1/embeddings) with dynamic batching; Ctrl-C drains it."""
+    try:
+        from .serving import ServerSettings, load_backend
+        from .serving import serve as run_server
+        from .serving.schema import Limits
+    except ImportError as err:
+        _fail(f"serving needs FastAPI and uvicorn: pip install 'promptembedder[serve]' ({err})")
+    try:
+        from .export import read_instructions
+
+        tasks = read_instructions(instructions) if instructions else None
+        backend = load_backend(model, device=device, tasks=tasks, default_instruction=instruction, default_task=task,
+                               batch_size=max_batch_size)
+        settings = ServerSettings(model_name or Path(model).name, max_batch_size, max_wait_ms, max_queue,
+                                  Limits(max_items=max_items, max_body_bytes=int(max_body_mb * 1024 * 1024)))
+    except (ValueError, FileNotFoundError, OSError) as err:
+        _fail(str(err))
+    run_server(backend, settings, host=host, port=port)
+
+
 @app.command()
 def demo(
     quick: Annotated[bool, Opt("--quick", help="a smaller budget (a few minutes)")] = False,
@@ -323,6 +385,28 @@ def bench_converge(
     run(target_score=target_score, embedding_model=embedding_model, prompting_model=prompting_model,
         transfer_from=transfer_from, transfer_model=transfer_model, max_steps=max_steps, eval_steps=eval_steps,
         batch_size=batch_size, output_dir=output_dir, device=device, console=console)
+
+
+@bench_app.command("serve")
+def bench_serve(
+    model: Annotated[str | None, Opt(help="saved PromptEmbedder (default: a fresh one of P and E)")] = None,
+    embedding_model: Annotated[str, Opt()] = "minilm-l6",
+    prompting_model: Annotated[str, Opt()] = "gemma3-270m",
+    concurrency: Annotated[str, Opt(help="comma-separated client counts")] = "1,8,32",
+    requests_per_client: Annotated[int, Opt()] = 20,
+    max_batch_size: Annotated[int, Opt()] = 64,
+    max_wait_ms: Annotated[float, Opt()] = 5.0,
+    threads: Annotated[int | None, Opt(help="torch threads in each process (default: torch's)")] = None,
+    output_dir: Annotated[Path, Opt()] = Path("runs/bench"),
+) -> None:
+    """Server throughput and p50/p99 latency at several concurrencies: vs encode in-process, vs batching off,
+    vs the bare backbone served the same way."""
+    from .serving.benchmark import bench_serve as run
+
+    run(model=model, embedding_model=embedding_model, prompting_model=prompting_model,
+        concurrencies=[int(c) for c in concurrency.split(",")], requests_per_client=requests_per_client,
+        max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, threads=threads, output_dir=output_dir,
+        console=console)
 
 
 def main() -> None:

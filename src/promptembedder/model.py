@@ -14,6 +14,7 @@ from .backbone import EmbeddingBackbone
 from .config import PromptEmbedderConfig
 from .embedder import Embedder
 from .generator import PromptGenerator
+from .model_card import write_saved_model_card
 from .registry import load_pretrained
 
 ALIGNMENT_FILE = "alignment.safetensors"
@@ -216,6 +217,7 @@ class PromptEmbedder(Embedder):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.config.save(directory)
+        write_saved_model_card(self.config, directory)
         if self.generator is None:
             return
         weight = state_dict["alignment.linear.weight"] if state_dict is not None else self.alignment.linear.weight

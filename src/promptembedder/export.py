@@ -1,0 +1,257 @@
+"""Export a PromptEmbedder as a plain Hugging Face checkpoint of E plus a sentence-transformers configuration.
+
+At inference a soft prompt depends only on the instruction, so each instruction's aligned prompt is a constant
+(K, d_E) block of E's input embeddings. Export compiles each into K new tokens of E's vocabulary whose input
+embeddings are exactly those vectors; `prompts` in config_sentence_transformers.json maps each task name to its
+token string. The folder then runs wherever plain checkpoints run (sentence-transformers, TEI, vLLM), without P.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import AddedToken
+from torch import nn
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+from .backbone import is_decoder
+from .config import CONFIG_NAME
+from .model import PromptEmbedder
+from .model_card import README, CompiledPrompt, exported_model_card
+from .registry import load_pretrained
+
+#: Where the prompt sits in E's input; what the model does today. A suffix variant adds its own entry here.
+PROMPT_POSITIONS = ("prefix",)
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+CUSTOM_POOLING_FILE = "prompt_pooling.py"
+VERIFY_TEXTS = ("A man is playing a guitar.", "Two dogs run across a green field in the sun.", "Hi")
+MIN_COSINE = 0.9999
+
+
+@dataclass
+class ExportedTokens:
+    """The new tokens of one instruction: their strings (in order) and ids in E's extended vocabulary."""
+
+    tokens: list[str]
+    ids: list[int]
+
+    @property
+    def token_string(self) -> str:
+        return "".join(self.tokens)
+
+
+def read_instructions(path: str | Path) -> dict[str, str]:
+    """`{name: instruction}` from a JSON file; names become `prompt_name`s, so they must be plain identifiers."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"instructions file {path} not found") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"instructions file {path}: invalid JSON at line {err.lineno}, column {err.colno}: "
+                         f"{err.msg}") from None
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"instructions file {path}: expected a non-empty JSON object {{name: instruction}}")
+    for name, instruction in data.items():
+        if not isinstance(instruction, str):
+            raise ValueError(f"instructions file {path}: instruction for {name!r} must be a string, "
+                             f"got {type(instruction).__name__}")
+    return dict(data)
+
+
+def task_instructions(tasks: list[str]) -> dict[str, str]:
+    """The instructions our evaluation gives each named task (e.g. `sts-b`), for `--tasks`."""
+    from .evaluation import TASKS
+
+    result = {}
+    for task in tasks:
+        spec = TASKS.get(task.lower())
+        if spec is None:
+            raise ValueError(f"unknown task {task!r} (known tasks: {', '.join(TASKS)}); use --instructions FILE "
+                             "for other instructions")
+        result[spec.name] = spec.instruction or ""
+    return result
+
+
+def compile_prompts(model: PromptEmbedder, instructions: Mapping[str, str]) -> dict[str, torch.Tensor]:
+    """Each instruction's aligned soft prompt (K, d_E) in float32: exactly what `PromptEmbedder.embed` feeds E."""
+    if model.generator is None:
+        raise ValueError("this model has no soft prompt (num_soft_tokens=0): the bare backbone needs no export")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            return {name: model.soft_prompt(text).detach().float().cpu().clone() for name, text in instructions.items()}
+    finally:
+        model.train(was_training)
+
+
+def _untie_output_embeddings(model: nn.Module) -> None:
+    """Give a decoder's LM head its own copy of the embedding matrix, so new input rows never become logits."""
+    output = model.get_output_embeddings()
+    if output is None or output.weight is not model.get_input_embeddings().weight:
+        return
+    output.weight = nn.Parameter(output.weight.detach().clone())
+    for config in (model.config, getattr(model.config, "text_config", None)):
+        if config is not None and hasattr(config, "tie_word_embeddings"):
+            config.tie_word_embeddings = False
+
+
+def _input_scale(embedding: nn.Module) -> float:
+    """What E's embedding layer multiplies rows by (Gemma: sqrt(d)); stored rows are prompt / scale."""
+    scale = getattr(embedding, "embed_scale", None)
+    return 1.0 if scale is None else float(scale)
+
+
+def add_prompt_tokens(model: nn.Module, tokenizer, prompts: Mapping[str, torch.Tensor]) -> dict[str, ExportedTokens]:
+    """Add K tokens per prompt to E's vocabulary with input embeddings such that E's embedding layer returns the
+    prompt exactly; decoders get an untied LM head whose new rows are zero and suppressed in generation."""
+    vocab = tokenizer.get_vocab()
+    exported = {}
+    for name, prompt in prompts.items():
+        tokens = [f"<pe:{name}:{i}>" for i in range(prompt.shape[0])]
+        clash = [t for t in tokens if t in vocab]
+        if clash:
+            raise ValueError(f"E's tokenizer already has token {clash[0]!r}: was this model exported before?")
+        tokenizer.add_tokens([AddedToken(t, normalized=False, special=False) for t in tokens])
+        exported[name] = ExportedTokens(tokens, tokenizer.convert_tokens_to_ids(tokens))
+    decoder = model.get_output_embeddings() is not None
+    if decoder:
+        _untie_output_embeddings(model)
+    old_size = model.get_input_embeddings().weight.shape[0]
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    embedding = model.get_input_embeddings()
+    scale = _input_scale(embedding)
+    with torch.no_grad():
+        for name, prompt in prompts.items():
+            embedding.weight[exported[name].ids] = (prompt / scale).to(embedding.weight.dtype)
+            got = embedding(torch.tensor(exported[name].ids, device=embedding.weight.device)).float().cpu()
+            if not torch.allclose(got, prompt, rtol=1e-4, atol=1e-5 * float(prompt.abs().max())):
+                raise RuntimeError(f"E's embedding layer ({type(embedding).__name__}) transforms its rows in a way "
+                                   "export does not invert; cannot compile the prompt into tokens")
+        if decoder:
+            output = model.get_output_embeddings()
+            if output.weight is embedding.weight:
+                raise RuntimeError("E's LM head is still tied to its input embeddings after untying")
+            output.weight[old_size:] = 0
+            new_ids = list(range(old_size, len(tokenizer)))
+            model.generation_config.suppress_tokens = sorted(set(model.generation_config.suppress_tokens or [])
+                                                             | set(new_ids))
+    return exported
+
+
+def _sentence_transformer(out: Path, model: PromptEmbedder, exported: Mapping[str, ExportedTokens]):
+    """sentence-transformers modules equal to our pooling; mean pooling needs PromptPooling (see its module)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+
+    from .prompt_pooling import PromptPooling
+
+    backbone = model.backbone
+    transformer = Transformer(str(out), max_seq_length=backbone.max_length)
+    dim = backbone.hidden_size
+    if model.config.pooling == "mean":
+        pooling = PromptPooling(dim, prompt_offset=int(backbone.prefix_special))
+    else:
+        pooling = Pooling(dim, pooling_mode={"last": "lasttoken", "cls": "cls"}[model.config.pooling])
+    modules = [transformer, pooling] + ([Normalize()] if model.normalize else [])
+    prompts = {name: tokens.token_string for name, tokens in exported.items()}
+    return SentenceTransformer(modules=modules, prompts=prompts, similarity_fn_name="cosine", device="cpu")
+
+
+def _ship_custom_pooling(out: Path) -> None:
+    """Make the folder self-contained: the pooling module's source travels with it, referenced by file name."""
+    from . import prompt_pooling
+
+    shutil.copyfile(prompt_pooling.__file__, out / CUSTOM_POOLING_FILE)
+    modules_path = out / "modules.json"
+    modules = json.loads(modules_path.read_text())
+    for module in modules:
+        if module["type"].endswith(".PromptPooling"):
+            module["type"] = f"{Path(CUSTOM_POOLING_FILE).stem}.PromptPooling"
+    modules_path.write_text(json.dumps(modules, indent=2) + "\n")
+
+
+def verify_export(out: str | Path, model: PromptEmbedder, names: list[str], texts=VERIFY_TEXTS) -> dict[str, float]:
+    """Load the folder with sentence-transformers and compare to `PromptEmbedder.encode`; min cosine per name."""
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(out), device="cpu", trust_remote_code=(Path(out) / CUSTOM_POOLING_FILE).exists(),
+                             local_files_only=True)
+    instructions = json.loads((Path(out) / "promptembedder_export.json").read_text())["instructions"]
+    result = {}
+    for name in names:
+        ours = model.encode(list(texts), instruction=instructions[name], normalize=True)
+        theirs = st.encode(list(texts), prompt_name=name, normalize_embeddings=True)
+        result[name] = float(np.min(np.sum(ours * theirs, axis=1)))
+        if result[name] < MIN_COSINE:
+            raise RuntimeError(f"exported prompt {name!r} gives embeddings with cosine {result[name]:.6f} to "
+                               f"PromptEmbedder.encode (need >= {MIN_COSINE}): the export is wrong, please report it")
+    return result
+
+
+def export(model: str | Path | PromptEmbedder, out: str | Path, instructions: Mapping[str, str],
+           overwrite: bool = False, verify: bool = True, prompt_position: str = "prefix") -> Path:
+    """Write E with each instruction compiled to tokens into `out`, loadable by sentence-transformers.
+
+    `model` is a saved PromptEmbedder folder (or the model itself). An existing `out` is refused unless
+    `overwrite`. With `verify`, the folder is reloaded and checked against `PromptEmbedder.encode`.
+    """
+    if prompt_position not in PROMPT_POSITIONS:
+        raise ValueError(f"prompt_position must be one of {PROMPT_POSITIONS}, got {prompt_position!r}")
+    if not instructions:
+        raise ValueError("nothing to export: give instructions (--instructions FILE) or tasks (--tasks sts-b,...)")
+    for name in instructions:
+        if not NAME_PATTERN.match(name):
+            raise ValueError(f"instruction name {name!r}: use letters, digits, '_', '-' or '.' (it becomes a "
+                             "prompt_name and part of token strings)")
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty: choose another folder or pass --overwrite")
+    model_dir = None
+    if not isinstance(model, PromptEmbedder):
+        model_dir = Path(model)
+        if not (model_dir / CONFIG_NAME).exists():
+            raise FileNotFoundError(f"{model_dir / CONFIG_NAME} not found: export needs a saved PromptEmbedder "
+                                    "(baselines and bare backbones have no instruction prompts to compile)")
+        if out.resolve() == model_dir.resolve():
+            raise ValueError(f"OUT {out} is the model folder itself: choose another folder")
+        model = PromptEmbedder.from_pretrained(model_dir, device="cpu")
+    prompts = compile_prompts(model, instructions)
+    if out.exists():
+        if out.is_dir():
+            shutil.rmtree(out)
+        else:
+            out.unlink()
+    reference = model.config.embedding_model
+    decoder = is_decoder(model.backbone.model)
+    e_model = load_pretrained(AutoModelForCausalLM if decoder else AutoModel, reference, dtype=torch.float32)
+    tokenizer = load_pretrained(AutoTokenizer, reference)
+    tokenizer.padding_side = "right"
+    exported = add_prompt_tokens(e_model, tokenizer, prompts)
+    out.mkdir(parents=True, exist_ok=True)
+    e_model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    st = _sentence_transformer(out, model, exported)
+    st.save(str(out))
+    e_model.save_pretrained(out)  # sentence-transformers saved E's base model; keep the full model (LM head)
+    custom = model.config.pooling == "mean"
+    if custom:
+        _ship_custom_pooling(out)
+    record = {"prompt_position": prompt_position, "num_soft_tokens": model.config.num_soft_tokens,
+              "instructions": dict(instructions), "tokens": {n: t.token_string for n, t in exported.items()},
+              "source": model.config.to_dict()}
+    (out / "promptembedder_export.json").write_text(json.dumps(record, indent=2) + "\n")
+    cards = [CompiledPrompt(name, text, exported[name].token_string, model.decode_prompt(text))
+             for name, text in instructions.items()]
+    (out / README).write_text(exported_model_card(model.config, model_dir, cards, trust_remote_code=custom))
+    if verify:
+        verify_export(out, model, list(instructions))
+    return out

@@ -1,0 +1,136 @@
+"""Export: instructions compiled to tokens of E give PromptEmbedder's embeddings through sentence-transformers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from promptembedder.export import export, read_instructions, task_instructions
+from promptembedder.model import PromptEmbedder
+
+INSTRUCTIONS = {"sts": "Retrieve semantically similar text.", "topic": "Identify the topic of the news article."}
+TEXTS = ["A man is eating food.", "A monkey is playing drums.", "The girl is carrying a baby.",
+         "It was raining heavily when we arrived at the station."]
+
+
+def _saved(tmp_path, tiny_model_dir, e_model: str, **kwargs):
+    torch.manual_seed(0)
+    model = PromptEmbedder(prompting_model=str(tiny_model_dir("llama")), embedding_model=e_model,
+                           num_soft_tokens=3, device="cpu", **kwargs)
+    with torch.no_grad():  # a trained-looking W: a random one, so the test does not pass on an lstsq coincidence
+        model.alignment.linear.weight.normal_(0, 0.05)
+    model.save_pretrained(tmp_path / "saved")
+    return PromptEmbedder.from_pretrained(tmp_path / "saved", device="cpu")
+
+
+def _cosines(model, out, trust_remote_code=False):
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(out), device="cpu", trust_remote_code=trust_remote_code, local_files_only=True)
+    result = {}
+    for name, instruction in INSTRUCTIONS.items():
+        ours = model.encode(TEXTS, instruction=instruction)
+        theirs = st.encode(TEXTS, prompt_name=name, batch_size=3)  # batches of unequal lengths: padding matters
+        result[name] = np.sum(ours * theirs, axis=1)
+    return result, st
+
+
+@pytest.fixture(scope="module")
+def gemma_export(tmp_path_factory, tiny_model_dir):
+    tmp = tmp_path_factory.mktemp("export_gemma")
+    model = _saved(tmp, tiny_model_dir, str(tiny_model_dir("gemma3")))
+    return model, export(tmp / "saved", tmp / "out", INSTRUCTIONS, verify=False), tmp
+
+
+def test_scaled_decoder_export_matches_encode(gemma_export):
+    model, out, _ = gemma_export
+    assert model.backbone.model.get_input_embeddings().embed_scale > 1  # Gemma scales: rows are prompt / scale
+    cosines, st = _cosines(model, out)
+    for name, values in cosines.items():
+        assert values.min() >= 0.9999, (name, values)
+    config = json.loads((out / "config_sentence_transformers.json").read_text())
+    assert config["prompts"]["sts"] == "".join(f"<pe:sts:{i}>" for i in range(3))
+    assert not (out / "prompt_pooling.py").exists()  # last-token pooling: plain sentence-transformers modules
+
+
+def test_decoder_generation_unchanged(gemma_export, tiny_model_dir):
+    _, out, _ = gemma_export
+    original = AutoModelForCausalLM.from_pretrained(tiny_model_dir("gemma3"), dtype=torch.float32).eval()
+    exported = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    assert exported.lm_head.weight.data_ptr() != exported.get_input_embeddings().weight.data_ptr()
+    ids = torch.tensor([[1, 10, 20, 30]])
+    with torch.no_grad():
+        old, new = original(ids).logits, exported(ids).logits
+    assert torch.allclose(old, new[..., : old.shape[-1]], atol=1e-5)
+    generated = exported.generate(ids, max_new_tokens=8, do_sample=False)
+    assert torch.equal(generated, original.generate(ids, max_new_tokens=8, do_sample=False))
+    assert set(exported.generation_config.suppress_tokens) == set(range(old.shape[-1], new.shape[-1]))
+
+
+def test_model_card_and_overwrite(gemma_export):
+    model, out, tmp = gemma_export
+    card = (out / "README.md").read_text()
+    assert "<pe:topic:0><pe:topic:1><pe:topic:2>" in card and 'prompt_name="sts"' in card
+    assert repr(model.decode_prompt(INSTRUCTIONS["sts"])) in card
+    assert "library_name: promptembedder" in (tmp / "saved" / "README.md").read_text()  # save_pretrained's card
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        export(tmp / "saved", out, INSTRUCTIONS)
+    with pytest.raises(ValueError, match="instruction name"):
+        export(tmp / "saved", tmp / "other", {"bad name": "x"})
+
+
+def test_mean_pooled_encoder_export(tmp_path, tiny_model_dir):
+    """[CLS] is averaged, the prompt after it is not: a shipped Pooling subclass (trust_remote_code)."""
+    model = _saved(tmp_path, tiny_model_dir, str(tiny_model_dir("bert")))
+    out = export(model, tmp_path / "out", INSTRUCTIONS, verify=False)
+    assert (out / "prompt_pooling.py").exists()
+    cosines, st = _cosines(model, out, trust_remote_code=True)
+    for name, values in cosines.items():
+        assert values.min() >= 0.9999, (name, values)
+    no_prompt = st.encode(TEXTS)  # no prompt_name: the plain backbone, as PromptEmbedder without a prompt
+    bare = PromptEmbedder(embedding_model=str(tiny_model_dir("bert")), num_soft_tokens=0, device="cpu")
+    assert np.sum(no_prompt * bare.encode(TEXTS), axis=1).min() >= 0.9999
+
+
+def test_instruction_sources(tmp_path):
+    path = tmp_path / "i.json"
+    path.write_text('{"sts": 3}')
+    with pytest.raises(ValueError, match="must be a string"):
+        read_instructions(path)
+    path.write_text("{bad")
+    with pytest.raises(ValueError, match="line 1"):
+        read_instructions(path)
+    assert task_instructions(["STS-B"])["sts-b"]
+    with pytest.raises(ValueError, match="known tasks"):
+        task_instructions(["nope"])
+
+
+@pytest.mark.slow
+def test_real_minilm_export(tmp_path, tiny_model_dir):
+    """The real all-MiniLM-L6-v2 as E (tiny random P): export verifies cosine >= 0.9999 itself, and so do we."""
+    model = _saved(tmp_path, tiny_model_dir, "minilm-l6")
+    out = export(tmp_path / "saved", tmp_path / "out", INSTRUCTIONS)
+    cosines, _ = _cosines(model, out, trust_remote_code=True)
+    for name, values in cosines.items():
+        assert values.min() >= 0.9999, (name, values)
+
+
+def test_exported_folder_served(gemma_export):
+    """`serve` on an exported folder: tasks are its compiled prompts; free-text instructions are refused."""
+    pytest.importorskip("fastapi")
+    from serving_utils import ThreadServer, request
+
+    from promptembedder.serving import ServerSettings, create_app, load_backend
+
+    model, out, _ = gemma_export
+    with ThreadServer(create_app(load_backend(out), ServerSettings("exported"))) as server:
+        status, body = request(server.port, "POST", "/v1/embeddings", {"input": TEXTS, "task": "topic"})
+        assert status == 200
+        got = np.array([item["embedding"] for item in body["data"]])
+        assert np.sum(got * model.encode(TEXTS, instruction=INSTRUCTIONS["topic"]), axis=1).min() >= 0.9999
+        status, body = request(server.port, "POST", "/v1/embeddings", {"input": "x", "instruction": "free text"})
+        assert status == 400 and body["error"]["param"] == "instruction"
