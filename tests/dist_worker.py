@@ -73,6 +73,9 @@ VARIANTS: dict[str, dict] = {
     "fsdp-grad-cache": {"fsdp": "shard_grad_op", "grad_cache_chunk_size": 3},
     "fsdp-lora-p": {"fsdp": "full_shard", "prompting_trainable": "lora"},
     "lora-grad-cache": {"method": "lora", "grad_cache_chunk_size": 3, "learning_rate": 1e-2},
+    # E checkpointed inside DDP (the LoRA baseline is wrapped whole), with GradCache's second pass recomputing it.
+    "lora-checkpointing": {"method": "lora", "grad_cache_chunk_size": 3, "learning_rate": 1e-3,
+                           "gradient_checkpointing": True},
 }
 
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from promptembedder import PromptEmbedder
 from promptembedder.architectures import NOTICE, build_model, build_tokenizer
 from promptembedder.cli import app
-from promptembedder.sweep import parse_configs, run_sweep, synthetic_examples
+from promptembedder.sweep import parse_configs, run_sweep, split_method, synthetic_examples
 
 # Published parameter counts of the real models (model cards / safetensors index), in billions, causal-LM heads.
 PUBLISHED = {"mistral-7b": 7.24, "qwen2.5-0.5b": 0.494, "qwen2.5-1.5b": 1.54, "qwen2.5-7b": 7.62, "llama-3-8b": 8.03}
@@ -66,6 +66,13 @@ def test_parse_configs():
     assert parse_configs("8,16, 32:8") == [(8, None), (16, None), (32, 8)]
     with pytest.raises(ValueError, match="BATCH:CHUNK"):
         parse_configs("8,x")
+
+
+def test_split_method():
+    assert split_method("lora+gc") == ({"method": "lora"}, True)
+    assert split_method("promptembedder-query")[1] is False
+    with pytest.raises(ValueError, match="'\\+gc'"):
+        split_method("promptembedder-fsdp")
 
 
 def test_synthetic_examples_have_the_asked_length():

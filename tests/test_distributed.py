@@ -62,12 +62,13 @@ def launch(out: Path, prompting: Path, embedding: Path, dataset: str = "default"
 def single_process(prompting: Path, embedding: Path, output_dir: Path, dataset: str = "default",
                    variant: str = "ddp") -> dict:
     """The same training in this process, on the global batch (WORLD x the per-rank batch), with the plain step:
-    no GradCache, and nothing to shard."""
+    no GradCache, no checkpointing, and nothing to shard."""
     threads = torch.get_num_threads()
     original_load_sts = trainer_mod.load_sts
     torch.set_num_threads(1)
     trainer_mod.load_sts = lambda split="test", root=None: list(dist_worker.DEV_PAIRS)
-    changes = {k: v for k, v in dist_worker.VARIANTS[variant].items() if k not in ("grad_cache_chunk_size", "fsdp")}
+    changes = {k: v for k, v in dist_worker.VARIANTS[variant].items() if k not in ("grad_cache_chunk_size", "fsdp",
+                                                                                       "gradient_checkpointing")}
     per_rank = changes.pop("batch_size", dist_worker.BATCH_PER_RANK)
     try:
         config = dist_worker.make_config(str(prompting), str(embedding), str(output_dir), WORLD * per_rank, **changes)

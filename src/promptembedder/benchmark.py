@@ -60,6 +60,19 @@ def fixed_length_examples(count: int, seq_len: int) -> list[TrainExample]:
                          e.instruction) for e in (base * (count // len(base) + 1))[:count]]
 
 
+def fill_document_cache(trainer: Trainer, examples: list[TrainExample], batch_size: int) -> int:
+    """Embed every document once into the trainer's cache, as the first epoch does with `prompt_on='query'`: the
+    steps that follow are the steady state of every later epoch. Returns the number of documents cached."""
+    if trainer.model.document_side_trainable:
+        raise ValueError("doc_cache 'warm': this method trains the document side, so documents are never cached")
+    docs = list(dict.fromkeys(d for e in examples for d in (e.positive, *e.negatives)))
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=trainer.autocast):
+        for i in range(0, len(docs), batch_size):
+            instruction = examples[0].instruction
+            trainer._documents(docs[i : i + batch_size], instruction)
+    return len(docs)
+
+
 def _worker(args: dict) -> dict | None:
     """One method's measurement (runs in a subprocess, or in each torchrun process); rank 0 returns the result,
     with the peak memory of the rank that used most."""
@@ -71,9 +84,11 @@ def _worker(args: dict) -> dict | None:
         batch_size=args["batch_size"], max_steps=args["steps"], max_length=args["seq_len"] + 16,
         lora_rank=args["lora_rank"], output_dir=args["output_dir"], device=args["device"], do_eval=False,
         save_steps=10**9, show_progress_bar=False, save_model=False,
-        grad_cache_chunk_size=args["grad_cache_chunk_size"],
+        grad_cache_chunk_size=args["grad_cache_chunk_size"], gradient_checkpointing=args["gradient_checkpointing"],
     )
     trainer = Trainer(config, examples=examples)
+    if args["doc_cache"] == "warm":
+        fill_document_cache(trainer, examples, args["batch_size"])
     result = {"variant": args["variant"], **asdict(trainer.train())}
     distributed, is_main = trainer.distributed, trainer.is_main
     del trainer  # before the process group goes (see distributed.shutdown)
@@ -85,16 +100,26 @@ def _worker(args: dict) -> dict | None:
     return {**result, "peak_memory_mb": max(peaks), "rank_peak_memory_mb": peaks} if is_main else None
 
 
+def _frozen_documents(method: str) -> bool:
+    return METHOD_VARIANTS[method].get("prompt_on") == "query"
+
+
 def bench_train(embedding_model: str, prompting_model: str, batch_size: int, seq_len: int, steps: int,
                 methods: list[str], rounds: int, lora_rank: int, output_dir: Path, device: str | None,
-                console: Console, nproc_per_node: int = 1, grad_cache_chunk_size: int | None = None) -> dict:
+                console: Console, nproc_per_node: int = 1, grad_cache_chunk_size: int | None = None,
+                gradient_checkpointing: bool = False, doc_cache: str = "cold") -> dict:
     """Run each method in a fresh process, `rounds` times interleaved; report medians and ratios to LoRA.
 
     With `nproc_per_node` > 1 each method runs under torchrun (batch_size per process); memory is the peak of
     the process that used most. On CPU, peak RSS also counts pages the C allocator kept after torch freed
     them, which inflates runs that gather and free large buffers (FSDP); `MALLOC_MMAP_THRESHOLD_=65536` in
     the environment makes glibc return them (RSS then tracks what torch holds, and steps get slower).
+    `doc_cache='warm'` embeds every document once before the timed steps: the steady state of epochs after the first
+    for methods whose document side is frozen (prompt_on='query'); LoRA and the other methods train their document
+    side and are measured as usual.
     """
+    if doc_cache not in ("cold", "warm"):
+        raise ValueError(f"doc_cache must be 'cold' or 'warm', got {doc_cache!r}")
     unknown = [m for m in methods if m not in METHOD_VARIANTS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {list(METHOD_VARIANTS)}")
@@ -111,7 +136,9 @@ def bench_train(embedding_model: str, prompting_model: str, batch_size: int, seq
             args = {"variant": method, "embedding_model": embedding_model, "prompting_model": prompting_model,
                     "batch_size": batch_size, "seq_len": seq_len, "steps": steps, "lora_rank": lora_rank,
                     "output_dir": str(output_dir / f"train-{method}"), "device": device,
-                    "nproc_per_node": nproc_per_node, "grad_cache_chunk_size": grad_cache_chunk_size}
+                    "nproc_per_node": nproc_per_node, "grad_cache_chunk_size": grad_cache_chunk_size,
+                    "gradient_checkpointing": gradient_checkpointing,
+                    "doc_cache": "warm" if doc_cache == "warm" and _frozen_documents(method) else "cold"}
             launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc_per_node)] \
                 if nproc_per_node > 1 else []
             proc = subprocess.run([sys.executable, *launcher, "-m", "promptembedder.benchmark", json.dumps(args)],
@@ -135,14 +162,16 @@ def bench_train(embedding_model: str, prompting_model: str, batch_size: int, seq
               "settings": {"embedding_model": embedding_model, "prompting_model": prompting_model,
                            "batch_size": batch_size, "seq_len": seq_len, "steps": steps, "rounds": rounds,
                            "lora_rank": lora_rank, "nproc_per_node": nproc_per_node,
-                           "grad_cache_chunk_size": grad_cache_chunk_size},
+                           "grad_cache_chunk_size": grad_cache_chunk_size,
+                           "gradient_checkpointing": gradient_checkpointing, "doc_cache": doc_cache},
               "memory_measure": "CUDA max allocated" if dev.type == "cuda" else "peak RSS of the process",
               "results": summary, "runs": runs}
     (output_dir / "bench_train.json").write_text(json.dumps(report, indent=2) + "\n")
     plot_bars({m: {"step time (s)": v["median_step_time_s"], "peak memory (MB)": v["peak_memory_mb"]}
                for m, v in summary.items()}, output_dir / "bench_train.png",
               f"Training cost, {embedding_model}, batch {batch_size}, {seq_len} tokens ({report['machine']['device']})")
-    table = Table(title=f"bench train ({report['memory_measure']})")
+    cache = ", documents cached (steady state)" if doc_cache == "warm" else ""
+    table = Table(title=f"bench train ({report['memory_measure']}{cache})")
     for column in ("method", "step (s)", "examples/s", "peak MB", "trainable", "step vs LoRA", "memory vs LoRA"):
         table.add_column(column, justify="right" if column != "method" else "left")
     for method, v in summary.items():

@@ -57,6 +57,8 @@ def train(
     resume: Annotated[bool | None, Opt("--resume", help="continue from output_dir/checkpoint")] = None,
     grad_cache_chunk_size: Annotated[int | None, Opt(help="GradCache: texts per chunk (memory of one chunk)")] = None,
     fsdp: Annotated[str | None, Opt(help="under torchrun, shard P and W (FSDP2): full_shard | shard_grad_op")] = None,
+    gradient_checkpointing: Annotated[bool | None, Opt("--gradient-checkpointing",
+                                                       help="recompute E's activations in backward")] = None,
 ) -> None:
     """Train PromptEmbedder or a baseline contrastively (works under torchrun / accelerate launch)."""
     overrides = {k: v for k, v in locals().items() if k != "config" and v is not None}
@@ -299,6 +301,9 @@ def bench_train(
     device: Annotated[str | None, Opt()] = None,
     nproc_per_node: Annotated[int, Opt(help="processes per method, under torchrun (batch size is per process)")] = 1,
     grad_cache_chunk_size: Annotated[int | None, Opt(help="GradCache chunk for every method")] = None,
+    gradient_checkpointing: Annotated[bool, Opt("--gradient-checkpointing", help="recompute E's activations")] = False,
+    doc_cache: Annotated[str, Opt(help="cold | warm: documents cached before timing (steady state of later epochs; "
+                                       "methods with a frozen document side)")] = "cold",
 ) -> None:
     """Step time, examples/s and peak memory of each method, each in its own process, with ratios to LoRA.
 
@@ -310,7 +315,8 @@ def bench_train(
         run(embedding_model=embedding_model, prompting_model=prompting_model, batch_size=batch_size,
             seq_len=seq_len, steps=steps, methods=methods.split(","), rounds=rounds, lora_rank=lora_rank,
             output_dir=output_dir, device=device, console=console, nproc_per_node=nproc_per_node,
-            grad_cache_chunk_size=grad_cache_chunk_size)
+            grad_cache_chunk_size=grad_cache_chunk_size, gradient_checkpointing=gradient_checkpointing,
+            doc_cache=doc_cache)
     except ValueError as err:
         _fail(str(err))
 
@@ -319,7 +325,8 @@ def bench_train(
 def bench_sweep(
     embedding_model: Annotated[str, Opt()] = "arch:mistral-7b",
     prompting_model: Annotated[str, Opt()] = "arch:qwen2.5-0.5b",
-    methods: Annotated[str, Opt()] = "lora,promptembedder-query",
+    methods: Annotated[str, Opt(help="bench methods, each optionally with '+gc' (E checkpointed)")]
+    = "lora,promptembedder-query",
     configs: Annotated[str, Opt(help="batch sizes, ':chunk' for GradCache, e.g. 8,16,32,32:8,64:16")]
     = "8,16,32,32:8,64:16",
     seq_len: Annotated[int, Opt(help="tokens per text")] = 128,

@@ -48,10 +48,33 @@ class PromptGenerator(nn.Module):
         self.num_soft_tokens = num_soft_tokens
         self.tau = tau
         self.hard = hard
+        self._cast: tuple[tuple, torch.Tensor] | None = None
+        head = model.get_output_embeddings()
+        if isinstance(head, nn.Linear) and head.bias is None and head.weight is self.embedding_matrix:
+            # A tied head multiplies by the same frozen matrix as the soft-token mixture: both use one cast.
+            head.forward = lambda hidden: F.linear(hidden, self.low_precision(head.weight))
 
     @property
     def embedding_matrix(self) -> torch.Tensor:
         return self.model.get_input_embeddings().weight
+
+    def low_precision(self, weight: torch.Tensor) -> torch.Tensor:
+        """A frozen weight in the autocast dtype, cast once and kept while its values stay the same.
+
+        Under autocast every use of a frozen fp32 matrix is cast again (autocast caches only trainable leaves), and
+        each cast is saved for backward: with Qwen2.5's 151k x 896 token embeddings that is 272 MB per generation
+        step for the tied head and as much for the soft-token mixture. The values are those autocast would
+        produce, so results do not change; without autocast (or a trainable or FSDP-sharded weight) the weight
+        itself is returned.
+        """
+        device = weight.device.type
+        if weight.requires_grad or not torch.is_autocast_enabled(device) or type(self).__name__.startswith("FSDP"):
+            return weight
+        dtype = torch.get_autocast_dtype(device)
+        key = (weight.data_ptr(), weight._version, dtype)
+        if self._cast is None or self._cast[0] != key:
+            self._cast = (key, weight.detach().to(dtype))
+        return self._cast[1]
 
     @property
     def hidden_size(self) -> int:
@@ -90,18 +113,19 @@ class PromptGenerator(nn.Module):
         """Generate K soft tokens for one instruction (stochastic while training, deterministic in eval)."""
         ids = self.instruction_ids(instruction)
         weight = self.embedding_matrix
+        mixture = self.low_precision(weight)
         out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
         soft_tokens, token_ids = [], []
         for step in range(self.num_soft_tokens):
             logits = out.logits[:, -1].float()
             probs = relax(logits, self.tau, self.hard, stochastic=self.training)
-            soft = probs.to(weight.dtype) @ weight
+            soft = probs.to(mixture.dtype) @ mixture
             soft_tokens.append(soft)
-            token_ids.append(int(probs.argmax(-1)))
+            token_ids.append(probs.argmax(-1))  # read once at the end: no device sync inside the loop
             if step + 1 < self.num_soft_tokens:
                 step_input = (soft * self.embed_scale).to(weight.dtype).unsqueeze(1)
                 out = self.model(inputs_embeds=step_input, use_cache=True, logits_to_keep=1, **_cache_of(out))
-        return SoftPrompt(torch.cat(soft_tokens, 0), token_ids)
+        return SoftPrompt(torch.cat(soft_tokens, 0), torch.cat(token_ids).tolist() if token_ids else [])
 
     def decode(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .benchmark import METHOD_VARIANTS, machine_info
+from .benchmark import METHOD_VARIANTS, fill_document_cache, machine_info
 from .data import TrainExample
 from .trainer import Trainer, TrainingConfig, build_model
 
@@ -74,8 +74,18 @@ def _fresh(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def split_method(name: str) -> tuple[dict, bool]:
+    """'lora' or 'lora+gc' (with gradient checkpointing of E) -> the bench variant and the checkpointing switch."""
+    base = name.removesuffix("+gc")
+    if base not in METHOD_VARIANTS or METHOD_VARIANTS[base].get("fsdp"):
+        choices = [m for m, v in METHOD_VARIANTS.items() if not v.get("fsdp")]
+        raise ValueError(f"unknown method {name!r}; choose from {choices}, each optionally with '+gc' (gradient "
+                         "checkpointing of E)")
+    return dict(METHOD_VARIANTS[base]), name.endswith("+gc")
+
+
 def _trainer(args: dict, model, variant: dict, batch: int, chunk: int | None, examples) -> Trainer:
-    config = TrainingConfig(**{k: v for k, v in variant.items() if k != "fsdp"}, batch_size=batch,
+    config = TrainingConfig(**variant, batch_size=batch, gradient_checkpointing=args["gradient_checkpointing"],
                             max_steps=len(examples) // batch, max_length=args["seq_len"] + 16, device=args["device"],
                             output_dir=str(Path(args["output_dir"], "trainer")), do_eval=False, save_model=False,
                             save_steps=10**9, logging_steps=10**9, show_progress_bar=False,
@@ -91,10 +101,7 @@ def measure(args: dict, model, variant: dict, batch: int, chunk: int | None, war
     _fresh(device)
     trainer = _trainer(args, model, variant, batch, chunk, examples)
     if warm_cache:  # the documents of every step embedded once before, as in any epoch after the first
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=trainer.autocast):
-            docs = [d for e in examples for d in (e.positive, *e.negatives)]
-            for i in range(0, len(docs), batch):
-                trainer._documents(docs[i : i + batch], INSTRUCTION)
+        fill_document_cache(trainer, examples, batch)
     between: list[float] = []
     stamps = [time.perf_counter()]
 
@@ -123,7 +130,7 @@ def phase_profile(args: dict, model, batch: int) -> dict:
     steps = args["warmup"] + args["steps"]
     examples = synthetic_examples(batch * (steps + 1), args["seq_len"], seed=10_000 + batch)
     _fresh(device)
-    trainer = _trainer(args, model, METHOD_VARIANTS["promptembedder-query"], batch, None, examples)
+    trainer = _trainer(args, model, split_method("promptembedder-query")[0], batch, None, examples)
     model.train()
     cuda = device.type == "cuda"
     timings: dict[str, list[float]] = {p: [] for p in PHASES}
@@ -188,7 +195,7 @@ def phase_profile(args: dict, model, batch: int) -> dict:
 def worker(args: dict) -> None:
     """One method, every configuration; appends one JSON line per result to args['results'] as it goes."""
     device = torch.device(args["device"])
-    variant = dict(METHOD_VARIANTS[args["method"]])
+    variant, args["gradient_checkpointing"] = split_method(args["method"])
     sink = Path(args["results"])
 
     def emit(record: dict) -> None:
@@ -197,8 +204,7 @@ def worker(args: dict) -> None:
 
     torch.manual_seed(0)
     start = time.perf_counter()
-    config = TrainingConfig(**{k: v for k, v in variant.items() if k != "fsdp"},
-                            prompting_model=args["prompting_model"], embedding_model=args["embedding_model"],
+    config = TrainingConfig(**variant, prompting_model=args["prompting_model"], embedding_model=args["embedding_model"],
                             max_length=args["seq_len"] + 16, lora_rank=args["lora_rank"], device=args["device"])
     model = build_model(config, device).to(device)
     e_bytes = sum(p.numel() * p.element_size() for p in model.backbone.model.parameters() if not p.requires_grad)
@@ -227,10 +233,8 @@ def run_sweep(embedding_model: str, prompting_model: str, methods: list[str], co
               seq_len: int, warmup: int, steps: int, lora_rank: int, output_dir: Path, device: str | None,
               profile: bool = True) -> dict:
     """Each method in its own process over every configuration; returns (and writes) the report."""
-    unknown = [m for m in methods if m not in METHOD_VARIANTS or METHOD_VARIANTS[m].get("fsdp")]
-    if unknown:
-        raise ValueError(f"unknown methods {unknown}; choose from "
-                         f"{[m for m, v in METHOD_VARIANTS.items() if not v.get('fsdp')]}")
+    for method in methods:
+        split_method(method)
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     output_dir.mkdir(parents=True, exist_ok=True)
     results_path = output_dir / "sweep_results.jsonl"
@@ -272,35 +276,44 @@ def _cell(record: dict | None) -> str:
     return f"{record['step_s']:.3f} s, {record['peak_memory_mb'] / 1024:.1f} GB"
 
 
-def sweep_markdown(report: dict) -> str:
-    """The issue's table: PromptEmbedder (query) vs LoRA per configuration, the steady state, the phases."""
-    records, settings = report["records"], report["settings"]
-    steps = {(r["method"], r["batch_size"], r["grad_cache_chunk_size"], r["doc_cache"]): r
-             for r in records if r["kind"] == "step"}
-    frozen = {r["method"]: r["frozen_e_weights_mb"] for r in records if r["kind"] == "model"}
-    pe, base = "promptembedder-query", "lora"
-    lines = [f"# Training-cost sweep: E = {settings['embedding_model']}, P = {settings['prompting_model']}",
-             "", f"{report['machine'].get('gpu', report['machine']['device'])}, torch {report['machine']['torch']}, "
-             f"{settings['seq_len']} tokens per text, triplets, {settings['warmup']} warm-up + {settings['steps']} "
-             f"timed steps (median), memory = {report['memory_measure']}, autocast {settings['autocast']}.", "",
-             "| batch | GradCache chunk | PE-query step vs LoRA | memory vs LoRA | memory above E's weights vs LoRA "
-             "| LoRA step, peak | PE-query step, peak | PE-query steady state (docs cached) | steady vs LoRA |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for batch, chunk in settings["configs"]:
+def _pair_rows(steps: dict, frozen: dict, configs: list, pe: str, base: str, label: str) -> list[str]:
+    rows = []
+    for batch, chunk in configs:
         a, b = steps.get((pe, batch, chunk, "cold")), steps.get((base, batch, chunk, "cold"))
         warm = steps.get((pe, batch, chunk, "warm"))
+        if a is None and b is None:
+            continue
         ok = a is not None and b is not None and "error" not in a and "error" not in b
         ratio = f"{a['step_s'] / b['step_s']:.2f}x" if ok else "–"
         memory = f"{a['peak_memory_mb'] / b['peak_memory_mb']:.2f}x" if ok else "–"
         above = "–"
         if ok and pe in frozen and base in frozen:
             above = f"{(a['peak_memory_mb'] - frozen[pe]) / (b['peak_memory_mb'] - frozen[base]):.2f}x"
-        steady = f"{warm['step_s'] / b['step_s']:.2f}x" if warm and b and "error" not in warm and "error" not in b \
-            else "–"
-        lines.append(f"| {batch} | {chunk or '–'} | {ratio} | {memory} | {above} | {_cell(b)} | {_cell(a)} "
-                     f"| {_cell(warm)} | {steady} |")
+        steady_ok = warm is not None and b is not None and "error" not in warm and "error" not in b
+        steady = f"{warm['step_s'] / b['step_s']:.2f}x" if steady_ok else "–"
+        rows.append(f"| {batch} | {chunk or '–'} | {label} | {ratio} | {memory} | {above} | {_cell(b)} | {_cell(a)} "
+                    f"| {_cell(warm)} | {steady} |")
+    return rows
+
+
+def sweep_markdown(report: dict) -> str:
+    """The issue's table: PromptEmbedder (query) vs LoRA per configuration (and both with E checkpointed, where
+    measured), the steady state, the phases."""
+    records, settings = report["records"], report["settings"]
+    steps = {(r["method"], r["batch_size"], r["grad_cache_chunk_size"], r["doc_cache"]): r
+             for r in records if r["kind"] == "step"}
+    frozen = {r["method"]: r["frozen_e_weights_mb"] for r in records if r["kind"] == "model"}
+    lines = [f"# Training-cost sweep: E = {settings['embedding_model']}, P = {settings['prompting_model']}",
+             "", f"{report['machine'].get('gpu', report['machine']['device'])}, torch {report['machine']['torch']}, "
+             f"{settings['seq_len']} tokens per text, triplets, {settings['warmup']} warm-up + {settings['steps']} "
+             f"timed steps (median), memory = {report['memory_measure']}, autocast {settings['autocast']}.", "",
+             "| batch | GradCache chunk | E checkpointed | PE-query step vs LoRA | memory vs LoRA | memory above E's "
+             "weights vs LoRA | LoRA step, peak | PE-query step, peak | PE-query steady state (docs cached) "
+             "| steady vs LoRA |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for suffix, label in (("", "no"), ("+gc", "yes")):
+        lines += _pair_rows(steps, frozen, settings["configs"], "promptembedder-query" + suffix, "lora" + suffix, label)
     for phases in (r for r in records if r["kind"] == "phases" and "phases_s" in r):
-        lines += ["", f"Where a batch-{phases['batch_size']} PromptEmbedder-query step goes (synchronised, median):",
+        lines += ["", f"Where a batch-{phases['batch_size']} {phases['method']} step goes (synchronised, median):",
                   "", "| phase | time |", "|---|---|"]
         lines += [f"| {name} | {seconds:.4f} s |" for name, seconds in phases["phases_s"].items()]
         if phases.get("memory"):

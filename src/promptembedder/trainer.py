@@ -38,6 +38,7 @@ from transformers import get_scheduler
 
 from . import distributed as dist_utils
 from .baselines import BackboneEmbedder, BaselineConfig, PromptTuningEmbedder
+from .checkpointing import enable_gradient_checkpointing
 from .config import PromptEmbedderConfig
 from .data import (
     STS_INSTRUCTION,
@@ -107,6 +108,7 @@ class TrainingConfig:
     save_model: bool = True
     grad_cache_chunk_size: int | None = None
     fsdp: str | None = None
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -259,6 +261,8 @@ class Trainer:
         self._seed(config.seed)
         self.model = model if model is not None else build_model(config, self.device)
         self.model.to(self.device)
+        if config.gradient_checkpointing:  # E's activations are recomputed in backward (every method has a backbone)
+            enable_gradient_checkpointing(self.model.backbone.model)
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the model has no trainable parameters")
