@@ -14,11 +14,13 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .backbone import EmbeddingBackbone
+from .compatibility import check_context
 from .embedder import Embedder
 from .model import add_lora, default_device, frozen_dtype
+from .serialization import read_safetensors
 
 BASELINE_CONFIG = "embedder_config.json"
 ADAPTERS = ("none", "lora", "full")
@@ -107,6 +109,7 @@ class PromptTuningEmbedder(Embedder):
         device = torch.device(device) if device is not None else default_device()
         self.backbone = EmbeddingBackbone.load(config.embedding_model, device, frozen_dtype(device), config.pooling,
                                                config.max_length)
+        check_context(config.num_soft_tokens, self.backbone)
         config.pooling = self.backbone.pooling
         self.config = config
         self.normalize = config.normalize
@@ -141,7 +144,7 @@ class PromptTuningEmbedder(Embedder):
     @classmethod
     def load(cls, directory: Path, config: BaselineConfig, device=None) -> PromptTuningEmbedder:
         model = cls(config, device)
-        model.prompt.data.copy_(load_file(directory / "prompt.safetensors")["prompt"])
+        model.prompt.data.copy_(read_safetensors(directory / "prompt.safetensors")[0]["prompt"])
         return model.eval()
 
 
