@@ -365,3 +365,18 @@ def test_manifest_refuses_an_edited_config_or_another_backbone(saved, models, ti
     path.write_text(json.dumps({**original, "embedding_model": str(other)}))
     with pytest.raises(ValueError, match="embedding_model .* is not the model it was trained with"):
         PromptEmbedder.from_pretrained(model, device="cpu")
+
+
+def test_baseline_manifest_round_trips_and_refuses_an_edit(models, tmp_path):
+    """A fully fine-tuned baseline (E saved as a copy) reloads cleanly; an edited config is refused."""
+    import warnings
+
+    run(models, tmp_path / "run", method="full", max_steps=1)
+    final = tmp_path / "run" / "final"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ManifestWarning)
+        auto.load_embedder(final, device="cpu")
+    path = final / "embedder_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "pooling": "cls"}))
+    with pytest.raises(ValueError, match="config was edited"):
+        auto.load_embedder(final, device="cpu")

@@ -23,5 +23,5 @@ def load_embedder(reference: str | Path, device: str | torch.device | None = Non
     if (path / CONFIG_NAME).exists():
         return PromptEmbedder.from_pretrained(path, device=device, strict=strict)
     if (path / BASELINE_CONFIG).exists():
-        return baseline_from_pretrained(path, device=device)
+        return baseline_from_pretrained(path, device=device, strict=strict)
     return PromptEmbedder(embedding_model=str(reference), num_soft_tokens=0, pooling=pooling, device=device).eval()

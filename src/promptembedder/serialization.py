@@ -19,7 +19,8 @@ from safetensors import safe_open
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 #: HF config keys that say how a model was loaded or run, not what it is.
-VOLATILE_KEYS = frozenset({"transformers_version", "dtype", "torch_dtype", "use_cache", "name_or_path"})
+VOLATILE_KEYS = frozenset({"transformers_version", "dtype", "torch_dtype", "use_cache", "name_or_path",
+                           "architectures"})
 
 
 class CorruptFileError(ValueError):
