@@ -501,7 +501,7 @@ class Trainer:
         """`save_pretrained` on rank 0; every rank calls it, since under FSDP P and W are first gathered whole."""
         if not self.sharded:
             if self.is_main:
-                check_weights(self.model.named_parameters(), str(directory))
+                check_weights(((n, p) for n, p in self.model.named_parameters() if p.requires_grad), str(directory))
                 write_folder(directory, self.model.save_pretrained, self.step)
             return
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
