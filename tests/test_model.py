@@ -18,6 +18,7 @@ from promptembedder.loss import info_nce
 from promptembedder.model import ADAPTER_DIR, ALIGNMENT_FILE, PROMPTING_FILE
 from promptembedder.model_card import README
 from promptembedder.registry import ModelNotAvailableError
+from promptembedder.serialization import MANIFEST_FILE
 
 INSTRUCTION = "Retrieve semantically similar text."
 QUERIES = ["A man is eating food.", "A monkey is playing drums.", "The girl is carrying a baby.",
@@ -246,7 +247,7 @@ def test_save_and_reload_round_trip(tiny_model_dir, tmp_path, mode):
 
     names = {p.name for p in tmp_path.iterdir()}
     p_file = ADAPTER_DIR if mode == "lora" else PROMPTING_FILE
-    assert names == {CONFIG_NAME, ALIGNMENT_FILE, p_file, README}  # README.md: the model card
+    assert names == {CONFIG_NAME, ALIGNMENT_FILE, p_file, README, MANIFEST_FILE}  # the model card; the manifest
     assert json.loads((tmp_path / CONFIG_NAME).read_text())["prompting_trainable"] == mode
     e_keys = set(model.backbone.model.state_dict())
     saved = list(tmp_path.rglob("*.safetensors"))
@@ -264,7 +265,7 @@ def test_bare_backbone_round_trip(tiny_model_dir, tmp_path):
     """num_soft_tokens=0 saves only the config and reloads to the same embeddings."""
     model = build(tiny_model_dir, num_soft_tokens=0).eval()
     model.save_pretrained(tmp_path)
-    assert {p.name for p in tmp_path.iterdir()} == {CONFIG_NAME, README}
+    assert {p.name for p in tmp_path.iterdir()} == {CONFIG_NAME, README, MANIFEST_FILE}
     loaded = PromptEmbedder.from_pretrained(tmp_path, device="cpu")
     assert loaded.generator is None
     np.testing.assert_allclose(loaded.encode(TEXTS), model.encode(TEXTS), atol=1e-6)

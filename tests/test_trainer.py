@@ -335,11 +335,12 @@ def test_checkpoint_of_tied_trained_embeddings(tiny_model_dir: TinyDir, tmp_path
         torch.testing.assert_close(value, expected[n], atol=1e-6, rtol=0, msg=n)
 
 
-def test_resume_without_checkpoint_starts_fresh(tiny_model_dir: TinyDir, tmp_path: Path) -> None:
+def test_resume_without_checkpoint_is_an_error(tiny_model_dir: TinyDir, tmp_path: Path) -> None:
+    """--resume with no checkpoint (e.g. a typo in the folder) is refused, not silently a fresh run (issue 16)."""
     config = make_config(tmp_path, tiny_model_dir("llama"), tiny_model_dir("bert"), resume=True, max_steps=2)
-    result = Trainer(config, examples=mixed_examples()).train()
-    assert result.steps == 2
-    assert [int(r["step"]) for r in read_log(config.output_dir)] == [1, 2]
+    with pytest.raises(ValueError, match="no complete checkpoint"):
+        Trainer(config, examples=mixed_examples())
+    assert not (Path(config.output_dir) / "log.csv").exists()
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from .config import CONFIG_NAME
 from .embedder import Embedder
 from .model import PromptEmbedder
 from .registry import resolve
+from .validation import check_device
 
 
 def sentence_transformers_max_length(reference: str | Path) -> int | None:
@@ -26,16 +27,18 @@ def sentence_transformers_max_length(reference: str | Path) -> int | None:
 
 
 def load_embedder(reference: str | Path, device: str | torch.device | None = None, pooling: str | None = None,
-                  max_length: int | None = None) -> Embedder:
+                  max_length: int | None = None, strict: bool = True) -> Embedder:
     """A saved PromptEmbedder or baseline folder, else a bare backbone (HF id, path or named default, no prompt).
 
     A bare backbone truncates at ``max_length``, by default its sentence-transformers ``max_seq_length``.
+    `strict=False` loads a saved model whose manifest does not match (with a warning).
     """
+    check_device(None if device is None else str(device))
     path = Path(reference)
     if (path / CONFIG_NAME).exists():
-        return PromptEmbedder.from_pretrained(path, device=device)
+        return PromptEmbedder.from_pretrained(path, device=device, strict=strict)
     if (path / BASELINE_CONFIG).exists():
-        return baseline_from_pretrained(path, device=device)
+        return baseline_from_pretrained(path, device=device, strict=strict)
     max_length = max_length or sentence_transformers_max_length(reference) or 512
     return PromptEmbedder(embedding_model=str(reference), num_soft_tokens=0, pooling=pooling, device=device,
                           max_length=max_length).eval()

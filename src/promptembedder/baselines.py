@@ -14,11 +14,13 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .backbone import EmbeddingBackbone
+from .compatibility import check_context
 from .embedder import Embedder
 from .model import add_lora, default_device, frozen_dtype
+from .serialization import read_safetensors, verify_manifest, write_manifest
 
 BASELINE_CONFIG = "embedder_config.json"
 ADAPTERS = ("none", "lora", "full")
@@ -83,6 +85,7 @@ class BackboneEmbedder(Embedder):
         elif self.config.adapter == "full":
             self.backbone.model.save_pretrained(directory / "model")
             self.backbone.tokenizer.save_pretrained(directory / "model")
+        write_manifest(directory, asdict(self.config), _references(self))  # last: the save is complete
 
     @classmethod
     def load(cls, directory: Path, config: BaselineConfig, device=None) -> BackboneEmbedder:
@@ -107,6 +110,7 @@ class PromptTuningEmbedder(Embedder):
         device = torch.device(device) if device is not None else default_device()
         self.backbone = EmbeddingBackbone.load(config.embedding_model, device, frozen_dtype(device), config.pooling,
                                                config.max_length)
+        check_context(config.num_soft_tokens, self.backbone)
         config.pooling = self.backbone.pooling
         self.config = config
         self.normalize = config.normalize
@@ -137,21 +141,32 @@ class PromptTuningEmbedder(Embedder):
         directory.mkdir(parents=True, exist_ok=True)
         self.config.save(directory)
         save_file({"prompt": self.prompt.detach().contiguous().cpu()}, directory / "prompt.safetensors")
+        write_manifest(directory, asdict(self.config), _references(self))
 
     @classmethod
     def load(cls, directory: Path, config: BaselineConfig, device=None) -> PromptTuningEmbedder:
         model = cls(config, device)
-        model.prompt.data.copy_(load_file(directory / "prompt.safetensors")["prompt"])
+        model.prompt.data.copy_(read_safetensors(directory / "prompt.safetensors")[0]["prompt"])
         return model.eval()
 
 
-def baseline_from_pretrained(directory: str | Path, device=None) -> Embedder:
-    """Reload a saved baseline (LoRA, full fine-tune, hard text or prompt tuning)."""
+def _references(model: BackboneEmbedder | PromptTuningEmbedder) -> dict[str, tuple[str, object]]:
+    """E, held by reference, with its config (for the manifest's hash)."""
+    return {"embedding_model": (model.config.embedding_model, model.backbone.model.config)}
+
+
+def baseline_from_pretrained(directory: str | Path, device=None, strict: bool = True) -> Embedder:
+    """Reload a saved baseline (LoRA, full fine-tune, hard text or prompt tuning); its manifest must match
+    (`strict=False` only warns)."""
     directory = Path(directory)
     path = directory / BASELINE_CONFIG
     try:
         config = BaselineConfig(**json.loads(path.read_text()))
     except (OSError, json.JSONDecodeError, TypeError) as err:
         raise ValueError(f"{path}: not a readable baseline config: {err}") from err
+    saved = asdict(config)
     loader = PromptTuningEmbedder if config.method == "prompt-tuning" else BackboneEmbedder
-    return loader.load(directory, config, device)
+    model = loader.load(directory, config, device)
+    verify_manifest(directory, saved, {"embedding_model": (saved["embedding_model"], model.backbone.model.config)},
+                    strict)
+    return model

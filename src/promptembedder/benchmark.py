@@ -85,6 +85,7 @@ def _worker(args: dict) -> dict | None:
         lora_rank=args["lora_rank"], output_dir=args["output_dir"], device=args["device"], do_eval=False,
         save_steps=10**9, show_progress_bar=False, save_model=False,
         grad_cache_chunk_size=args["grad_cache_chunk_size"], gradient_checkpointing=args["gradient_checkpointing"],
+        overwrite=True,  # a measurement's scratch folder
     )
     trainer = Trainer(config, examples=examples)
     if args["doc_cache"] == "warm":
@@ -245,7 +246,8 @@ def bench_converge(target_score: float, embedding_model: str, prompting_model: s
                    device: str | None, console: Console) -> dict:
     """Steps and seconds to a target STS-B dev score: promptembedder vs lora; transfer (W only) vs lora."""
     common = {"target_score": target_score, "stop_at_target": True, "max_steps": max_steps,
-              "eval_steps": eval_steps, "batch_size": batch_size, "device": device, "save_steps": 10**9}
+              "eval_steps": eval_steps, "batch_size": batch_size, "device": device, "save_steps": 10**9,
+              "overwrite": True}  # measurement runs: a rerun replaces them
     runs = {
         "promptembedder": TrainingConfig(method="promptembedder", prompting_model=prompting_model,
                                          embedding_model=embedding_model,

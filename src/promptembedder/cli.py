@@ -10,17 +10,41 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from .cli_io import check_output_file, npy_path, read_texts
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Text embeddings from LLM-generated soft prompts.")
 bench_app = typer.Typer(no_args_is_help=True, help="Measure speed, memory and time-to-quality against LoRA.")
 app.add_typer(bench_app, name="bench")
 console = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes get whole tables
 
 Opt = typer.Option
+#: User errors: a one-line message and exit status 2 (the traceback with --debug).
+USER_ERRORS = (ValueError, FileNotFoundError, OSError)
+_state = {"debug": False}
+
+
+@app.callback()
+def _options(debug: Annotated[bool, Opt("--debug", help="show the Python traceback of an error")] = False) -> None:
+    _state["debug"] = debug
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    """Report a user error in one line; under --debug re-raise the exception being handled, traceback and all."""
+    if _state["debug"] and sys.exc_info()[1] is not None:
+        raise
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
     raise typer.Exit(2)
+
+
+def _finish_training(result) -> None:
+    """A run stopped by SIGINT/SIGTERM (checkpoint written) exits 130/143, so `train && evaluate` stops too."""
+    from . import distributed
+
+    if result.interrupted:
+        if distributed.is_main_process():
+            console.print(f"interrupted at step {result.steps}: checkpoint written; continue with --resume")
+        distributed.shutdown()
+        raise typer.Exit(128 + (result.stop_signal or 2))
 
 
 @app.command()
@@ -55,6 +79,7 @@ def train(
     device: Annotated[str | None, Opt()] = None,
     skip_invalid: Annotated[bool | None, Opt("--skip-invalid", help="skip bad data lines (count printed)")] = None,
     resume: Annotated[bool | None, Opt("--resume", help="continue from output_dir/checkpoint")] = None,
+    overwrite: Annotated[bool | None, Opt("--overwrite", help="replace the run already in output_dir")] = None,
     grad_cache_chunk_size: Annotated[int | None, Opt(help="GradCache: texts per chunk (memory of one chunk)")] = None,
     fsdp: Annotated[str | None, Opt(help="under torchrun, shard P and W (FSDP2): full_shard | shard_grad_op")] = None,
     gradient_checkpointing: Annotated[bool | None, Opt("--gradient-checkpointing",
@@ -70,8 +95,9 @@ def train(
         refuse([cfg.prompting_model if cfg.method == "promptembedder" else None, cfg.embedding_model, cfg.init_from],
                "train")
         result = Trainer(cfg).train()
-    except (ValueError, FileNotFoundError, OSError) as err:
+    except USER_ERRORS as err:
         _fail(str(err))
+    _finish_training(result)
     from . import distributed
 
     if distributed.is_main_process():
@@ -92,6 +118,7 @@ def transfer(
     pooling: Annotated[str | None, Opt()] = None,
     train_data: Annotated[list[str] | None, Opt()] = None,
     device: Annotated[str | None, Opt()] = None,
+    overwrite: Annotated[bool, Opt("--overwrite", help="replace the run already in output_dir")] = False,
 ) -> None:
     """Move a trained P to a new backbone by training only a new alignment W; prints steps and time to target."""
     from .architectures import refuse
@@ -102,11 +129,12 @@ def transfer(
         cfg = TrainingConfig(method="promptembedder", init_from=str(from_), embedding_model=embedding_model,
                              output_dir=output_dir, target_score=target_score, max_steps=max_steps,
                              batch_size=batch_size, alignment_learning_rate=alignment_learning_rate,
-                             eval_steps=eval_steps, pooling=pooling, device=device,
+                             eval_steps=eval_steps, pooling=pooling, device=device, overwrite=overwrite,
                              train_data=train_data or ["snli", "sts-train"])
         result = Trainer(cfg).train()
-    except (ValueError, FileNotFoundError, OSError) as err:
+    except USER_ERRORS as err:
         _fail(str(err))
+    _finish_training(result)
     from . import distributed
 
     if distributed.is_main_process():
@@ -137,6 +165,7 @@ def evaluate(
     max_length: Annotated[int | None, Opt(help="bare backbones: tokens per text (default: its ST config, or 512)")]
     = None,
     device: Annotated[str | None, Opt()] = None,
+    force: Annotated[bool, Opt("--force", help="load a saved model whose manifest does not match (warns)")] = False,
 ) -> None:
     """Score models as MTEB does, one table per task type and an average per model; '*' marks in-domain tasks."""
     from . import evaluation as ev
@@ -153,10 +182,10 @@ def evaluate(
             overrides = dict.fromkeys(names, None if no_instruction else instruction)
         results = {}
         for reference in models:
-            embedder = load_embedder(reference, device=device, max_length=max_length)
+            embedder = load_embedder(reference, device=device, max_length=max_length, strict=not force)
             results[reference] = ev.evaluate(embedder, names, split, overrides, batch_size, show_progress_bar=True,
                                              in_domain=ev.in_domain_tasks(reference))
-    except (ValueError, FileNotFoundError, OSError) as err:
+    except USER_ERRORS as err:
         _fail(str(err))
     for table in ev.results_tables(results):
         console.print(table)
@@ -174,36 +203,50 @@ def encode(
     prompt_type: Annotated[str, Opt(help="query | document")] = "query",
     batch_size: Annotated[int, Opt()] = 32,
     device: Annotated[str | None, Opt()] = None,
+    force: Annotated[bool, Opt("--force", help="load a saved model whose manifest does not match (warns)")] = False,
 ) -> None:
-    """Embed a file of texts (one per line) into a .npy matrix."""
+    """Embed a file of texts (one per line) into a .npy matrix (numpy's naming: `-o x` writes x.npy)."""
     import numpy as np
 
     from .auto import load_embedder
 
-    handle = sys.stdin if str(input) == "-" else open(input, encoding="utf-8")  # noqa: SIM115
-    with handle:
-        texts = [line.rstrip("\n") for line in handle]
+    target = npy_path(output)
+    try:  # the input and the output path first: a mistake there must not cost the whole encoding
+        texts = read_texts(input)
+        check_output_file(target, "--output")
+    except ValueError as err:
+        _fail(str(err))
     try:
-        embedder = load_embedder(model, device=device)
+        embedder = load_embedder(model, device=device, strict=not force)
         vectors = embedder.encode(texts, instruction=instruction, batch_size=batch_size, prompt_type=prompt_type,
                                   show_progress_bar=True)
-    except (ValueError, TypeError, OSError) as err:
-        _fail(f"{input}: {err}")
-    np.save(output, vectors)
-    console.print(f"{vectors.shape[0]} embeddings of dim {vectors.shape[1]} written to {output}")
+    except (*USER_ERRORS, TypeError) as err:
+        _fail(f"model {model}: {err}")
+    np.save(target, vectors)
+    console.print(f"{vectors.shape[0]} embeddings of dim {vectors.shape[1]} written to {target}")
 
 
 @app.command("decode-prompt")
 def decode_prompt(
     model: Annotated[str, typer.Argument(help="saved PromptEmbedder folder")],
     instruction: Annotated[list[str], Opt(help="instruction(s) to decode")],
+    device: Annotated[str | None, Opt()] = None,
+    force: Annotated[bool, Opt("--force", help="load a saved model whose manifest does not match (warns)")] = False,
 ) -> None:
     """Show the text each instruction's soft prompt is closest to."""
     from .model import PromptEmbedder
+    from .validation import check_device
 
-    embedder = PromptEmbedder.from_pretrained(model)
-    for text in instruction:
-        console.print(f"{text!r} -> {embedder.decode_prompt(text)!r}")
+    try:
+        check_device(device)
+        embedder = PromptEmbedder.from_pretrained(model, device=device, strict=not force)
+        if embedder.generator is None:
+            raise ValueError(f"{model} has no soft prompt to decode (num_soft_tokens=0)")
+        decoded = [(text, embedder.decode_prompt(text)) for text in instruction]
+    except USER_ERRORS as err:
+        _fail(f"model {model}: {err}")
+    for text, prompt in decoded:
+        console.print(f"{text!r} -> {prompt!r}")
 
 
 @app.command("export")

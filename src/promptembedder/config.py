@@ -41,6 +41,8 @@ class PromptEmbedderConfig:
             raise ValueError(f"num_soft_tokens must be >= 0, got {self.num_soft_tokens}")
         if self.tau <= 0:
             raise ValueError(f"tau must be > 0, got {self.tau}")
+        if self.max_length < 1:
+            raise ValueError(f"max_length must be >= 1 (tokens per text), got {self.max_length}")
         for name, allowed in (
             ("pooling", (None, *POOLINGS)),
             ("prompt_on", PROMPT_ON),

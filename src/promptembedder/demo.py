@@ -126,7 +126,8 @@ def run_demo(config: DemoConfig, console: Console) -> dict:
             rows[name] = {"trainable": 0}
 
     common = {"train_data": ["snli", "sts-train"], "max_steps": config.steps, "batch_size": config.batch_size,
-              "eval_steps": config.eval_steps, "save_steps": config.steps, "device": config.device}
+              "eval_steps": config.eval_steps, "save_steps": config.steps, "device": config.device,
+              "overwrite": True}  # the demo reproduces its own runs: a rerun replaces them
     runs = {
         "promptembedder": TrainingConfig(method="promptembedder", prompting_model=config.prompting_model,
                                          embedding_model=config.embedding_model,

@@ -5,17 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .alignment import Alignment
 from .backbone import EmbeddingBackbone
+from .compatibility import check_context, check_prompting_model
 from .config import PromptEmbedderConfig
 from .embedder import Embedder
 from .generator import PromptGenerator
 from .model_card import write_saved_model_card
 from .registry import load_pretrained
+from .serialization import read_safetensors, verify_manifest, write_manifest
 
 ALIGNMENT_FILE = "alignment.safetensors"
 PROMPTING_FILE = "prompting_model.safetensors"
@@ -79,10 +81,12 @@ class PromptEmbedder(Embedder):
         if config.num_soft_tokens == 0:
             self.eval()
             return
+        check_prompting_model(config.prompting_model)
         p_model = load_pretrained(AutoModelForCausalLM, config.prompting_model, device,
                                   dtype=torch.float32).to(device)
         p_tokenizer = load_pretrained(AutoTokenizer, config.prompting_model)
         self.generator = PromptGenerator(p_model, p_tokenizer, config.num_soft_tokens, config.tau, config.hard)
+        check_context(config.num_soft_tokens, self.backbone, self.generator)
         self._set_prompting_trainable()
         self.alignment = Alignment(self.generator.hidden_size, self.backbone.hidden_size).to(device)
         if _init_alignment:
@@ -179,7 +183,7 @@ class PromptEmbedder(Embedder):
         return model
 
     def _load_prompting_state(self, directory: Path) -> None:
-        state = load_file(directory / PROMPTING_FILE, device=str(self.backbone.device))
+        state, _ = read_safetensors(directory / PROMPTING_FILE, str(self.backbone.device))
         missing = set(state) - set(self.generator.model.state_dict())
         if missing:
             raise ValueError(f"{directory / PROMPTING_FILE}: weights not in the prompting model: {sorted(missing)[:5]}")
@@ -218,8 +222,18 @@ class PromptEmbedder(Embedder):
         directory.mkdir(parents=True, exist_ok=True)
         self.config.save(directory)
         write_saved_model_card(self.config, directory)
-        if self.generator is None:
-            return
+        if self.generator is not None:
+            self._save_weights(directory, state_dict)
+        write_manifest(directory, self.config.to_dict(), self._references())  # last: the save is complete
+
+    def _references(self) -> dict[str, tuple[str, object]]:
+        """The models this one holds by reference, with their configs (for the manifest's hashes)."""
+        references = {"embedding_model": (self.config.embedding_model, self.backbone.model.config)}
+        if self.generator is not None:
+            references["prompting_model"] = (self.config.prompting_model, self.generator.model.config)
+        return references
+
+    def _save_weights(self, directory: Path, state_dict: dict[str, torch.Tensor] | None) -> None:
         weight = state_dict["alignment.linear.weight"] if state_dict is not None else self.alignment.linear.weight
         save_file({"weight": weight.detach().contiguous().cpu()}, directory / ALIGNMENT_FILE,
                   metadata={"init": self.alignment.init_method})
@@ -232,20 +246,24 @@ class PromptEmbedder(Embedder):
             save_file(self._prompting_state(state_dict), directory / PROMPTING_FILE)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device | None = None,
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device | None = None, strict: bool = True,
                         **overrides) -> PromptEmbedder:
-        """Reload a saved PromptEmbedder; P and E are rebuilt from their references, then trained weights applied."""
+        """Reload a saved PromptEmbedder; P and E are rebuilt from their references, then trained weights applied.
+
+        The manifest's hashes must match the saved config and the rebuilt P and E; `strict=False` only warns."""
         directory = Path(directory)
         config = PromptEmbedderConfig.load(directory)
+        saved_config = config.to_dict()
         if overrides:
             config = PromptEmbedderConfig.from_dict({**config.to_dict(), **overrides})
         lora = config.prompting_trainable == "lora"
         base = PromptEmbedderConfig.from_dict({**config.to_dict(), "prompting_trainable": "frozen"}) if lora \
             else config
         model = cls(base, device=device, _init_alignment=False)
+        verify_manifest(directory, saved_config, model._references(), strict)
         if model.generator is None:
             return model
-        model.alignment.linear.weight.data.copy_(load_file(directory / ALIGNMENT_FILE)["weight"])
+        model.alignment.linear.weight.data.copy_(read_safetensors(directory / ALIGNMENT_FILE)[0]["weight"])
         model.alignment.init_method = "loaded"
         if lora:
             from peft import PeftModel

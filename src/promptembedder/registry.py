@@ -113,6 +113,8 @@ def load_pretrained(loader, reference: str, device: torch.device | str | None = 
     if architectures.is_architecture(reference):
         if loader.__name__ == "AutoTokenizer":
             return architectures.build_tokenizer(reference)
+        if loader.__name__ == "AutoConfig":
+            return architectures.build_config(reference)
         return architectures.build_model(loader, reference, device, kwargs.get("dtype"))
     resolved = resolve(reference)
     try:

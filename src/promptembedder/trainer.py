@@ -13,19 +13,16 @@ import csv
 import json
 import random
 import resource
-import shutil
-import signal
 import statistics
-import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -43,14 +40,21 @@ from .config import PromptEmbedderConfig
 from .data import (
     STS_INSTRUCTION,
     TrainExample,
+    load_examples,
     load_sts,
 )
 from .embedder import Embedder
+from .interrupts import catch_sigterm, deferred_interrupt, signal_of
 from .loss import info_nce
 from .model import PromptEmbedder, PromptHead
+from .numerics import check_step, check_weights, json_safe
 from .plotting import plot_training
+from .resume import record
+from .run_folder import RunFolder, open_run, truncate_log, write_folder
 from .selection import DEFAULT_EVAL_TASK, check_eval_task, dev_score, sample_dev
-from .training_sources import load_training_data, parse_task_weights
+from .serialization import read_safetensors, read_torch, tied_once
+from .training_sources import SOURCES, load_training_data, parse_task_weights
+from .validation import check_data_specs, check_device, check_positive, coerce_fields
 
 METHODS = ("promptembedder", "lora", "prompt-tuning", "full")
 FSDP_STRATEGIES = ("full_shard", "shard_grad_op")  # the names of transformers' and accelerate's FSDP options
@@ -103,6 +107,7 @@ class TrainingConfig:
     stop_at_target: bool = False
     init_from: str | None = None
     resume: bool = False
+    overwrite: bool = False
     show_progress_bar: bool = True
     do_eval: bool = True
     save_model: bool = True
@@ -121,9 +126,13 @@ class TrainingConfig:
             raise ValueError(f"fsdp shards the prompting model P: method 'promptembedder' only, not {self.method!r}")
         self.eval_task = check_eval_task(self.eval_task)
         self.task_weights = parse_task_weights(self.task_weights)
-        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "eval_steps", "save_steps"):
+        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "eval_steps", "save_steps",
+                     "logging_steps", "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_positive(self, ("temperature", "tau_start", "tau_end", "learning_rate"))
+        self.train_data = check_data_specs(self.train_data, (*SOURCES, "all"), load_examples)
+        check_device(self.device)
 
     @property
     def lr(self) -> float:
@@ -145,6 +154,7 @@ class TrainingConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"{path}: unknown options {unknown}")
+        data = coerce_fields(cls, data, str(path))
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**data)
 
@@ -236,6 +246,7 @@ class TrainResult:
     steps_to_target: int | None = None
     seconds_to_target: float | None = None
     interrupted: bool = False
+    stop_signal: int | None = None  # SIGINT or SIGTERM when interrupted (the CLI exits 128 + it)
 
 
 class Trainer:
@@ -255,6 +266,11 @@ class Trainer:
         self.distributed = dist_utils.init_from_env(self.device)
         self.is_main = dist_utils.is_main_process()
         self.output_dir = Path(config.output_dir)
+        self.folder = RunFolder(self.output_dir)
+        self.resume_changes = open_run(self.folder, config, self.is_main)
+        if config.fsdp and not self.distributed:
+            warnings.warn(f"fsdp={config.fsdp!r} is ignored: a single process has nothing to shard over; launch with "
+                          "torchrun or accelerate launch", stacklevel=2)
         self.examples = examples if examples is not None else load_training_data(
             config.train_data, config.skip_invalid, embedding_model=config.embedding_model,
             task_weights=config.task_weights)
@@ -325,38 +341,26 @@ class Trainer:
         trainable, optimizer = get_state_dict(self.model, self.optimizer, options=options)
         if not self.is_main:
             return
-        final = self.output_dir / "checkpoint"
-        tmp = self.output_dir / "checkpoint.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        tensors, aliases = _tied_once(trainable)
-        save_file(tensors, tmp / "trainable.safetensors", metadata={"aliases": json.dumps(aliases)})
-        torch.save(
-            {
-                "step": self.step,
-                "optimizer": optimizer,
-                "scheduler": self.scheduler.state_dict(),
-                "rng": rng_state,
-                "best_score": self.best_score,
-                "config": asdict(self.config),
-            },
-            tmp / "trainer_state.pt",
-        )
-        old = self.output_dir / "checkpoint.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
+        check_weights(trainable.items(), "a checkpoint")
+        tensors, aliases = tied_once(trainable)
+        state = {"step": self.step, "optimizer": optimizer, "scheduler": self.scheduler.state_dict(), "rng": rng_state,
+                 "best_score": self.best_score, "config": asdict(self.config)}
+
+        def write(tmp: Path) -> None:
+            save_file(tensors, tmp / "trainable.safetensors", metadata={"aliases": json.dumps(aliases)})
+            torch.save(state, tmp / "trainer_state.pt")
+            (tmp / "training_config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+
+        write_folder(self.output_dir / "checkpoint", write, self.step)
 
     def load_checkpoint(self) -> dict | None:
         path = self.output_dir / "checkpoint"
         if not (path / "trainer_state.pt").exists():
             return None
-        state = torch.load(path / "trainer_state.pt", weights_only=False)
-        trained = load_file(path / "trainable.safetensors", device=str(self.device))
-        with safe_open(path / "trainable.safetensors", framework="pt") as handle:
-            aliases = json.loads((handle.metadata() or {}).get("aliases", "{}"))
+        advice = "resume from an earlier copy, or start a new run with --overwrite"
+        state = read_torch(path / "trainer_state.pt", advice)
+        trained, metadata = read_safetensors(path / "trainable.safetensors", str(self.device), advice)
+        aliases = json.loads(metadata.get("aliases", "{}"))
         trained.update({alias: trained[name] for alias, name in aliases.items()})
         expected = get_model_state_dict(self.model, options=StateDictOptions(ignore_frozen_params=True))
         missing = sorted(set(trained) ^ set(expected))
@@ -490,13 +494,15 @@ class Trainer:
         """`save_pretrained` on rank 0; every rank calls it, since under FSDP P and W are first gathered whole."""
         if not self.sharded:
             if self.is_main:
-                self.model.save_pretrained(directory)
+                check_weights(((n, p) for n, p in self.model.named_parameters() if p.requires_grad), str(directory))
+                write_folder(directory, self.model.save_pretrained, self.step)
             return
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         state = {f"{name}.{key}": value for name in ("generator", "alignment")
                  for key, value in get_model_state_dict(getattr(self.model, name), options=options).items()}
         if self.is_main:
-            self.model.save_pretrained(directory, state_dict=state)
+            check_weights(state.items(), str(directory))
+            write_folder(directory, lambda tmp: self.model.save_pretrained(tmp, state_dict=state), self.step)
 
     def evaluate(self) -> float:
         """STS-B dev Spearman x100, or ``eval_task``'s dev main score (model selection; test stays untouched).
@@ -511,6 +517,13 @@ class Trainer:
 
     # --- the loop --------------------------------------------------------------------------------------
     def train(self) -> TrainResult:
+        """Run to max_steps (or the target); the output folder stays locked until the end."""
+        try:
+            return self._run()
+        finally:
+            self.folder.close()
+
+    def _run(self) -> TrainResult:
         config = self.config
         world, rank = dist_utils.world_size(), dist_utils.rank()
         if self.is_main:
@@ -519,12 +532,14 @@ class Trainer:
         rng = self.load_checkpoint() if config.resume else None
         if rng is not None:
             self._set_rng_state(rng)
+        if self.is_main:
+            record(self.output_dir, self.step, self.resume_changes)
         log_path = self.output_dir / "log.csv"
         log_file = None
         if self.is_main:
             fresh = self.step == 0 or not log_path.exists()
             if not fresh:
-                self._truncate_log(log_path, self.step)
+                truncate_log(log_path, self.step, LOG_FIELDS)
             log_file = open(log_path, "w" if fresh else "a", newline="")  # noqa: SIM115
             writer = csv.DictWriter(log_file, LOG_FIELDS)
             if fresh:
@@ -544,6 +559,7 @@ class Trainer:
         self.model.train()
         epoch_batches: dict[int, list[list[int]]] = {}
         per_epoch = len(make_batches(self.examples, global_batch * config.gradient_accumulation_steps, config.seed, 0))
+        restore_sigterm = catch_sigterm()  # a scheduler's SIGTERM stops the run as Ctrl-C does: checkpoint first
         try:
             while self.step < config.max_steps:
                 step_rng, in_step = self._rng_state(), True
@@ -574,10 +590,10 @@ class Trainer:
                             (loss * scale).backward()
                             loss_value = loss.item()
                     loss_sum += loss_value / config.gradient_accumulation_steps
-                if config.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(
-                        [p for p in self.model.parameters() if p.requires_grad], config.max_grad_norm
-                    )
+                grad_norm = torch.nn.utils.clip_grad_norm_(  # an infinite bound measures without clipping
+                    [p for p in self.model.parameters() if p.requires_grad], config.max_grad_norm or float("inf")
+                )
+                check_step(loss_sum, grad_norm, self.step + 1)  # NaN/inf: stop before the update, weights intact
                 with deferred_interrupt():  # a Ctrl-C here lands after the step is complete, never inside it
                     self.optimizer.step()
                     self.scheduler.step()
@@ -627,12 +643,13 @@ class Trainer:
                     callback(self, self.step)
                 if config.stop_at_target and result_extra["steps_to_target"] is not None:
                     break
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as err:
             # Save the state as of the last completed step (its RNG state included), then stop cleanly.
             self.optimizer.zero_grad(set_to_none=True)
             self.save_checkpoint(step_rng if in_step else self._rng_state())
-            result_extra["interrupted"] = True
+            result_extra.update(interrupted=True, stop_signal=int(signal_of(err)))
         finally:
+            restore_sigterm()
             bar.close()
             if log_file is not None:
                 log_file.close()
@@ -658,17 +675,9 @@ class Trainer:
             **result_extra,
         )
         if self.is_main:
-            (self.output_dir / "train_summary.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
+            summary = json.dumps(json_safe(asdict(result)), indent=2, allow_nan=False)
+            (self.output_dir / "train_summary.json").write_text(summary + "\n")
         return result
-
-    @staticmethod
-    def _truncate_log(path: Path, step: int) -> None:
-        """On resume, drop log rows past the checkpoint's step (they will be logged again)."""
-        rows = [r for r in csv.DictReader(open(path, newline="")) if int(r["step"]) <= step]  # noqa: SIM115
-        with open(path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, LOG_FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
 
     def _tensorboard(self):
         try:
@@ -676,39 +685,6 @@ class Trainer:
         except ImportError:
             return None
         return SummaryWriter(str(self.output_dir / "tensorboard"))
-
-
-def _tied_once(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """safetensors stores each tensor once: a tied weight (Gemma's lm_head is its embedding matrix) is kept
-    under its first name, and each other name maps to that one (the aliases are restored on load)."""
-    tensors: dict[str, torch.Tensor] = {}
-    aliases: dict[str, str] = {}
-    first: dict[tuple, str] = {}
-    for name, tensor in state.items():
-        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.stride())
-        if key in first:
-            aliases[name] = first[key]
-        else:
-            first[key] = name
-            tensors[name] = tensor.contiguous()
-    return tensors, aliases
-
-
-@contextlib.contextmanager
-def deferred_interrupt():
-    """Hold SIGINT back while the block runs and raise KeyboardInterrupt after it, so a checkpoint written on
-    Ctrl-C never holds a half-applied update (only possible in the main thread; elsewhere a no-op)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
 
 
 def gather_on(trainer: Trainer) -> bool:

@@ -1,0 +1,58 @@
+"""Ctrl-C (SIGINT) and a scheduler's SIGTERM stop training the same way: checkpoint, then exit 128 + signal.
+
+Both become a `KeyboardInterrupt` that carries its signal number, so one `except KeyboardInterrupt` saves the
+state; the CLI then exits 130 (SIGINT) or 143 (SIGTERM), as shells and schedulers expect, so `train && evaluate`
+does not go on with a partial model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Callable
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal, as a KeyboardInterrupt that says which one."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def signal_of(err: KeyboardInterrupt) -> int:
+    """The signal behind an interrupt (a plain KeyboardInterrupt is Ctrl-C)."""
+    return getattr(err, "signum", signal.SIGINT)
+
+
+def _raise(signum, frame) -> None:
+    raise Interrupted(signum)
+
+
+def catch_sigterm() -> Callable[[], None]:
+    """From now on SIGTERM interrupts like Ctrl-C (main thread only); returns the function that undoes it."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGTERM, _raise)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def deferred_interrupt():
+    """Hold SIGINT and SIGTERM back while the block runs and raise after it, so a checkpoint written on a stop
+    never holds a half-applied update (only possible in the main thread; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if caught:
+        raise Interrupted(caught[0])

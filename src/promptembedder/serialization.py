@@ -1,0 +1,128 @@
+"""Reading saved files with clear errors, and the manifest that ties a saved model to what it references.
+
+A saved PromptEmbedder keeps E and P by reference (a name or path) and only the trained weights itself. The
+manifest (`manifest.json`, written last) records a format version, a hash of the model's own config and, for
+each referenced model, a hash of its config, so a swapped E or an edited `num_soft_tokens` is refused on load
+instead of silently giving a different model (`strict=False` / `--force` loads it anyway, with a warning).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+#: HF config keys that say how a model was loaded or run, not what it is.
+VOLATILE_KEYS = frozenset({"transformers_version", "dtype", "torch_dtype", "use_cache", "name_or_path",
+                           "architectures"})
+
+
+class CorruptFileError(ValueError):
+    """A saved file cannot be read: truncated by a crash, or damaged."""
+
+
+class ManifestWarning(UserWarning):
+    """A saved model is loaded although its manifest does not match (forced), or it has no manifest."""
+
+
+def _corrupt(path: Path, err: Exception, advice: str) -> CorruptFileError:
+    return CorruptFileError(f"{path} is corrupt or incomplete ({type(err).__name__}: {err}); {advice}")
+
+
+def read_safetensors(path: str | Path, device: str = "cpu",
+                     advice: str = "save or train the model again") -> tuple[dict[str, torch.Tensor], dict]:
+    """All tensors of a safetensors file and its metadata."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {advice}")
+    try:
+        with safe_open(path, framework="pt", device=device) as handle:
+            return {name: handle.get_tensor(name) for name in handle.keys()}, handle.metadata() or {}  # noqa: SIM118
+    except Exception as err:  # safetensors raises its own error type for every kind of damage
+        raise _corrupt(path, err, advice) from err
+
+
+def read_torch(path: str | Path, advice: str = "resume from an earlier copy, or start a new run") -> dict:
+    """A torch.save'd trainer state (optimizer, scheduler, RNG: plain Python objects, hence weights_only=False)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {advice}")
+    try:
+        return torch.load(path, weights_only=False)
+    except Exception as err:  # a truncated pickle/zip surfaces as RuntimeError, EOFError, UnpicklingError ...
+        raise _corrupt(path, err, advice) from err
+
+
+def config_hash(config: dict) -> str:
+    """A stable hash of a config's content (sorted keys; load-time keys like dtype left out)."""
+    content = {k: v for k, v in config.items() if not k.startswith("_") and k not in VOLATILE_KEYS}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def manifest(config: dict, references: dict[str, object]) -> dict:
+    """{format_version, config_hash, models: {field: {reference, config_hash}}} for referenced HF models."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "config_hash": config_hash(config),
+        "models": {field: {"reference": reference, "config_hash": config_hash(model_config.to_dict())}
+                   for field, (reference, model_config) in references.items()},
+    }
+
+
+def write_manifest(directory: Path, config: dict, references: dict[str, object]) -> None:
+    (directory / MANIFEST_FILE).write_text(json.dumps(manifest(config, references), indent=2) + "\n")
+
+
+def verify_manifest(directory: Path, config: dict, references: dict[str, object], strict: bool = True) -> None:
+    """Compare a saved model's manifest with what was just rebuilt; refuse a mismatch unless `strict=False`."""
+    path = directory / MANIFEST_FILE
+    if not path.is_file():
+        warnings.warn(f"{directory} has no {MANIFEST_FILE} (saved before format version {FORMAT_VERSION}): its "
+                      "config and referenced models cannot be checked", ManifestWarning, stacklevel=3)
+        return
+    try:
+        saved = json.loads(path.read_text())
+        version = saved["format_version"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise _corrupt(path, err, "save the model again, or load it with strict=False / --force") from err
+    problems = []
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        problems.append(f"format version {version!r} is newer than this promptembedder's ({FORMAT_VERSION}): "
+                        "upgrade promptembedder")
+    current = manifest(config, references)
+    if saved.get("config_hash") != current["config_hash"]:
+        problems.append("its config was edited after saving")
+    for field, entry in current["models"].items():
+        old = saved.get("models", {}).get(field)
+        if old is None or old.get("config_hash") != entry["config_hash"]:
+            was = old.get("reference") if old else "?"
+            problems.append(f"{field} '{entry['reference']}' is not the model it was trained with ('{was}', whose "
+                            "config differs)")
+    if not problems:
+        return
+    message = f"{directory}: {'; '.join(problems)}"
+    if strict:
+        raise ValueError(f"{message}. Restore the original, or load it anyway with strict=False (CLI: --force)")
+    warnings.warn(f"{message}; loading anyway (forced)", ManifestWarning, stacklevel=3)
+
+
+def tied_once(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """safetensors stores each tensor once: a tied weight (Gemma's lm_head is its embedding matrix) is kept
+    under its first name, and each other name maps to that one (the aliases are restored on load)."""
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    first: dict[tuple, str] = {}
+    for name, tensor in state.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.stride())
+        if key in first:
+            aliases[name] = first[key]
+        else:
+            first[key] = name
+            tensors[name] = tensor.contiguous()
+    return tensors, aliases
