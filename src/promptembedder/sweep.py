@@ -89,7 +89,7 @@ def _trainer(args: dict, model, variant: dict, batch: int, chunk: int | None, ex
                             max_steps=len(examples) // batch, max_length=args["seq_len"] + 16, device=args["device"],
                             output_dir=str(Path(args["output_dir"], "trainer")), do_eval=False, save_model=False,
                             save_steps=10**9, logging_steps=10**9, show_progress_bar=False,
-                            grad_cache_chunk_size=chunk, warmup_ratio=0.0)
+                            grad_cache_chunk_size=chunk, warmup_ratio=0.0, overwrite=True)
     return Trainer(config, model=model, examples=examples)
 
 
