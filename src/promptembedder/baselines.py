@@ -2,8 +2,8 @@
 
 - `BackboneEmbedder`: E with the instruction as a plain text prefix; `adapter="lora"` adds peft LoRA on
   E's linear layers (the paper's main baseline), `"full"` fine-tunes all of E, `"none"` is the
-  hard-text-instruction backbone.
-- `PromptTuningEmbedder`: a static learned soft prompt in front of frozen E, with no P.
+  hard-text-instruction backbone. `template` wraps each text in a hard-text prompt, e.g. PromptEOL's.
+- `PromptTuningEmbedder`: a static learned soft prompt in frozen E's input (at `prompt_position`), with no P.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from .model import add_lora, default_device, frozen_dtype
 
 BASELINE_CONFIG = "embedder_config.json"
 ADAPTERS = ("none", "lora", "full")
+#: PromptEOL (Jiang et al. 2023): a decoder's last token after this reads as a one-word summary of the text.
+PROMPTEOL_TEMPLATE = 'This sentence: "{text}" means in one word: "'
 
 
 def with_instruction(instruction: str | None, text: str) -> str:
@@ -41,6 +43,12 @@ class BaselineConfig:
     lora_rank: int = 8
     lora_alpha: int = 16
     num_soft_tokens: int = 5
+    prompt_position: str = "prefix"
+    template: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.template is not None and "{text}" not in self.template:
+            raise ValueError(f"template must contain '{{text}}' where the text goes, got {self.template!r}")
 
     def save(self, directory: Path) -> None:
         (directory / BASELINE_CONFIG).write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -68,6 +76,8 @@ class BackboneEmbedder(Embedder):
               normalize: bool = True) -> torch.Tensor:
         if prompt_type == "query" or self.config.prompt_on == "both":
             texts = [with_instruction(instruction, t) for t in texts]
+        if self.config.template is not None:
+            texts = [self.config.template.replace("{text}", t) for t in texts]
         return self.backbone(texts, None, normalize=normalize)
 
     @property
@@ -106,7 +116,7 @@ class PromptTuningEmbedder(Embedder):
         super().__init__()
         device = torch.device(device) if device is not None else default_device()
         self.backbone = EmbeddingBackbone.load(config.embedding_model, device, frozen_dtype(device), config.pooling,
-                                               config.max_length)
+                                               config.max_length, prompt_position=config.prompt_position)
         config.pooling = self.backbone.pooling
         self.config = config
         self.normalize = config.normalize

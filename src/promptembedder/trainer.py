@@ -70,6 +70,7 @@ class TrainingConfig:
     num_soft_tokens: int = 5
     pooling: str | None = None
     prompt_on: str = "both"
+    prompt_position: str = "prefix"
     prompting_trainable: str = "full"
     lora_rank: int = 8
     lora_alpha: int = 16
@@ -200,6 +201,7 @@ def build_model(config: TrainingConfig, device: torch.device) -> Embedder:
                 pooling=config.pooling,
                 max_length=config.max_length,
                 prompt_on=config.prompt_on,
+                prompt_position=config.prompt_position,
                 prompting_trainable=config.prompting_trainable,
                 lora_rank=config.lora_rank,
                 lora_alpha=config.lora_alpha,
@@ -215,6 +217,7 @@ def build_model(config: TrainingConfig, device: torch.device) -> Embedder:
         lora_rank=config.lora_rank,
         lora_alpha=config.lora_alpha,
         num_soft_tokens=config.num_soft_tokens,
+        prompt_position=config.prompt_position,
         adapter={"lora": "lora", "full": "full"}.get(config.method, "none"),
     )
     if config.method == "prompt-tuning":
