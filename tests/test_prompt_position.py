@@ -160,3 +160,14 @@ def test_prompteol_template_wraps_each_text(tiny_model_dir):
     torch.testing.assert_close(model.embed(TEXTS), model.backbone(templated))
     with pytest.raises(ValueError, match="text"):
         BaselineConfig(method="hard-text", embedding_model="x", template="no placeholder")
+
+
+def test_auto_is_a_suffix_for_last_token_decoders_and_a_prefix_otherwise(tiny_model_dir, tmp_path):
+    """`auto` resolves when E is loaded, and the resolved position is what a saved config records."""
+    assert make_backbone(tiny_model_dir, "llama", prompt_position="auto").prompt_position == "suffix"
+    assert make_backbone(tiny_model_dir, "llama", prompt_position="auto", pooling="mean").prompt_position == "prefix"
+    assert make_backbone(tiny_model_dir, "bert", prompt_position="auto").prompt_position == "prefix"
+    model = PromptEmbedder(prompting_model=str(tiny_model_dir("llama")), embedding_model=str(tiny_model_dir("gpt2")),
+                           device="cpu", prompt_position="auto")
+    model.save_pretrained(tmp_path)
+    assert PromptEmbedderConfig.load(tmp_path).prompt_position == "suffix"

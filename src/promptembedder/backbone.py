@@ -9,6 +9,7 @@ Where the prompt goes (`prompt_position`):
   with last-token pooling on a decoder without a trailing special token (Gemma, Llama, SmolLM2) the pooled
   state is the last soft token's, which has read the whole text, as PromptEOL's closing words are.
 - `both`: the same prompt in both places (2K slots).
+- `auto`: `suffix` for a decoder pooled at its last token, `prefix` otherwise.
 Pooling: `last` pools the last real position (a soft token under `suffix` as above), `cls` position 0,
 `mean` the text tokens only (prompt slots are left out unless `include_prompt_in_mean`). A suffix cannot
 change a causal decoder's text states, so `suffix` with mean pooling on a decoder is refused.
@@ -25,7 +26,7 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
 
-from .config import PROMPT_POSITIONS
+from .config import PROMPT_POSITION_CHOICES
 from .pooling import pool
 from .registry import load_pretrained
 
@@ -60,8 +61,10 @@ class EmbeddingBackbone(nn.Module):
         if freeze:
             model.requires_grad_(False)
             model.eval()
-        if prompt_position not in PROMPT_POSITIONS:
-            raise ValueError(f"prompt_position must be one of {PROMPT_POSITIONS}, got {prompt_position!r}")
+        if prompt_position not in PROMPT_POSITION_CHOICES:
+            raise ValueError(f"prompt_position must be one of {PROMPT_POSITION_CHOICES}, got {prompt_position!r}")
+        if prompt_position == "auto":
+            prompt_position = "suffix" if self.pooling == "last" and is_decoder(model) else "prefix"
         if prompt_position == "suffix" and self.pooling == "mean" and is_decoder(model):
             raise ValueError("prompt_position='suffix' with mean pooling on a causal decoder: the text tokens never "
                              "see a suffix, so the prompt could not change the embedding; use pooling 'last' or "
@@ -122,8 +125,8 @@ class EmbeddingBackbone(nn.Module):
         Returns embeddings, attention mask and a mask marking every prompt slot.
         """
         position = position or self.prompt_position
-        if position not in PROMPT_POSITIONS:
-            raise ValueError(f"prompt position must be one of {PROMPT_POSITIONS}, got {position!r}")
+        if position not in PROMPT_POSITION_CHOICES[1:]:
+            raise ValueError(f"prompt position must be prefix, suffix or both, got {position!r}")
         marks = torch.zeros_like(mask)
         positions = torch.arange(mask.shape[1], device=mask.device)
         if position in ("suffix", "both"):

@@ -118,6 +118,7 @@ class PromptTuningEmbedder(Embedder):
         self.backbone = EmbeddingBackbone.load(config.embedding_model, device, frozen_dtype(device), config.pooling,
                                                config.max_length, prompt_position=config.prompt_position)
         config.pooling = self.backbone.pooling
+        config.prompt_position = self.backbone.prompt_position
         self.config = config
         self.normalize = config.normalize
         self.embedding_dim = self.backbone.hidden_size

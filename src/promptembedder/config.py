@@ -11,6 +11,7 @@ POOLINGS = ("mean", "last", "cls")
 PROMPT_ON = ("query", "both")
 PROMPTING_TRAINABLE = ("full", "lora", "frozen")
 PROMPT_POSITIONS = ("prefix", "suffix", "both")
+PROMPT_POSITION_CHOICES = ("auto", *PROMPT_POSITIONS)
 
 
 @dataclass
@@ -20,8 +21,9 @@ class PromptEmbedderConfig:
     `pooling=None` picks `mean` for encoders and `last` for decoders. `prompt_on="query"` means
     documents (the encode side without an instruction in asymmetric tasks) get no soft prompt.
     `prompt_position` places the soft prompt in E's input: `prefix` (after BOS/CLS), `suffix` (after the
-    text, so last-token pooling reads it) or `both` (see backbone.py). Configs saved before the field
-    existed load as `prefix`, which is what they were trained with.
+    text, so last-token pooling reads it) or `both` (see backbone.py); `auto` is `suffix` for a decoder
+    pooled at its last token and `prefix` otherwise, resolved (and saved) when E is loaded. Configs saved
+    before the field existed load as `prefix`, which is what they were trained with.
     """
 
     prompting_model: str = "gemma3-270m"
@@ -49,7 +51,7 @@ class PromptEmbedderConfig:
         for name, allowed in (
             ("pooling", (None, *POOLINGS)),
             ("prompt_on", PROMPT_ON),
-            ("prompt_position", PROMPT_POSITIONS),
+            ("prompt_position", PROMPT_POSITION_CHOICES),
             ("prompting_trainable", PROMPTING_TRAINABLE),
             ("alignment_init", ("auto", "lstsq", "random")),
         ):

@@ -70,6 +70,7 @@ class PromptEmbedder(Embedder):
         self.backbone = EmbeddingBackbone.load(config.embedding_model, device, frozen_dtype(device), config.pooling,
                                                config.max_length, prompt_position=config.prompt_position)
         self.config.pooling = self.backbone.pooling
+        self.config.prompt_position = self.backbone.prompt_position
         self.normalize = config.normalize
         self.embedding_dim = self.backbone.hidden_size
         self.generator: PromptGenerator | None = None
