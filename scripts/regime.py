@@ -7,6 +7,7 @@ SICK-R. One JSON line per run goes to `--results`; a run already there is skippe
     python scripts/regime.py ablation --results runs.jsonl --runs-dir runs/ bare-last pe-suffix lora ...
     python scripts/regime.py transfer --results transfer.jsonl --runs-dir runs/ --source runs/pe-suffix/final
     python scripts/regime.py plot --results runs.jsonl --out docs/img/regime_ablation.png
+    python scripts/regime.py table --results runs.jsonl
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from promptembedder.trainer import Trainer, TrainingConfig
 
 E, P = "gemma3-270m", "smollm2-135m"
 BUDGET = dict(max_steps=20, batch_size=8, max_length=48, seed=42, train_data=["snli", "sts-train"])
-STS_PAIRS, SICK_PAIRS, SUBSET_SEED = 300, 200, 0
+STS_PAIRS, SICK_PAIRS, SUBSET_SEED, DEV_PAIRS = 300, 200, 0, 150
+DEV_EVAL = dict(do_eval=True, eval_max_pairs=DEV_PAIRS, logging_steps=1, save_steps=10_000, save_model=False,
+                show_progress_bar=False, device="cpu")
 
 #: name -> (kind, options). kind: "eval" (no training; BaselineConfig options), "train" (TrainingConfig
 #: options), "pe" (TrainingConfig options + "model": PromptEmbedderConfig options the trainer does not expose).
@@ -88,8 +91,7 @@ def build_pe(options: dict, embedding_model: str, device: torch.device) -> Promp
     return PromptEmbedder(config, device=device)
 
 
-def run_variant(name: str, runs_dir: Path, embedding_model: str = E, steps: int | None = None,
-                eval_steps: int | None = None) -> dict:
+def run_variant(name: str, runs_dir: Path, embedding_model: str = E) -> dict:
     kind, options = VARIANTS[name]
     pairs, device = subsets(), torch.device("cpu")
     started = time.perf_counter()
@@ -100,9 +102,8 @@ def run_variant(name: str, runs_dir: Path, embedding_model: str = E, steps: int 
         return {**record, **score(model, None, pairs), "wall_s": time.perf_counter() - started}
     train_options = {k: v for k, v in options.items() if k != "model"}
     config = TrainingConfig(
-        **{**BUDGET, "max_steps": steps or BUDGET["max_steps"]}, prompting_model=P, embedding_model=embedding_model,
-        output_dir=str(runs_dir / f"{name}@{embedding_model}"), do_eval=eval_steps is not None,
-        eval_steps=eval_steps or 1, eval_max_pairs=200, logging_steps=1, save_steps=10_000,
+        **BUDGET, prompting_model=P, embedding_model=embedding_model,
+        output_dir=str(runs_dir / f"{name}@{embedding_model}"), do_eval=False, logging_steps=1, save_steps=10_000,
         save_model=name == "pe-suffix", show_progress_bar=False, device="cpu",
         **({"method": "promptembedder"} if kind == "pe" else {}), **train_options)
     model = build_pe(options, embedding_model, device) if kind == "pe" else None
@@ -127,10 +128,20 @@ def append(results: Path, record: dict) -> None:
     print(json.dumps(record), flush=True)
 
 
+def claim(runs_dir: Path, key: str) -> bool:
+    """Take a run for this process (two queues may share one results file); False if another has it."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        (runs_dir / f"{key}.claimed").touch(exist_ok=False)
+    except FileExistsError:
+        return False
+    return True
+
+
 def ablation(args: argparse.Namespace) -> None:
     for name in args.variants:
         key = f"{name}@{args.embedding_model}"
-        if key in done(args.results):
+        if key in done(args.results) or not claim(args.runs_dir, key):
             continue
         try:
             append(args.results, {"key": key, **run_variant(name, args.runs_dir, args.embedding_model)})
@@ -141,36 +152,38 @@ def ablation(args: argparse.Namespace) -> None:
 def transfer(args: argparse.Namespace) -> None:
     """P trained on Gemma, frozen, with a new least-squares W on E'; against LoRA and prompt tuning from scratch.
 
-    Dev (200 STS-B dev pairs) is scored at step 0 and every `eval_steps`; the test subsets at the end.
+    Only the first `DEV_PAIRS` STS-B dev pairs are scored (the budget allows no test subset here): at step 0 and
+    every `eval_steps`; the dev curve is in each run's log.csv.
     """
-    pairs, device = subsets(), torch.device("cpu")
-    dev = load_sts("dev")[:200]
+    device = torch.device("cpu")
     target, steps = args.embedding_model, args.steps
-    todo = [("transfer-w", None), ("lora", "lora"), ("pt-suffix", "pt-suffix"), ("scratch-pe-suffix", "pe-suffix")]
+    todo = [("transfer-w", None), ("lora", "lora"), ("pt-suffix", "pt-suffix")]
     for name, variant in todo:
         key = f"{name}@{target}"
-        if key in done(args.results):
+        if key in done(args.results) or not claim(args.runs_dir, key):
             continue
         started = time.perf_counter()
+        record = {"key": key, "name": name}
         if variant is None:
             model = PromptEmbedder.for_new_backbone(args.source, target, device=device)
-            zero_dev = evaluate_pairs(model, dev, STS_INSTRUCTION, batch_size=32)["spearman"]
-            zero = score(model, STS_INSTRUCTION, pairs)
+            record["step0_dev"] = evaluate_pairs(model, load_sts("dev")[:DEV_PAIRS], STS_INSTRUCTION)["spearman"]
             config = TrainingConfig(
                 **{**BUDGET, "max_steps": steps}, method="promptembedder", init_from=str(args.source),
-                embedding_model=target, output_dir=str(args.runs_dir / key), eval_steps=args.eval_steps,
-                eval_max_pairs=200, logging_steps=1, save_steps=10_000, save_model=False, show_progress_bar=False,
-                device="cpu", alignment_learning_rate=args.alignment_learning_rate)
-            trainer = Trainer(config, model=model)
-            result = trainer.train()
-            record = {"key": key, "name": name, "step0_dev": zero_dev, "step0": zero, "steps": result.steps,
-                      "train_s": train_time(Path(config.output_dir) / "log.csv"),
-                      "median_step_s": result.median_step_time_s, "log": str(Path(config.output_dir) / "log.csv"),
-                      "trainable_parameters": result.trainable_parameters,
-                      **score(trainer.model, STS_INSTRUCTION, pairs)}
+                embedding_model=target, output_dir=str(args.runs_dir / key), alignment_learning_rate=args.w_lr,
+                **DEV_EVAL, eval_steps=args.eval_steps)
         else:
-            record = {"key": key, **run_variant(variant, args.runs_dir, target, steps, args.eval_steps)}
-            record["name"] = name
+            kind, options = VARIANTS[variant]
+            config = TrainingConfig(**{**BUDGET, "max_steps": steps}, embedding_model=target,
+                                    output_dir=str(args.runs_dir / key), **DEV_EVAL, eval_steps=args.eval_steps,
+                                    **options)
+            model = None
+        result = Trainer(config, model=model).train()
+        log = Path(config.output_dir) / "log.csv"
+        with open(log, newline="") as handle:
+            curve = [(int(r["step"]), float(r["dev_spearman"])) for r in csv.DictReader(handle) if r["dev_spearman"]]
+        record.update(steps=result.steps, train_s=train_time(log), median_step_s=result.median_step_time_s,
+                      trainable_parameters=result.trainable_parameters, dev_curve=curve, log=str(log),
+                      train_s_at={step: train_time(log, step) for step, _ in curve})
         record["wall_s"] = time.perf_counter() - started
         append(args.results, record)
 
@@ -196,23 +209,45 @@ def plot(args: argparse.Namespace) -> None:
     print(args.out)
 
 
+def table(args: argparse.Namespace) -> None:
+    """Markdown tables of a results file, in the order the runs finished."""
+    rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
+    if any("dev_curve" in r for r in rows):
+        print("| run on E' | dev at step 0 | dev curve (step: score) | train s at each eval | trainable |")
+        print("|---|---|---|---|---|")
+        for r in rows:
+            curve = ", ".join(f"{step}: {value:.1f}" for step, value in r["dev_curve"])
+            times = ", ".join(f"{step}: {sec:.0f}" for step, sec in r["train_s_at"].items())
+            zero = f"{r['step0_dev']:.1f}" if "step0_dev" in r else "-"
+            print(f"| {r['key']} | {zero} | {curve} | {times} | {r['trainable_parameters']:,} |")
+        return
+    print("| variant | STS-B test subset | SICK-R subset | train s | median step s | trainable |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        sick = f"{r['sick-r']:.1f}" if "sick-r" in r else "-"
+        trained = "train_s" in r
+        cells = [f"{r['train_s']:.0f}", f"{r['median_step_s']:.1f}",
+                 f"{r['trainable_parameters']:,}"] if trained else ["-", "-", "0"]
+        print(f"| {r['key']} | {r['sts-b']:.1f} | {sick} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in ("ablation", "transfer", "plot"):
+    for command in ("ablation", "transfer", "plot", "table"):
         p = sub.add_parser(command)
         p.add_argument("--results", type=Path, required=True)
-        if command != "plot":
+        if command in ("ablation", "transfer"):
             p.add_argument("--runs-dir", type=Path, required=True)
             p.add_argument("--embedding-model", default=E if command == "ablation" else P)
     sub.choices["ablation"].add_argument("variants", nargs="+", choices=list(VARIANTS))
     sub.choices["transfer"].add_argument("--source", type=Path, required=True)
-    sub.choices["transfer"].add_argument("--steps", type=int, default=40)
+    sub.choices["transfer"].add_argument("--steps", type=int, default=20)
     sub.choices["transfer"].add_argument("--eval-steps", type=int, default=10)
-    sub.choices["transfer"].add_argument("--alignment-learning-rate", type=float, default=1e-2)
+    sub.choices["transfer"].add_argument("--w-lr", type=float, default=1e-2, help="W's learning rate (W alone)")
     sub.choices["plot"].add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    {"ablation": ablation, "transfer": transfer, "plot": plot}[args.command](args)
+    {"ablation": ablation, "transfer": transfer, "plot": plot, "table": table}[args.command](args)
 
 
 if __name__ == "__main__":
