@@ -161,8 +161,10 @@ def baseline_from_pretrained(directory: str | Path, device=None) -> Embedder:
     directory = Path(directory)
     path = directory / BASELINE_CONFIG
     try:
-        config = BaselineConfig(**json.loads(path.read_text()))
-    except (OSError, json.JSONDecodeError, TypeError) as err:
+        data = json.loads(path.read_text())
+        data.setdefault("prompt_position", "prefix")  # saved before prompt positions existed
+        config = BaselineConfig(**data)
+    except (OSError, json.JSONDecodeError, TypeError, AttributeError) as err:
         raise ValueError(f"{path}: not a readable baseline config: {err}") from err
     loader = PromptTuningEmbedder if config.method == "prompt-tuning" else BackboneEmbedder
     return loader.load(directory, config, device)
