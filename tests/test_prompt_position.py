@@ -171,3 +171,13 @@ def test_auto_is_a_suffix_for_last_token_decoders_and_a_prefix_otherwise(tiny_mo
                            device="cpu", prompt_position="auto")
     model.save_pretrained(tmp_path)
     assert PromptEmbedderConfig.load(tmp_path).prompt_position == "suffix"
+
+
+def test_train_command_checks_the_prompt_position_before_loading_models(tmp_path):
+    """`promptembedder train --prompt-position middle` is a clear error (exit 2), not a traceback."""
+    from typer.testing import CliRunner
+
+    from promptembedder.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--prompt-position", "middle", "--output-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "prompt_position must be one of" in result.output.replace("\n", " ")

@@ -38,7 +38,7 @@ from transformers import get_scheduler
 
 from . import distributed as dist_utils
 from .baselines import BackboneEmbedder, BaselineConfig, PromptTuningEmbedder
-from .config import PromptEmbedderConfig
+from .config import PROMPT_POSITION_CHOICES, PromptEmbedderConfig
 from .data import (
     NLI_INSTRUCTION,
     STS_INSTRUCTION,
@@ -115,6 +115,8 @@ class TrainingConfig:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.grad_cache_chunk_size is not None and self.grad_cache_chunk_size < 1:
             raise ValueError(f"grad_cache_chunk_size must be >= 1 or None, got {self.grad_cache_chunk_size}")
+        if self.prompt_position not in PROMPT_POSITION_CHOICES:
+            raise ValueError(f"prompt_position must be one of {PROMPT_POSITION_CHOICES}, got {self.prompt_position!r}")
         if self.fsdp is not None and self.fsdp not in FSDP_STRATEGIES:
             raise ValueError(f"fsdp must be one of {FSDP_STRATEGIES} or None, got {self.fsdp!r}")
         if self.fsdp and self.method != "promptembedder":
