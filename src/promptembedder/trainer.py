@@ -36,7 +36,7 @@ from transformers import get_scheduler
 from . import distributed as dist_utils
 from .baselines import BackboneEmbedder, BaselineConfig, PromptTuningEmbedder
 from .checkpointing import enable_gradient_checkpointing
-from .config import PromptEmbedderConfig
+from .config import PROMPT_POSITION_CHOICES, PromptEmbedderConfig
 from .data import (
     STS_INSTRUCTION,
     TrainExample,
@@ -72,6 +72,7 @@ class TrainingConfig:
     num_soft_tokens: int = 5
     pooling: str | None = None
     prompt_on: str = "both"
+    prompt_position: str = "prefix"
     prompting_trainable: str = "full"
     lora_rank: int = 8
     lora_alpha: int = 16
@@ -120,6 +121,8 @@ class TrainingConfig:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.grad_cache_chunk_size is not None and self.grad_cache_chunk_size < 1:
             raise ValueError(f"grad_cache_chunk_size must be >= 1 or None, got {self.grad_cache_chunk_size}")
+        if self.prompt_position not in PROMPT_POSITION_CHOICES:
+            raise ValueError(f"prompt_position must be one of {PROMPT_POSITION_CHOICES}, got {self.prompt_position!r}")
         if self.fsdp is not None and self.fsdp not in FSDP_STRATEGIES:
             raise ValueError(f"fsdp must be one of {FSDP_STRATEGIES} or None, got {self.fsdp!r}")
         if self.fsdp and self.method != "promptembedder":
@@ -197,6 +200,7 @@ def build_model(config: TrainingConfig, device: torch.device) -> Embedder:
                 pooling=config.pooling,
                 max_length=config.max_length,
                 prompt_on=config.prompt_on,
+                prompt_position=config.prompt_position,
                 prompting_trainable=config.prompting_trainable,
                 lora_rank=config.lora_rank,
                 lora_alpha=config.lora_alpha,
@@ -212,6 +216,7 @@ def build_model(config: TrainingConfig, device: torch.device) -> Embedder:
         lora_rank=config.lora_rank,
         lora_alpha=config.lora_alpha,
         num_soft_tokens=config.num_soft_tokens,
+        prompt_position=config.prompt_position,
         adapter={"lora": "lora", "full": "full"}.get(config.method, "none"),
     )
     if config.method == "prompt-tuning":
