@@ -75,7 +75,8 @@ def test_model_card_and_overwrite(gemma_export):
     model, out, tmp = gemma_export
     card = (out / "README.md").read_text()
     assert "<pe:topic:0><pe:topic:1><pe:topic:2>" in card and 'prompt_name="sts"' in card
-    assert repr(model.decode_prompt(INSTRUCTIONS["sts"])) in card
+    assert repr(model.decode_prompt(INSTRUCTIONS["sts"])).replace("|", "\\|") in card
+    assert 'SentenceTransformer("out")' in card  # last-token pooling: no trust_remote_code needed
     assert "library_name: promptembedder" in (tmp / "saved" / "README.md").read_text()  # save_pretrained's card
     with pytest.raises(FileExistsError, match="--overwrite"):
         export(tmp / "saved", out, INSTRUCTIONS)

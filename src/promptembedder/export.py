@@ -251,7 +251,8 @@ def export(model: str | Path | PromptEmbedder, out: str | Path, instructions: Ma
     (out / "promptembedder_export.json").write_text(json.dumps(record, indent=2) + "\n")
     cards = [CompiledPrompt(name, text, exported[name].token_string, model.decode_prompt(text))
              for name, text in instructions.items()]
-    (out / README).write_text(exported_model_card(model.config, model_dir, cards, trust_remote_code=custom))
+    (out / README).write_text(exported_model_card(model.config, model_dir, cards, trust_remote_code=custom,
+                                                                  folder=out.name))
     if verify:
         verify_export(out, model, list(instructions))
     return out

@@ -91,10 +91,16 @@ def write_saved_model_card(config: PromptEmbedderConfig, directory: str | Path) 
     path.write_text(saved_model_card(config, directory), encoding="utf-8")
 
 
+def _cell(text: str) -> str:
+    """Text for a markdown table cell: a '|' would end the cell."""
+    return text.replace("|", "\\|")
+
+
 def exported_model_card(config: PromptEmbedderConfig, model_dir: str | Path | None, prompts: list[CompiledPrompt],
-                        trust_remote_code: bool) -> str:
+                        trust_remote_code: bool, folder: str = "OUT") -> str:
     """The card of an exported folder: every task's prompt tokens, what they decode to, and how to call it."""
-    load = 'SentenceTransformer("OUT", trust_remote_code=True)' if trust_remote_code else 'SentenceTransformer("OUT")'
+    remote = ", trust_remote_code=True" if trust_remote_code else ""
+    load = f'SentenceTransformer("{folder}"{remote})'
     first = prompts[0].name if prompts else "NAME"
     lines = [
         "---", "library_name: sentence-transformers",
@@ -106,7 +112,8 @@ def exported_model_card(config: PromptEmbedderConfig, model_dir: str | Path | No
         *_model_lines(config, training_record(model_dir) if model_dir else {}), "",
         "## Tasks", "",
         "| prompt_name | instruction | tokens | prompt decodes to |", "|---|---|---|---|",
-        *(f"| `{p.name}` | {p.instruction or '(none)'} | `{p.token_string}` | {p.decoded!r} |" for p in prompts), "",
+        *(f"| `{p.name}` | {_cell(p.instruction) or '(none)'} | `{p.token_string}` | {_cell(repr(p.decoded))} |"
+          for p in prompts), "",
         "## Use", "", "```python", "from sentence_transformers import SentenceTransformer", "",
         f"model = {load}",
         f'embeddings = model.encode(["A man plays a guitar."], prompt_name="{first}")',
