@@ -135,3 +135,11 @@ def test_exported_folder_served(gemma_export):
         assert np.sum(got * model.encode(TEXTS, instruction=INSTRUCTIONS["topic"]), axis=1).min() >= 0.9999
         status, body = request(server.port, "POST", "/v1/embeddings", {"input": "x", "instruction": "free text"})
         assert status == 400 and body["error"]["param"] == "instruction"
+
+
+def test_suffix_prompt_is_refused_with_advice(tmp_path, tiny_model_dir):
+    """sentence-transformers can only prepend a prompt: a suffix model is refused before anything is written."""
+    _saved(tmp_path, tiny_model_dir, str(tiny_model_dir("gemma3")), prompt_position="suffix")
+    with pytest.raises(ValueError, match="promptembedder serve"):
+        export(tmp_path / "saved", tmp_path / "out", INSTRUCTIONS, verify=False)
+    assert not (tmp_path / "out").exists()

@@ -198,14 +198,12 @@ def verify_export(out: str | Path, model: PromptEmbedder, names: list[str], text
 
 
 def export(model: str | Path | PromptEmbedder, out: str | Path, instructions: Mapping[str, str],
-           overwrite: bool = False, verify: bool = True, prompt_position: str = "prefix") -> Path:
+           overwrite: bool = False, verify: bool = True) -> Path:
     """Write E with each instruction compiled to tokens into `out`, loadable by sentence-transformers.
 
     `model` is a saved PromptEmbedder folder (or the model itself). An existing `out` is refused unless
     `overwrite`. With `verify`, the folder is reloaded and checked against `PromptEmbedder.encode`.
     """
-    if prompt_position not in PROMPT_POSITIONS:
-        raise ValueError(f"prompt_position must be one of {PROMPT_POSITIONS}, got {prompt_position!r}")
     if not instructions:
         raise ValueError("nothing to export: give instructions (--instructions FILE) or tasks (--tasks sts-b,...)")
     for name in instructions:
@@ -224,6 +222,11 @@ def export(model: str | Path | PromptEmbedder, out: str | Path, instructions: Ma
         if out.resolve() == model_dir.resolve():
             raise ValueError(f"OUT {out} is the model folder itself: choose another folder")
         model = PromptEmbedder.from_pretrained(model_dir, device="cpu")
+    prompt_position = model.config.prompt_position
+    if prompt_position not in PROMPT_POSITIONS:  # sentence-transformers prepends prompts: it cannot append them
+        raise ValueError(f"this model's soft prompt is a {prompt_position!r} (after the text); export compiles "
+                         f"{' or '.join(PROMPT_POSITIONS)} prompts only. Use `promptembedder serve` on the saved "
+                         "model instead")
     prompts = compile_prompts(model, instructions)
     if out.exists():
         if out.is_dir():
