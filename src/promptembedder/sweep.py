@@ -225,8 +225,8 @@ def worker(args: dict) -> None:
     if args["profile"] and model.__class__.__name__ == "PromptEmbedder" and cached:
         try:
             emit({"kind": "phases", **phase_profile(args, model, args["configs"][0][0])})
-        except torch.cuda.OutOfMemoryError as err:
-            emit({"kind": "phases", "error": f"out of memory: {str(err).splitlines()[0]}"})
+        except Exception as err:  # noqa: BLE001 - OOM or a profiler failure must not lose the step table
+            emit({"kind": "phases", "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"})
 
 
 def run_sweep(embedding_model: str, prompting_model: str, methods: list[str], configs: list[tuple[int, int | None]],
