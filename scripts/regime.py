@@ -196,14 +196,17 @@ def plot(args: argparse.Namespace) -> None:
 
     rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r["key"].endswith(f"@{E}") and r["name"] in VARIANTS]
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    names = [r["name"] for r in rows]
-    for offset, task in ((-0.2, "sts-b"), (0.2, "sick-r")):
-        ax.bar([i + offset for i in range(len(rows))], [r.get(task, 0.0) for r in rows], width=0.4, label=task)
-    ax.set_xticks(range(len(rows)), names, rotation=45, ha="right")
-    ax.set(ylabel="Spearman x100 (seeded subsets)",
+    tasks = [t for t in ("sts-b", "sick-r") if any(t in r for r in rows)]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / len(tasks)
+    for n, task in enumerate(tasks):
+        xs = [i + (n - (len(tasks) - 1) / 2) * width for i in range(len(rows))]
+        bars = ax.bar(xs, [r.get(task, 0.0) for r in rows], width=width, label=f"{task} test subset")
+        ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    ax.set_xticks(range(len(rows)), [r["name"] for r in rows], rotation=30, ha="right")
+    ax.set(ylabel="Spearman x100 (seeded subset)",
            title=f"Frozen {E} as E, P = {P}: {BUDGET['max_steps']} steps x batch {BUDGET['batch_size']}")
-    ax.legend()
+    ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)
     print(args.out)
