@@ -6,6 +6,7 @@ SICK-R. One JSON line per run goes to `--results`; a run already there is skippe
 
     python scripts/regime.py ablation --results runs.jsonl --runs-dir runs/ bare-last pe-suffix lora ...
     python scripts/regime.py transfer --results transfer.jsonl --runs-dir runs/ --source runs/pe-suffix/final
+    python scripts/regime.py zero-shot --results transfer.jsonl --runs-dir runs/ --source runs/pe-suffix/final
     python scripts/regime.py plot --results runs.jsonl --out docs/img/regime_ablation.png
     python scripts/regime.py table --results runs.jsonl
 """
@@ -188,6 +189,19 @@ def transfer(args: argparse.Namespace) -> None:
         append(args.results, record)
 
 
+def zero_shot(args: argparse.Namespace) -> None:
+    """Transfer at step 0 (P frozen, W from least squares alone) vs bare E' (last token), on DEV_PAIRS dev pairs."""
+    dev, device = load_sts("dev")[:DEV_PAIRS], torch.device("cpu")
+    moved = PromptEmbedder.for_new_backbone(args.source, args.embedding_model, device=device)
+    record = {"key": f"zero-shot@{args.embedding_model}",
+              "transfer_step0_dev": evaluate_pairs(moved, dev, STS_INSTRUCTION)["spearman"]}
+    del moved
+    bare = BackboneEmbedder(BaselineConfig(method="bare", embedding_model=args.embedding_model,
+                                           max_length=BUDGET["max_length"]), device=device)
+    record["bare_last_dev"] = evaluate_pairs(bare, dev, None)["spearman"]
+    append(args.results, record)
+
+
 def plot(args: argparse.Namespace) -> None:
     import matplotlib
 
@@ -196,14 +210,17 @@ def plot(args: argparse.Namespace) -> None:
 
     rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r["key"].endswith(f"@{E}") and r["name"] in VARIANTS]
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    names = [r["name"] for r in rows]
-    for offset, task in ((-0.2, "sts-b"), (0.2, "sick-r")):
-        ax.bar([i + offset for i in range(len(rows))], [r.get(task, 0.0) for r in rows], width=0.4, label=task)
-    ax.set_xticks(range(len(rows)), names, rotation=45, ha="right")
-    ax.set(ylabel="Spearman x100 (seeded subsets)",
+    tasks = [t for t in ("sts-b", "sick-r") if any(t in r for r in rows)]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / len(tasks)
+    for n, task in enumerate(tasks):
+        xs = [i + (n - (len(tasks) - 1) / 2) * width for i in range(len(rows))]
+        bars = ax.bar(xs, [r.get(task, 0.0) for r in rows], width=width, label=f"{task} test subset")
+        ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    ax.set_xticks(range(len(rows)), [r["name"] for r in rows], rotation=30, ha="right")
+    ax.set(ylabel="Spearman x100 (seeded subset)",
            title=f"Frozen {E} as E, P = {P}: {BUDGET['max_steps']} steps x batch {BUDGET['batch_size']}")
-    ax.legend()
+    ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)
     print(args.out)
@@ -234,20 +251,22 @@ def table(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in ("ablation", "transfer", "plot", "table"):
+    for command in ("ablation", "transfer", "zero-shot", "plot", "table"):
         p = sub.add_parser(command)
         p.add_argument("--results", type=Path, required=True)
-        if command in ("ablation", "transfer"):
+        if command in ("ablation", "transfer", "zero-shot"):
             p.add_argument("--runs-dir", type=Path, required=True)
             p.add_argument("--embedding-model", default=E if command == "ablation" else P)
     sub.choices["ablation"].add_argument("variants", nargs="+", choices=list(VARIANTS))
     sub.choices["transfer"].add_argument("--source", type=Path, required=True)
+    sub.choices["zero-shot"].add_argument("--source", type=Path, required=True)
     sub.choices["transfer"].add_argument("--steps", type=int, default=20)
     sub.choices["transfer"].add_argument("--eval-steps", type=int, default=10)
     sub.choices["transfer"].add_argument("--w-lr", type=float, default=1e-2, help="W's learning rate (W alone)")
     sub.choices["plot"].add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    {"ablation": ablation, "transfer": transfer, "plot": plot, "table": table}[args.command](args)
+    commands = {"ablation": ablation, "transfer": transfer, "zero-shot": zero_shot, "plot": plot, "table": table}
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ class PromptEmbedderConfig:
     normalize: bool = True
     max_length: int = 512
     prompt_on: str = "both"
-    prompt_position: str = "prefix"
+    prompt_position: str = "auto"
     prompting_trainable: str = "full"
     train_prompting_embeddings: bool = False
     lora_rank: int = 8
