@@ -136,7 +136,8 @@ def test_resume_recovers_a_complete_checkpoint_tmp(models, saved, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(saved, out)
     (out / "checkpoint").rename(out / "checkpoint.tmp")
-    trainer, result = run(models, out, resume=True, max_steps=3)
+    with pytest.warns(ResumeWarning):
+        _, result = run(models, out, resume=True, max_steps=3)
     assert result.steps == 3 and not (out / "checkpoint.tmp").exists()
     assert [line.split(",")[0] for line in (out / "log.csv").read_text().splitlines()[1:]] == ["1", "2", "3"]
 
