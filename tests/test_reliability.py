@@ -1,13 +1,15 @@
-"""Issue 16: no silent NaN models, no silently lost runs, clear errors instead of tracebacks.
+"""Issue 16, items 1-7: no silent NaN models, no silently lost or mixed runs.
 
 Each test names the issue's item it covers. Runs are tiny (tiny models, 1-3 steps, no dev evaluation); the
 signal test runs the real CLI in a subprocess, which also holds the folder's lock for the lock test.
+Items 8-13 (clear errors instead of tracebacks) are in test_reliability_errors.py.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,23 +19,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from typer.testing import CliRunner
+from reliability_helpers import EXAMPLES, PAIRS, config, run
 
-import promptembedder.auto as auto
-from promptembedder.cli import app
-from promptembedder.config import PromptEmbedderConfig
-from promptembedder.data import TrainExample
-from promptembedder.model import PromptEmbedder
 from promptembedder.numerics import NonFiniteError
 from promptembedder.resume import ResumeWarning
 from promptembedder.run_folder import COMPLETE_FILE, RunFolderError, recover
-from promptembedder.serialization import MANIFEST_FILE, CorruptFileError, ManifestWarning
 from promptembedder.trainer import Trainer, TrainingConfig
-
-runner = CliRunner()
-PAIRS = [{"query": f"a man is eating food number {i}", "positive": f"a man eats a meal {i}",
-          "negative": f"a woman is riding a horse {i}"} for i in range(8)]
-EXAMPLES = [TrainExample(p["query"], p["positive"], (p["negative"],), "Find a paraphrase.") for p in PAIRS]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -47,22 +38,6 @@ def one_thread():
 @pytest.fixture(scope="module")
 def models(tiny_model_dir) -> tuple[str, str]:
     return str(tiny_model_dir("llama")), str(tiny_model_dir("bert"))
-
-
-def config(models, out: Path, **overrides) -> TrainingConfig:
-    values = dict(prompting_model=models[0], embedding_model=models[1], output_dir=str(out), device="cpu",
-                  max_steps=2, batch_size=4, save_steps=1000, logging_steps=1, do_eval=False,
-                  show_progress_bar=False, learning_rate=1e-3, seed=0)
-    return TrainingConfig(**{**values, **overrides})
-
-
-def run(models, out: Path, **overrides):
-    trainer = Trainer(config(models, out, **overrides), examples=EXAMPLES)
-    return trainer, trainer.train()
-
-
-def text(result) -> str:
-    return result.output.replace("\n", " ")
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +78,6 @@ def test_non_finite_loss_stops_before_the_update(models, tmp_path):
 
 def test_summary_is_valid_json_when_no_step_runs(models, saved, tmp_path):
     """Resuming a finished run runs no step: its summary has no NaN (invalid JSON), null instead."""
-    import shutil
-
     out = tmp_path / "run"
     shutil.copytree(saved, out)
     run(models, out, resume=True)
@@ -131,19 +104,16 @@ def test_existing_run_is_refused_unless_overwrite(models, tmp_path):
 def test_resume_recovers_a_complete_checkpoint_tmp(models, saved, tmp_path):
     """The crash window of a save: checkpoint/ renamed away, checkpoint.tmp complete. Resume uses it, keeps the
     log's rows and goes on."""
-    import shutil
-
     out = tmp_path / "run"
     shutil.copytree(saved, out)
     (out / "checkpoint").rename(out / "checkpoint.tmp")
-    trainer, result = run(models, out, resume=True, max_steps=3)
+    with pytest.warns(ResumeWarning):
+        _, result = run(models, out, resume=True, max_steps=3)
     assert result.steps == 3 and not (out / "checkpoint.tmp").exists()
     assert [line.split(",")[0] for line in (out / "log.csv").read_text().splitlines()[1:]] == ["1", "2", "3"]
 
 
 def test_resume_refuses_a_partial_checkpoint_and_keeps_it(models, saved, tmp_path):
-    import shutil
-
     out = tmp_path / "run"
     shutil.copytree(saved, out)
     (out / "checkpoint" / COMPLETE_FILE).unlink()
@@ -191,8 +161,6 @@ def test_resume_refuses_settings_that_make_another_run(models, saved, change, na
 
 
 def test_resume_warns_about_and_records_a_longer_run(models, saved, tmp_path):
-    import shutil
-
     out = tmp_path / "run"
     shutil.copytree(saved, out)
     with pytest.warns(ResumeWarning, match="max_steps: 2 -> 3"):
@@ -217,7 +185,7 @@ def test_signals_checkpoint_and_exit_with_128_plus_signal(models, tmp_path):
         proc = subprocess.Popen(args + (["--resume"] if resume else []), env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT)
         try:
-            deadline, start_rows = time.time() + 240, rows()
+            deadline, start_rows = time.time() + 420, rows()  # startup is slow on a crowded machine
             while rows() < start_rows + 2:  # wait for two new steps
                 assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode()
                 time.sleep(0.2)
@@ -238,145 +206,3 @@ def test_signals_checkpoint_and_exit_with_128_plus_signal(models, tmp_path):
     assert code == 143 and step >= 2
     code, resumed_step = train_until_stopped(signal.SIGINT, resume=True)
     assert code == 130 and resumed_step >= step + 2
-
-
-# --- 8. YAML typing ------------------------------------------------------------------------------------------
-def test_yaml_numbers_are_typed_and_bad_values_named(tmp_path):
-    path = tmp_path / "t.yaml"
-    path.write_text("learning_rate: 1e-3\ntemperature: '0.1'\nmax_steps: 1e2\ntrain_data: x.jsonl\n")
-    cfg = TrainingConfig.from_file(path)
-    assert (cfg.learning_rate, cfg.temperature, cfg.max_steps, cfg.train_data) == (0.001, 0.1, 100, ["x.jsonl"])
-    for line, message in [("batch_size: eight", "batch_size: expected a whole number, got 'eight'"),
-                          ("max_steps: 2.5", "max_steps: expected a whole number, got 2.5"),
-                          ("hard: 'yes'", "hard: expected true or false"),
-                          ("train_data:\n  - path: x.jsonl\n    instrction: Find it.",
-                           "train_data\\[0\\]: unknown key 'instrction' \\(value 'Find it.'\\)")]:
-        path.write_text(line + "\n")
-        with pytest.raises(ValueError, match=f"t.yaml: .*{message}|{message}"):
-            TrainingConfig.from_file(path)
-
-
-# --- 9. corrupt files -------------------------------------------------------------------------------------------
-def truncate(path: Path) -> None:
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-
-
-@pytest.mark.parametrize("name", ["trainable.safetensors", "trainer_state.pt"])
-def test_a_truncated_checkpoint_file_is_named(models, saved, tmp_path, name):
-    import shutil
-
-    out = tmp_path / "run"
-    shutil.copytree(saved, out)
-    truncate(out / "checkpoint" / name)
-    with pytest.raises(CorruptFileError, match=f"{name} is corrupt or incomplete.*start a new run"):
-        run(models, out, resume=True)
-
-
-def test_a_truncated_model_file_is_named_by_the_cli(saved, tmp_path):
-    import shutil
-
-    model = tmp_path / "model"
-    shutil.copytree(saved / "final", model)
-    truncate(model / "prompting_model.safetensors")
-    texts = tmp_path / "t.txt"
-    texts.write_text("hello\n")
-    result = runner.invoke(app, ["encode", str(model), "-i", str(texts), "-o", str(tmp_path / "e.npy")])
-    assert result.exit_code == 2 and "prompting_model.safetensors is corrupt or incomplete" in text(result)
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-
-
-# --- 10. the encode command --------------------------------------------------------------------------------------
-def test_encode_input_and_output_errors(saved, tmp_path, monkeypatch):
-    model = str(saved / "final")
-    texts = tmp_path / "t.txt"
-    texts.write_bytes(b"fine\ncaf\xe9\n")
-    out = str(tmp_path / "e.npy")
-    result = runner.invoke(app, ["encode", model, "-i", str(tmp_path / "none.txt"), "-o", out])
-    assert result.exit_code == 2 and "none.txt: no such file" in text(result)
-    result = runner.invoke(app, ["encode", model, "-i", str(texts), "-o", out])
-    assert result.exit_code == 2 and "t.txt:2: not UTF-8" in text(result)
-    texts.write_text("fine\nalso fine\n")
-    monkeypatch.setattr(auto, "load_embedder", lambda *a, **k: pytest.fail("the model loaded before the checks"))
-    result = runner.invoke(app, ["encode", model, "-i", str(texts), "-o", str(tmp_path / "missing" / "e.npy")])
-    assert result.exit_code == 2 and "the folder" in text(result) and "does not exist" in text(result)
-    monkeypatch.undo()
-    result = runner.invoke(app, ["encode", model, "-i", str(texts), "-o", str(tmp_path / "x"), "--device", "cpu"])
-    assert result.exit_code == 0 and (tmp_path / "x.npy").is_file() and "x.npy" in text(result)
-    result = runner.invoke(app, ["encode", str(tmp_path / "no-model"), "-i", str(texts), "-o", out])
-    assert result.exit_code == 2 and "no-model" in text(result) and "t.txt" not in text(result)
-
-
-# --- 11. models and sizes --------------------------------------------------------------------------------------
-def test_an_encoder_as_p_and_too_many_soft_tokens_fail_at_start(models):
-    with pytest.raises(ValueError, match="P must be a causal LM"):
-        PromptEmbedder(prompting_model=models[1], embedding_model=models[1], device="cpu")
-    with pytest.raises(ValueError, match="num_soft_tokens=127 does not fit the embedding model's context"):
-        PromptEmbedder(prompting_model=models[0], embedding_model=models[1], num_soft_tokens=127, device="cpu")
-    with pytest.raises(ValueError, match="max_length must be >= 1"):
-        TrainingConfig(max_length=0)
-    with pytest.raises(ValueError, match="max_length must be >= 1"):
-        PromptEmbedderConfig(max_length=0)
-
-
-# --- 12. remaining tracebacks -------------------------------------------------------------------------------------
-def test_cli_errors_are_one_line_and_debug_shows_the_traceback(saved, tmp_path, monkeypatch):
-    model = str(saved / "final")
-    result = runner.invoke(app, ["decode-prompt", str(tmp_path / "nothing"), "--instruction", "x"])
-    assert result.exit_code == 2 and "not a saved PromptEmbedder" in text(result)
-    result = runner.invoke(app, ["encode", model, "-i", "-", "-o", str(tmp_path / "e.npy"), "--device", "foo"],
-                           input="hello\n")
-    assert result.exit_code == 2 and "--device 'foo' is not a device" in text(result)
-    if not torch.cuda.is_available():
-        result = runner.invoke(app, ["encode", model, "-i", "-", "-o", str(tmp_path / "e.npy"), "--device", "cuda"],
-                               input="hello\n")
-        assert result.exit_code == 2 and "CUDA is not available" in text(result)
-    import promptembedder.evaluation as evaluation
-
-    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: pytest.fail("scored before checking --output"))
-    result = runner.invoke(app, ["evaluate", model, "--output", str(tmp_path), "--device", "cpu"])
-    assert result.exit_code == 2 and "is a folder" in text(result)
-    result = runner.invoke(app, ["--debug", "decode-prompt", str(tmp_path / "nothing"), "--instruction", "x"])
-    assert isinstance(result.exception, FileNotFoundError)
-
-
-def test_fsdp_without_torchrun_warns(models, tmp_path):
-    with pytest.warns(UserWarning, match="fsdp='full_shard' is ignored"):
-        Trainer(config(models, tmp_path / "run", fsdp="full_shard"), examples=EXAMPLES).folder.close()
-
-
-# --- 13. a saved model's manifest -----------------------------------------------------------------------------------
-def test_manifest_refuses_an_edited_config_or_another_backbone(saved, models, tiny_model_dir, tmp_path):
-    import shutil
-
-    model = tmp_path / "model"
-    shutil.copytree(saved / "final", model)
-    assert json.loads((model / MANIFEST_FILE).read_text())["format_version"] == 1
-    path = model / "promptembedder_config.json"
-    original = json.loads(path.read_text())
-    path.write_text(json.dumps({**original, "num_soft_tokens": 3}))
-    with pytest.raises(ValueError, match="config was edited"):
-        PromptEmbedder.from_pretrained(model, device="cpu")
-    with pytest.warns(ManifestWarning, match="loading anyway"):
-        assert PromptEmbedder.from_pretrained(model, device="cpu", strict=False).config.num_soft_tokens == 3
-    other = tmp_path / "other_bert"
-    shutil.copytree(models[1], other)
-    bert_config = json.loads((other / "config.json").read_text())
-    (other / "config.json").write_text(json.dumps({**bert_config, "num_hidden_layers": 1}))
-    path.write_text(json.dumps({**original, "embedding_model": str(other)}))
-    with pytest.raises(ValueError, match="embedding_model .* is not the model it was trained with"):
-        PromptEmbedder.from_pretrained(model, device="cpu")
-
-
-def test_baseline_manifest_round_trips_and_refuses_an_edit(models, tmp_path):
-    """A fully fine-tuned baseline (E saved as a copy) reloads cleanly; an edited config is refused."""
-    import warnings
-
-    run(models, tmp_path / "run", method="full", max_steps=1)
-    final = tmp_path / "run" / "final"
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", ManifestWarning)
-        auto.load_embedder(final, device="cpu")
-    path = final / "embedder_config.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "pooling": "cls"}))
-    with pytest.raises(ValueError, match="config was edited"):
-        auto.load_embedder(final, device="cpu")

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .cli_io import check_output_file, npy_path, read_texts
 
@@ -26,13 +27,19 @@ _state = {"debug": False}
 @app.callback()
 def _options(debug: Annotated[bool, Opt("--debug", help="show the Python traceback of an error")] = False) -> None:
     _state["debug"] = debug
+    if not debug:  # warnings as one line each on stderr, without the source line Python prints
+        import warnings
+
+        errors = Console(stderr=True, soft_wrap=True)
+        warnings.showwarning = lambda message, category, *args, **kwargs: errors.print(
+            f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False)
 
 
 def _fail(message: str) -> None:
     """Report a user error in one line; under --debug re-raise the exception being handled, traceback and all."""
     if _state["debug"] and sys.exc_info()[1] is not None:
         raise
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     raise typer.Exit(2)
 
 
