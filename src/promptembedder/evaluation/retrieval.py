@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-import pytrec_eval
 
 from ..embedder import Embedder
 from ..task_data import RetrievalData
@@ -19,6 +18,8 @@ MEASURES = {"ndcg_cut_10": "ndcg_at_10", "recall_100": "recall_at_100", "recip_r
 def retrieval_scores(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]]
                      ) -> dict[str, float]:
     """nDCG@10, recall@100 and MRR (x100) averaged over the judged queries, computed by pytrec_eval."""
+    import pytrec_eval  # here: training imports this package (task names) and needs no pytrec_eval
+
     evaluator = pytrec_eval.RelevanceEvaluator({q: dict(d) for q, d in qrels.items()}, {"ndcg_cut.10", "recall.100",
                                                                                        "recip_rank"})
     per_query = evaluator.evaluate({q: dict(d) for q, d in run.items()})
