@@ -170,6 +170,15 @@ def test_runner_scores_every_type_with_the_right_prompt_types(toy_tasks: None) -
     assert all(call[1] == "Find it." for call in model.calls if "red apples" in call[0])
 
 
+def test_symmetric_retrieval_gives_documents_the_query_treatment(toy_tasks: None, monkeypatch) -> None:
+    spec = E.TASKS["toy-ret"]
+    monkeypatch.setitem(E.TASKS, "toy-ret", E.TaskSpec(spec.name, spec.mteb_name, spec.splits, spec.loader,
+                                                       spec.instruction, "retrieval", "query"))
+    model = HashingEmbedder()
+    E.evaluate(model, ["toy-ret"])
+    assert {(instruction, prompt_type) for _, instruction, prompt_type in model.calls} == {("Find it.", "query")}
+
+
 def test_select_tasks_by_type_name_and_all() -> None:
     assert E.select_tasks("all") == list(E.TASKS)
     assert E.select_tasks("sts") == ["sts-b", "sick-r"]

@@ -111,7 +111,7 @@ def test_real_files_have_the_documented_sizes() -> None:
         pytest.skip("shared data directory not found")
     test = load_scifact("test")
     assert (len(test.queries), len(test.corpus), sum(map(len, test.qrels.values()))) == (300, 5183, 339)
-    assert len(load_scifact("train").queries) == 809
+    assert len(load_scifact("train").queries) == 709 and len(load_scifact("dev").queries) == 100  # 809 split
     assert len(load_banking77("train").texts) == 10003 and len(set(load_banking77("test").labels)) == 77
     assert sum(p.label for p in load_mrpc("test")) == 1147
     assert len(load_twentynewsgroups("test").texts) == 7532

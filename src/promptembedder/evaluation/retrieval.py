@@ -39,13 +39,15 @@ def rank(query_embeddings: np.ndarray, doc_embeddings: np.ndarray, query_ids: li
 
 
 def evaluate_retrieval(model: Embedder, data: RetrievalData, instruction: str | None, batch_size: int = 64,
-                       show_progress_bar: bool | None = None, document_instruction: str | None = None,
+                       show_progress_bar: bool | None = None, document_prompt_type: str = "document",
                        top_k: int = TOP_K) -> dict[str, float]:
-    """Queries get the task instruction (prompt_type "query"), documents ``document_instruction`` and "document"."""
+    """Queries get the task instruction (prompt_type "query"); documents get prompt_type "document" and no
+    instruction (asymmetric, as MTEB), or with ``document_prompt_type="query"`` the query's treatment (symmetric)."""
+    document_instruction = instruction if document_prompt_type == "query" else None
     query_ids, doc_ids = list(data.queries), list(data.corpus)
     queries = encode_texts(model, [data.queries[q] for q in query_ids], instruction, "query", batch_size,
                            show_progress_bar)
-    docs = encode_texts(model, [data.corpus[d] for d in doc_ids], document_instruction, "document", batch_size,
-                        show_progress_bar)
+    docs = encode_texts(model, [data.corpus[d] for d in doc_ids], document_instruction, document_prompt_type,
+                        batch_size, show_progress_bar)
     run = rank(queries, docs, query_ids, doc_ids, top_k)
     return {**retrieval_scores(run, data.qrels), "num_queries": len(query_ids), "num_documents": len(doc_ids)}

@@ -61,7 +61,8 @@ def evaluate(
         progress.set_postfix_str(spec.name)
         data = spec.load(split)
         instruction = overrides.get(spec.name, spec.instruction)
-        scores = SCORERS[spec.type](model, data, instruction, batch_size, show_progress_bar)
+        options = {"document_prompt_type": spec.document_prompt_type} if spec.type == "retrieval" else {}
+        scores = SCORERS[spec.type](model, data, instruction, batch_size, show_progress_bar, **options)
         results[spec.name] = {**scores, "type": spec.type, "metric": spec.metric, "split": split,
                               "instruction": instruction, "in_domain": spec.name in in_domain}
     return results
