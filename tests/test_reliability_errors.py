@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,26 +17,7 @@ from promptembedder.model import PromptEmbedder
 from promptembedder.serialization import MANIFEST_FILE, CorruptFileError, ManifestWarning
 from promptembedder.trainer import Trainer, TrainingConfig
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def models(tiny_model_dir) -> tuple[str, str]:
-    return str(tiny_model_dir("llama")), str(tiny_model_dir("bert"))
-
-
-@pytest.fixture(scope="module")
-def saved(models, tmp_path_factory) -> Path:
-    """A finished 2-step run (its final/ is a saved PromptEmbedder)."""
-    out = tmp_path_factory.mktemp("saved") / "run"
-    run(models, out)
-    return out
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- 8. YAML typing ------------------------------------------------------------------------------------------
@@ -126,7 +106,7 @@ def test_cli_errors_are_one_line_and_debug_shows_the_traceback(saved, tmp_path, 
 
     monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: pytest.fail("scored before checking --output"))
     result = runner.invoke(app, ["evaluate", model, "--output", str(tmp_path), "--device", "cpu"])
-    assert result.exit_code == 2 and "is a folder" in text(result)
+    assert result.exit_code == 2 and "is a directory" in text(result)
     result = runner.invoke(app, ["--debug", "decode-prompt", str(tmp_path / "nothing"), "--instruction", "x"])
     assert isinstance(result.exception, FileNotFoundError)
 

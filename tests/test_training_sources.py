@@ -6,25 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
+from test_cli import needs_data
 from test_evaluation import HashingEmbedder
 
 from promptembedder import training_sources as S
-from promptembedder.data import TrainExample, data_dir
+from promptembedder.data import TrainExample
 from promptembedder.evaluation import TASKS, in_domain_tasks
 from promptembedder.selection import check_eval_task, sample_dev
 from promptembedder.task_data import RetrievalData
 from promptembedder.trainer import TrainingConfig
-
-
-def have_data() -> bool:
-    try:
-        data_dir()
-    except FileNotFoundError:
-        return False
-    return True
-
-
-needs_data = pytest.mark.skipif(not have_data(), reason="needs ../shared/data")
 
 
 def test_dev_subset_is_a_fixed_sample_across_the_file() -> None:

@@ -457,8 +457,8 @@ def load_sts_train_pairs(
     ]
 
 
-def _snli_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
-    """Yield validated SNLI rows (the four keys used, all strings; gold_label one of the known labels)."""
+def json_rows(path: Path, keys: Sequence[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line, object) from a JSON-lines file whose objects carry `keys` as strings; blank lines skipped."""
     for number, text in _text_lines(path):
         if not text.strip():
             continue
@@ -468,11 +468,17 @@ def _snli_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
             raise DataError(path, number, f"malformed JSON: {exc.msg} (column {exc.colno})") from None
         if not isinstance(row, dict):
             raise DataError(path, number, f"expected a JSON object, got {type(row).__name__}")
-        for key in ("sentence1", "sentence2", "gold_label", "captionID"):
+        for key in keys:
             if key not in row:
                 raise DataError(path, number, f"missing key {key!r}")
             if not isinstance(row[key], str):
                 raise DataError(path, number, f"{key!r} must be a string, got {type(row[key]).__name__}")
+        yield number, row
+
+
+def _snli_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield validated SNLI rows (the four keys used, all strings; gold_label one of the known labels)."""
+    for number, row in json_rows(path, ("sentence1", "sentence2", "gold_label", "captionID")):
         if row["gold_label"] not in _SNLI_LABELS:
             raise DataError(path, number, f"unknown gold_label {row['gold_label']!r}")
         if row["gold_label"] in ("entailment", "contradiction"):

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import DataError, PathLike, TrainExample, _check_text, _root, _text_lines
+from .data import DataError, PathLike, TrainExample, _check_text, _root, _text_lines, json_rows
 
 __all__ = [
     "ClusteringData",
@@ -110,24 +109,6 @@ def _header_rows(path: Path, delimiter: str, columns: Sequence[str], quoting: in
         raise DataError(path, None, "empty file (no header)")
 
 
-def _jsonl(path: Path, keys: Sequence[str]) -> Iterator[tuple[int, dict]]:
-    for number, line in _text_lines(path):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(path, number, f"malformed JSON: {err.msg} (column {err.colno})") from None
-        if not isinstance(row, dict):
-            raise DataError(path, number, f"expected a JSON object, got {type(row).__name__}")
-        for key in keys:
-            if key not in row:
-                raise DataError(path, number, f"missing key {key!r}")
-            if not isinstance(row[key], str):
-                raise DataError(path, number, f"{key!r} must be a string, got {type(row[key]).__name__}")
-        yield number, row
-
-
 def _check_split(split: str, splits: Sequence[str], what: str) -> None:
     if split not in splits:
         raise ValueError(f"{what} has no split {split!r} (valid: {', '.join(splits)})")
@@ -144,7 +125,7 @@ def load_scifact(split: str = "test", root: PathLike | None = None) -> Retrieval
     base = _root(root) / "scifact"
     corpus: dict[str, str] = {}
     path = base / "corpus.jsonl"
-    for number, row in _jsonl(path, ("_id", "title", "text")):
+    for number, row in json_rows(path, ("_id", "title", "text")):
         corpus[row["_id"]] = _check_text(path, number, "title + text", f"{row['title']} {row['text']}".strip())
     path = base / "qrels" / f"{'test' if split == 'test' else 'train'}.tsv"
     qrels: dict[str, dict[str, int]] = {}
@@ -161,7 +142,7 @@ def load_scifact(split: str = "test", root: PathLike | None = None) -> Retrieval
         qrels = {q: d for q, d in qrels.items() if (q in held_out) == (split == "dev")}
     qrels_path, path = path, base / "queries.jsonl"
     queries = {}
-    for number, row in _jsonl(path, ("_id", "text")):
+    for number, row in json_rows(path, ("_id", "text")):
         if row["_id"] in qrels:
             queries[row["_id"]] = _check_text(path, number, "text", row["text"])
     missing = sorted(set(qrels) - set(queries))
@@ -173,14 +154,7 @@ def load_scifact(split: str = "test", root: PathLike | None = None) -> Retrieval
 def load_banking77(split: str = "test", root: PathLike | None = None) -> LabelledTexts:
     """Banking77 texts and intents (train 10,003, test 3,080), in file order (the probe's sampling depends on it)."""
     _check_split(split, ("train", "test"), "banking77")
-    path = _root(root) / "banking77" / f"{split}.csv"
-    texts, labels = [], []
-    for number, row in _header_rows(path, ",", ("text", "category"), csv.QUOTE_MINIMAL):
-        texts.append(_check_text(path, number, "text", row["text"]))
-        labels.append(_check_text(path, number, "category", row["category"]))
-    if not texts:
-        raise DataError(path, None, "no rows")
-    return LabelledTexts(texts, labels)
+    return _labelled_texts(_root(root) / "banking77" / f"{split}.csv", ",", "text", "category", csv.QUOTE_MINIMAL)
 
 
 def load_mrpc(split: str = "test", root: PathLike | None = None) -> list[LabelledPair]:
@@ -202,11 +176,14 @@ def load_mrpc(split: str = "test", root: PathLike | None = None) -> list[Labelle
 def load_twentynewsgroups(split: str = "test", root: PathLike | None = None) -> LabelledTexts:
     """20 Newsgroups subject lines with their newsgroup (train 11,314, test 7,532)."""
     _check_split(split, ("train", "test"), "twentynewsgroups")
-    path = _root(root) / "twentynewsgroups" / f"{split}.tsv"
+    return _labelled_texts(_root(root) / "twentynewsgroups" / f"{split}.tsv", "\t", "subject", "label", csv.QUOTE_NONE)
+
+
+def _labelled_texts(path: Path, delimiter: str, text: str, label: str, quoting: int) -> LabelledTexts:
     texts, labels = [], []
-    for number, row in _header_rows(path, "\t", ("label", "subject"), csv.QUOTE_NONE):
-        texts.append(_check_text(path, number, "subject", row["subject"]))
-        labels.append(_check_text(path, number, "label", row["label"]))
+    for number, row in _header_rows(path, delimiter, (text, label), quoting):
+        texts.append(_check_text(path, number, text, row[text]))
+        labels.append(_check_text(path, number, label, row[label]))
     if not texts:
         raise DataError(path, None, "no rows")
     return LabelledTexts(texts, labels)
