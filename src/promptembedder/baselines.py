@@ -45,7 +45,7 @@ class BaselineConfig:
     lora_rank: int = 8
     lora_alpha: int = 16
     num_soft_tokens: int = 5
-    prompt_position: str = "auto"
+    prompt_position: str = "prefix"
     template: str | None = None
 
     def __post_init__(self) -> None:

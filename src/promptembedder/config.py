@@ -22,7 +22,8 @@ class PromptEmbedderConfig:
     documents (the encode side without an instruction in asymmetric tasks) get no soft prompt.
     `prompt_position` places the soft prompt in E's input: `prefix` (after BOS/CLS), `suffix` (after the
     text, so last-token pooling reads it) or `both` (see backbone.py); `auto` is `suffix` for a decoder
-    pooled at its last token and `prefix` otherwise, resolved (and saved) when E is loaded. Configs saved
+    pooled at its last token and `prefix` otherwise, resolved (and saved) when E is loaded. The default stays
+    `prefix` (docs/regime.md: measured, it did not lose to the suffix for PromptEmbedder). Configs saved
     before the field existed load as `prefix`, which is what they were trained with.
     """
 
@@ -35,7 +36,7 @@ class PromptEmbedderConfig:
     normalize: bool = True
     max_length: int = 512
     prompt_on: str = "both"
-    prompt_position: str = "auto"
+    prompt_position: str = "prefix"
     prompting_trainable: str = "full"
     train_prompting_embeddings: bool = False
     lora_rank: int = 8

@@ -72,7 +72,7 @@ class TrainingConfig:
     num_soft_tokens: int = 5
     pooling: str | None = None
     prompt_on: str = "both"
-    prompt_position: str = "auto"
+    prompt_position: str = "prefix"
     prompting_trainable: str = "full"
     lora_rank: int = 8
     lora_alpha: int = 16
