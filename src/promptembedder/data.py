@@ -476,6 +476,22 @@ def json_rows(path: Path, keys: Sequence[str]) -> Iterator[tuple[int, dict[str, 
         yield number, row
 
 
+def read_instructions_json(path: PathLike) -> Any:
+    """The parsed JSON of an instructions file ({name: instruction}); read errors name the file and what to do."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"instructions file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"instructions file {path}: cannot read it ({err})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"instructions file {path}: invalid JSON at line {err.lineno}, column {err.colno}: "
+                         f"{err.msg}") from None
+
+
 def _snli_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield validated SNLI rows (the four keys used, all strings; gold_label one of the known labels)."""
     for number, row in json_rows(path, ("sentence1", "sentence2", "gold_label", "captionID")):

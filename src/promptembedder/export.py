@@ -23,6 +23,7 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 from .backbone import is_decoder
 from .config import CONFIG_NAME
+from .data import read_instructions_json
 from .model import PromptEmbedder
 from .model_card import README, CompiledPrompt, exported_model_card
 from .registry import load_pretrained
@@ -49,14 +50,7 @@ class ExportedTokens:
 
 def read_instructions(path: str | Path) -> dict[str, str]:
     """`{name: instruction}` from a JSON file; names become `prompt_name`s, so they must be plain identifiers."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"instructions file {path} not found") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"instructions file {path}: invalid JSON at line {err.lineno}, column {err.colno}: "
-                         f"{err.msg}") from None
+    data = read_instructions_json(path)
     if not isinstance(data, dict) or not data:
         raise ValueError(f"instructions file {path}: expected a non-empty JSON object {{name: instruction}}")
     for name, instruction in data.items():

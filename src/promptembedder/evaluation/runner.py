@@ -10,6 +10,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ..data import read_instructions_json
 from ..embedder import Embedder
 from .classification import evaluate_classification
 from .clustering import evaluate_clustering
@@ -70,18 +71,7 @@ def evaluate(
 
 def load_instructions(path: str | os.PathLike[str]) -> dict[str, str | None]:
     """Read ``{task: instruction}`` overrides from JSON; every problem is reported with the file's name."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"instructions file {path} not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"instructions file {path}: cannot read it ({err})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"instructions file {path}: invalid JSON at line {err.lineno}, column {err.colno}: "
-                         f"{err.msg}") from None
+    data = read_instructions_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"instructions file {path}: expected a JSON object {{task: instruction}}, "
                          f"got {type(data).__name__}")
