@@ -164,6 +164,7 @@ def test_runner_scores_every_type_with_the_right_prompt_types(toy_tasks: None) -
     assert results["toy-ret"]["main_score"] == pytest.approx(100.0)  # bag of words finds both
     assert results["toy-pair"]["max_ap"] == pytest.approx(100.0)
     assert results["toy-cls"]["in_domain"] and not results["toy-ret"]["in_domain"]
+    assert all(r["evaluation_time"] >= 0 for r in results.values())  # wall seconds per task, as MTEB reports
     documents = [call for call in model.calls if call[2] == "document"]
     assert documents and all(instruction is None for _, instruction, _ in documents)
     assert {"apples are red fruit"} <= {t for texts, _, _ in documents for t in texts}

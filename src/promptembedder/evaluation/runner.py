@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ def evaluate(
     ``instructions`` overrides a task's default instruction; a value of None means no instruction. Every task,
     split and override key is checked before anything is encoded, so a typo fails in seconds, not after a run.
     ``in_domain`` names the tasks whose training split the model was trained on; their results say so.
+    ``evaluation_time`` is each task's wall seconds (loading, encoding, scoring), as in MTEB's results.
     """
     names = [tasks] if isinstance(tasks, str) else list(tasks)
     if not names:
@@ -60,12 +62,14 @@ def evaluate(
     progress = tqdm(specs, desc="Tasks", unit="task", disable=not show_progress_bar or len(specs) < 2)
     for spec in progress:
         progress.set_postfix_str(spec.name)
+        started = time.perf_counter()
         data = spec.load(split)
         instruction = overrides.get(spec.name, spec.instruction)
         options = {"document_prompt_type": spec.document_prompt_type} if spec.type == "retrieval" else {}
         scores = SCORERS[spec.type](model, data, instruction, batch_size, show_progress_bar, **options)
         results[spec.name] = {**scores, "type": spec.type, "metric": spec.metric, "split": split,
-                              "instruction": instruction, "in_domain": spec.name in in_domain}
+                              "instruction": instruction, "in_domain": spec.name in in_domain,
+                              "evaluation_time": round(time.perf_counter() - started, 2)}
     return results
 
 
