@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def mine_negatives(model: Embedder, data: RetrievalData, top_k: int = 10) -> dic
 
     query_ids, doc_ids = list(data.queries), list(data.corpus)
     queries = encode_texts(model, [data.queries[q] for q in query_ids], None, "query", 64, None)
-    docs = encode_texts(model, [data.corpus[d] for d in doc_ids], None, "document", 64, None)
+    docs = encode_texts(model, [data.corpus[d] for d in doc_ids], None, "document", 64, True)  # minutes on a CPU
     run = rank(queries, docs, query_ids, doc_ids, top_k + max(len(d) for d in data.qrels.values()))
     negatives = {}
     for qid, ranked in run.items():
@@ -93,6 +94,8 @@ def _scifact(embedding_model: str) -> list[TrainExample]:
     else:
         from .auto import load_embedder
 
+        print(f"scifact-train: mining hard negatives with {embedding_model} over {len(data.corpus):,} abstracts "
+              f"(once per E; cached in {path.parent})", file=sys.stderr, flush=True)
         negatives = mine_negatives(load_embedder(embedding_model, device="cpu" if not _cuda() else None), data)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
