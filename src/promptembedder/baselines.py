@@ -19,8 +19,9 @@ from safetensors.torch import save_file
 from .backbone import EmbeddingBackbone
 from .compatibility import check_context
 from .embedder import Embedder
-from .model import add_lora, default_device, frozen_dtype
+from .modeling import add_lora, default_device, frozen_dtype
 from .serialization import read_safetensors, verify_manifest, write_manifest
+from .trainable import TrainableEmbedder
 
 BASELINE_CONFIG = "embedder_config.json"
 ADAPTERS = ("none", "lora", "full")
@@ -56,7 +57,7 @@ class BaselineConfig:
         (directory / BASELINE_CONFIG).write_text(json.dumps(asdict(self), indent=2) + "\n")
 
 
-class BackboneEmbedder(Embedder):
+class BackboneEmbedder(TrainableEmbedder):
     """E itself, with the instruction as text; trainable through LoRA or fully, or not at all."""
 
     def __init__(self, config: BaselineConfig, device: str | torch.device | None = None):
@@ -76,7 +77,7 @@ class BackboneEmbedder(Embedder):
 
     def embed(self, texts: list[str], instruction: str | None = None, prompt_type: str = "query",
               normalize: bool = True) -> torch.Tensor:
-        if prompt_type == "query" or self.config.prompt_on == "both":
+        if self.uses_prompt(prompt_type):
             texts = [with_instruction(instruction, t) for t in texts]
         if self.config.template is not None:
             texts = [self.config.template.replace("{text}", t) for t in texts]
@@ -111,7 +112,7 @@ class BackboneEmbedder(Embedder):
         return model.eval()
 
 
-class PromptTuningEmbedder(Embedder):
+class PromptTuningEmbedder(TrainableEmbedder):
     """A static soft prompt of K learned vectors in E's input-embedding space (Lester et al.), E frozen."""
 
     def __init__(self, config: BaselineConfig, device: str | torch.device | None = None,
@@ -140,8 +141,7 @@ class PromptTuningEmbedder(Embedder):
 
     def embed(self, texts: list[str], instruction: str | None = None, prompt_type: str = "query",
               normalize: bool = True) -> torch.Tensor:
-        use_prompt = prompt_type == "query" or self.config.prompt_on == "both"
-        return self.backbone(texts, self.prompt if use_prompt else None, normalize=normalize)
+        return self.backbone(texts, self.prompt if self.uses_prompt(prompt_type) else None, normalize=normalize)
 
     @property
     def document_side_trainable(self) -> bool:
