@@ -237,7 +237,7 @@ def test_bench_converge_reports_steps_to_target(trained, tiny_model_dir, tmp_pat
     """Each run stops at the target and the JSON says after how many steps and seconds."""
     import promptembedder.training.callbacks as callbacks_mod
     import promptembedder.training.trainer as trainer_mod
-    from promptembedder.data import load_examples
+    from promptembedder.training_files import load_examples
 
     data = write_pairs(tmp_path / "pairs.jsonl", PAIRS)
     monkeypatch.setattr(trainer_mod, "load_training_data", lambda specs, skip_invalid=False, **kwargs:

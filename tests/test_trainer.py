@@ -595,9 +595,8 @@ def test_every_model_setting_is_a_training_setting_or_model_only(tmp_path: Path)
     is deliberately left at its default (MODEL_ONLY); and the derived configs carry the run's values."""
     from dataclasses import fields
 
-    from promptembedder.baselines import BaselineConfig
-    from promptembedder.config import PromptEmbedderConfig
-    from promptembedder.training.build import MODEL_ONLY, RENAMED, model_config
+    from promptembedder.config import BaselineConfig, PromptEmbedderConfig
+    from promptembedder.training.config import MODEL_ONLY, RENAMED
 
     settings = {f.name for f in fields(TrainingConfig)}
     for target in (PromptEmbedderConfig, BaselineConfig):
@@ -605,8 +604,8 @@ def test_every_model_setting_is_a_training_setting_or_model_only(tmp_path: Path)
         assert not missing, f"{target.__name__} fields neither in TrainingConfig nor MODEL_ONLY: {sorted(missing)}"
     config = TrainingConfig(num_soft_tokens=3, tau_start=2.0, prompt_on="query", max_length=64, lora_rank=4,
                             output_dir=str(tmp_path))
-    derived = model_config(config)
+    derived = config.model_config
     assert (derived.num_soft_tokens, derived.tau, derived.prompt_on, derived.max_length, derived.lora_rank) == \
         (3, 2.0, "query", 64, 4)
-    lora = model_config(TrainingConfig(method="lora", prompt_position="suffix", output_dir=str(tmp_path)))
+    lora = TrainingConfig(method="lora", prompt_position="suffix", output_dir=str(tmp_path)).model_config
     assert isinstance(lora, BaselineConfig) and lora.adapter == "lora" and lora.prompt_position == "suffix"

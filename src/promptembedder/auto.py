@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from .baselines import BASELINE_CONFIG, baseline_from_pretrained
-from .config import CONFIG_NAME
+from .baselines import baseline_from_pretrained
+from .config import BASELINE_CONFIG, CONFIG_NAME
 from .embedder import Embedder
 from .model import PromptEmbedder
 from .registry import resolve

@@ -23,7 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from .auto import load_embedder
-from .baselines import BackboneEmbedder, BaselineConfig
+from .baselines import BackboneEmbedder
+from .config import BaselineConfig
 from .data import NLI_INSTRUCTION, STS_INSTRUCTION
 from .evaluation import evaluate
 from .model import PromptEmbedder

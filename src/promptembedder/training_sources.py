@@ -19,7 +19,6 @@ from .data import (
     NLI_INSTRUCTION,
     STS_INSTRUCTION,
     TrainExample,
-    load_examples,
     load_snli_triplets,
     load_sts,
     load_sts_train_pairs,
@@ -29,6 +28,7 @@ from .evaluation.retrieval import rank
 from .evaluation.tasks import TASKS
 from .registry import cache_dir, resolve
 from .task_data import RetrievalData, load_banking77, load_esnli_triplets, load_mrpc, load_scifact
+from .training_files import load_examples
 
 __all__ = ["ALL_SOURCES", "SOURCES", "load_training_data", "mine_negatives", "mix_sources"]
 

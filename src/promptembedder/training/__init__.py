@@ -3,9 +3,9 @@ settings (config), the model a run trains (build), batches (batching), losses (l
 checkpoints (checkpoint), what runs after each step (callbacks) and the loop (trainer)."""
 
 from .batching import make_batches
-from .build import build_model, model_config
+from .build import build_model
 from .config import DEFAULT_LR, METHODS, TRANSFER_ALIGNMENT_LR, TrainingConfig, tau_at
 from .trainer import Trainer, TrainResult, train
 
 __all__ = ["DEFAULT_LR", "METHODS", "TRANSFER_ALIGNMENT_LR", "TrainResult", "Trainer", "TrainingConfig",
-           "build_model", "make_batches", "model_config", "tau_at", "train"]
+           "build_model", "make_batches", "tau_at", "train"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from ..config import PROMPT_POSITION_CHOICES
-from ..data import load_examples
+from ..config import PROMPT_POSITION_CHOICES, BaselineConfig, PromptEmbedderConfig
 from ..selection import check_eval_task
+from ..training_files import load_examples
 from ..training_sources import SOURCES, parse_task_weights
 from ..validation import check_data_specs, check_device, check_positive, coerce_fields
 
@@ -16,6 +16,13 @@ FSDP_STRATEGIES = ("full_shard", "shard_grad_op")  # the names of transformers' 
 DEFAULT_LR = {"promptembedder": 2e-5, "lora": 2e-4, "prompt-tuning": 3e-3, "full": 2e-5}
 #: W's learning rate when W alone trains (transfer to a new backbone): 1e-2 beat 1e-3 in the demo.
 TRANSFER_ALIGNMENT_LR = 1e-2
+#: The run's names for model settings named otherwise in a model config: the relaxation starts at tau_start.
+RENAMED = {"tau": "tau_start"}
+#: Model settings a run leaves at their defaults (a test checks every other one is a TrainingConfig field).
+MODEL_ONLY = frozenset({"normalize", "train_prompting_embeddings", "default_instruction", "alignment_init", "adapter",
+                        "template"})
+#: Baselines: how the method adapts E.
+ADAPTER_OF = {"lora": "lora", "full": "full"}
 
 
 @dataclass
@@ -92,6 +99,19 @@ class TrainingConfig:
         check_positive(self, ("temperature", "tau_start", "tau_end", "learning_rate"))
         self.train_data = check_data_specs(self.train_data, (*SOURCES, "all"), load_examples)
         check_device(self.device)
+        self.model_config  # noqa: B018 (validates the model's settings now, each error naming the setting)
+
+    @property
+    def model_config(self) -> PromptEmbedderConfig | BaselineConfig:
+        """The method's model config: every field the run also has (by name, see `RENAMED`), the rest at their
+        defaults. The model settings are declared in the model configs and taken from here, never copied by hand."""
+        target = PromptEmbedderConfig if self.method == "promptembedder" else BaselineConfig
+        known = {f.name for f in fields(self)}
+        values = {f.name: getattr(self, RENAMED.get(f.name, f.name)) for f in fields(target)
+                  if RENAMED.get(f.name, f.name) in known}
+        if target is BaselineConfig:
+            values["adapter"] = ADAPTER_OF.get(self.method, "none")
+        return target(**values)
 
     @property
     def lr(self) -> float:
