@@ -1,8 +1,8 @@
-"""Data layer: read and validate training and evaluation text data.
+"""The shared data sets (STS Benchmark, SICK-R, SNLI), the example types and the line readers every reader uses.
 
-Every reader fails loudly: a malformed line raises :class:`DataError` naming the file and the 1-based line
+Every reader fails loudly: a malformed line raises `DataError` naming the file and the 1-based line
 before anything is returned, so a bad file can never silently shrink a training set or an evaluation. Callers
-that knowingly accept dirty data pass ``skip_invalid=True`` and get a warning with the count of lines skipped.
+that knowingly accept dirty data pass `skip_invalid=True` and get a warning with the count of lines skipped.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ _SNLI_LABELS = frozenset({"entailment", "neutral", "contradiction", "-"})
 
 
 def data_dir() -> Path:
-    """Locate the shared data folder: ``$PROMPTEMBEDDER_DATA``, else ``../shared/data`` from cwd or repo root.
+    """Locate the shared data folder: `$PROMPTEMBEDDER_DATA`, else `../shared/data` from cwd or repo root.
 
     The data is never copied into the repository, so it has to be found next to it; the environment variable
     wins so that CI and other machines can point elsewhere.
@@ -64,7 +64,7 @@ def data_dir() -> Path:
 
 
 class DataError(ValueError):
-    """A problem in a data file, located by path and 1-based line (``None`` for whole-file problems)."""
+    """A problem in a data file, located by path and 1-based line (`None` for whole-file problems)."""
 
     def __init__(self, path: PathLike, line: int | None, reason: str) -> None:
         self.path = Path(path)
@@ -79,7 +79,7 @@ class DataError(ValueError):
 
 
 class DataWarning(UserWarning):
-    """Emitted when ``skip_invalid=True`` dropped lines, so that skipping is never silent."""
+    """Emitted when `skip_invalid=True` dropped lines, so that skipping is never silent."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class STSPair:
 
 
 def _raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(line_number, raw_bytes)`` without line endings; bytes so a bad byte is pinned to its line."""
+    """Yield `(line_number, raw_bytes)` without line endings; bytes so a bad byte is pinned to its line."""
     data = path.read_bytes()
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
@@ -135,13 +135,13 @@ def _decode(path: Path, number: int, raw: bytes) -> str:
 
 
 def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, text)`` for every line, raising :class:`DataError` on undecodable bytes."""
+    """Yield `(line_number, text)` for every line, raising `DataError` on undecodable bytes."""
     for number, raw in _raw_lines(path):
         yield number, _decode(path, number, raw)
 
 
 def _check_text(path: Path, number: int, name: str, value: Any) -> str:
-    """Return ``value`` if it is a non-blank string; blank or non-string texts would train on garbage."""
+    """Return `value` if it is a non-blank string; blank or non-string texts would train on garbage."""
     if not isinstance(value, str):
         raise DataError(path, number, f"{name!r} must be a string, got {type(value).__name__}")
     if not value.strip():
@@ -169,7 +169,7 @@ def _root(root: PathLike | None) -> Path:
 
 
 def load_sts(split: str = "test", root: PathLike | None = None) -> list[STSPair]:
-    """Read an STS Benchmark split (``train`` 5749, ``dev`` 1500, ``test`` 1379 pairs).
+    """Read an STS Benchmark split (`train` 5749, `dev` 1500, `test` 1379 pairs).
 
     Tab-separated without header; score, sentence1 and sentence2 are fields 4, 5 and 6 *by position* because
     some rows carry extra trailing source notes, and quotes are literal text, so lines are split on tabs only.
@@ -224,7 +224,7 @@ def load_sick(root: PathLike | None = None) -> list[STSPair]:
 def load_sts_train_pairs(
     min_score: float = 4.0, instruction: str | None = None, root: PathLike | None = None
 ) -> list[TrainExample]:
-    """STS Benchmark *train* pairs scoring ``>= min_score`` as (query=sentence1, positive=sentence2).
+    """STS Benchmark *train* pairs scoring `>= min_score` as (query=sentence1, positive=sentence2).
 
     Only the train split is used: dev is for model selection and test for evaluation.
     """

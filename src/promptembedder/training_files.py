@@ -30,7 +30,7 @@ def _negative_sort_key(name: str) -> tuple[int, int]:
 
 
 def _auto_negative_names(names: Iterable[str]) -> list[str]:
-    """Negative columns used when none are given: ``negative``, then ``negative_1``, ``negative_2``, ..."""
+    """Negative columns used when none are given: `negative`, then `negative_1`, `negative_2`, ..."""
     found = [n for n in names if n == "negative" or _NEGATIVE_COL_RE.match(n)]
     return sorted(found, key=_negative_sort_key)
 
@@ -74,7 +74,7 @@ def _example_from_record(
 
 
 def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
-    """Yield ``(line, record)``, or ``(line, error)`` for a bad line: the caller decides to raise or skip."""
+    """Yield `(line, record)`, or `(line, error)` for a bad line: the caller decides to raise or skip."""
     first = True
     for number, raw in _raw_lines(path):
         try:
@@ -101,7 +101,7 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataError
 def _delimited_records(
     path: Path, delimiter: str, skip_invalid: bool
 ) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
-    """Yield ``(line, record)`` from CSV (RFC 4180 quoting) or TSV (no quoting: quotes are literal text).
+    """Yield `(line, record)` from CSV (RFC 4180 quoting) or TSV (no quoting: quotes are literal text).
 
     Header problems raise immediately: without a valid header no line of the file can be read.
     """
@@ -185,9 +185,9 @@ def load_examples(
 ) -> list[TrainExample]:
     """Read training examples from JSON lines (.jsonl/.json/.ndjson), CSV or TSV with named columns.
 
-    ``negative_cols=None`` picks up ``negative``, ``negative_1``, ``negative_2``, ... and (JSON lines) a
-    ``negatives`` list. Any bad line raises :class:`DataError` with its line number; ``skip_invalid=True``
-    drops bad lines instead and warns (:class:`DataWarning`) with how many were dropped. A file yielding no
+    `negative_cols=None` picks up `negative`, `negative_1`, `negative_2`, ... and (JSON lines) a
+    `negatives` list. Any bad line raises `DataError` with its line number; `skip_invalid=True`
+    drops bad lines instead and warns (`DataWarning`) with how many were dropped. A file yielding no
     example always raises, since an empty training set is never what the caller meant.
     """
     path = Path(path)

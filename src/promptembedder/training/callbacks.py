@@ -39,7 +39,7 @@ class DevEvaluation:
         self.seconds_to_target: float | None = None
 
     def evaluate(self, trainer: Trainer) -> float:
-        """STS-B dev Spearman x100, or ``eval_task``'s dev main score (model selection; test stays untouched).
+        """STS-B dev Spearman x100, or `eval_task`'s dev main score (model selection; test stays untouched).
         encode switches to eval mode and back to train mode itself."""
         from ..evaluation import evaluate_pairs  # here: scipy is needed only to evaluate
 
