@@ -30,18 +30,19 @@ class TrainingConfig:
     """Everything a run needs; a YAML/JSON file and command-line flags both fill this."""
 
     method: str = "promptembedder"
-    prompting_model: str = "gemma3-270m"
-    embedding_model: str = "minilm-l6"
-    num_soft_tokens: int = 5
-    pooling: str | None = None
-    prompt_on: str = "both"
-    prompt_position: str = "prefix"
-    prompting_trainable: str = "full"
-    lora_rank: int = 8
-    lora_alpha: int = 16
-    hard: bool = False
-    tau_start: float = 1.0
-    tau_end: float = 1.0
+    # The model's settings (see `model_config`), with the model config's defaults.
+    prompting_model: str = PromptEmbedderConfig.prompting_model
+    embedding_model: str = PromptEmbedderConfig.embedding_model
+    num_soft_tokens: int = PromptEmbedderConfig.num_soft_tokens
+    pooling: str | None = PromptEmbedderConfig.pooling
+    prompt_on: str = PromptEmbedderConfig.prompt_on
+    prompt_position: str = PromptEmbedderConfig.prompt_position
+    prompting_trainable: str = PromptEmbedderConfig.prompting_trainable
+    lora_rank: int = PromptEmbedderConfig.lora_rank
+    lora_alpha: int = PromptEmbedderConfig.lora_alpha
+    hard: bool = PromptEmbedderConfig.hard
+    tau_start: float = PromptEmbedderConfig.tau
+    tau_end: float = PromptEmbedderConfig.tau
     train_data: list = field(default_factory=lambda: ["snli", "sts-train"])
     skip_invalid: bool = False
     output_dir: str = "runs/promptembedder"
@@ -63,7 +64,7 @@ class TrainingConfig:
     task_weights: dict | None = None
     save_steps: int = 50
     logging_steps: int = 5
-    max_length: int = 128
+    max_length: int = 128  # tokens per text in training (the model config's 512 is for encoding)
     bf16: str = "auto"
     device: str | None = None
     gather_across_ranks: bool = True
