@@ -27,7 +27,7 @@ from promptembedder import PromptEmbedder, PromptEmbedderConfig
 from promptembedder.baselines import PROMPTEOL_TEMPLATE, BackboneEmbedder, BaselineConfig
 from promptembedder.data import STS_INSTRUCTION, load_sick, load_sts
 from promptembedder.evaluation import evaluate_pairs
-from promptembedder.trainer import Trainer, TrainingConfig
+from promptembedder.training import Trainer, TrainingConfig
 
 E, P = "gemma3-270m", "smollm2-135m"
 BUDGET = dict(max_steps=20, batch_size=8, max_length=48, seed=42, train_data=["snli", "sts-train"])

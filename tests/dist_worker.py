@@ -26,10 +26,12 @@ from safetensors.torch import save_file
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.tensor import DTensor
 
+import promptembedder.distributed as dist_utils
 import promptembedder.model as model_mod
-import promptembedder.trainer as trainer_mod
+import promptembedder.training.callbacks as callbacks_mod
+import promptembedder.training.checkpoint as checkpoint_mod
 from promptembedder.data import STSPair, TrainExample
-from promptembedder.trainer import Trainer, TrainingConfig
+from promptembedder.training import Trainer, TrainingConfig
 
 INSTRUCTION = "Retrieve semantically similar text."
 NLI = "Given a premise, retrieve a hypothesis that is entailed by the premise."
@@ -110,7 +112,7 @@ def no_dropout(model: torch.nn.Module) -> None:
 
 def patch_dev_pairs() -> None:
     """Evaluation is not under test here: a few synthetic pairs instead of the shared STS-B dev."""
-    trainer_mod.load_sts = lambda split="test", root=None: list(DEV_PAIRS)
+    callbacks_mod.load_sts = lambda split="test", root=None: list(DEV_PAIRS)
 
 
 def trainable(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -126,16 +128,16 @@ def local_elements(model: torch.nn.Module) -> int:
 
 
 def record_losses(trainer: Trainer) -> list[float]:
-    """Wrap `_loss` (one call per step here, plain or GradCache): the loss the step optimises."""
+    """Wrap the loss's InfoNCE (one call per step here, plain or GradCache): the loss the step optimises."""
     losses: list[float] = []
-    original = trainer._loss
+    original = trainer.loss.info_nce
 
     def loss(*args):
         value = original(*args)
         losses.append(value.item())
         return value
 
-    trainer._loss = loss
+    trainer.loss.info_nce = loss
     return losses
 
 
@@ -156,7 +158,7 @@ def main(out: str, prompting: str, embedding: str, dataset: str = "default", var
         torch.distributed.init_process_group("gloo", timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
     patch_dev_pairs()
     writes: list[str] = []
-    for module in (trainer_mod, model_mod):  # every safetensors file a rank writes goes through these
+    for module in (checkpoint_mod, model_mod):  # every safetensors file a rank writes goes through these
         original_save = module.save_file
 
         def spy(tensors, filename, *args, _original=original_save, **kwargs):
@@ -173,7 +175,7 @@ def main(out: str, prompting: str, embedding: str, dataset: str = "default", var
     callbacks = [stop_after(int(stop_at))] if int(stop_at) else []
     trainer = Trainer(config, examples=DATASETS[dataset](), callbacks=callbacks)
     no_dropout(trainer.model)
-    rank, world = trainer_mod.dist_utils.rank(), trainer_mod.dist_utils.world_size()
+    rank, world = dist_utils.rank(), dist_utils.world_size()
     save_file(trainable(trainer.model), out_dir / f"rank{rank}_initial.safetensors")
     losses = record_losses(trainer)
     result = trainer.train()
@@ -192,7 +194,7 @@ def main(out: str, prompting: str, embedding: str, dataset: str = "default", var
     }
     (out_dir / f"rank{rank}.json").write_text(json.dumps(report, indent=2))
     del trainer  # DDP holds the process group: it goes first (see distributed.shutdown)
-    trainer_mod.dist_utils.shutdown()
+    dist_utils.shutdown()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from promptembedder.data import TrainExample
-from promptembedder.trainer import Trainer, TrainingConfig
+from promptembedder.training import Trainer, TrainingConfig
 
 runner = CliRunner()
 PAIRS = [{"query": f"a man is eating food number {i}", "positive": f"a man eats a meal {i}",

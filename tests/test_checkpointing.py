@@ -8,7 +8,7 @@ from tiny_models import CORPUS
 
 from promptembedder.checkpointing import transformer_blocks
 from promptembedder.data import TrainExample
-from promptembedder.trainer import Trainer, TrainingConfig
+from promptembedder.training import Trainer, TrainingConfig
 
 INSTRUCTION = "Retrieve semantically similar text."
 EXAMPLES = [TrainExample(CORPUS[i], CORPUS[i + 1], (CORPUS[i + 2],), INSTRUCTION) for i in range(8)]
@@ -27,12 +27,9 @@ def gradients(tiny_model_dir, tmp_path, method: str, embedding: str, checkpointi
     inner = next(m for m in block.children() if any(True for _ in m.parameters()))
     inner.register_forward_hook(lambda *_: calls.append(torch.is_grad_enabled()))
     torch.manual_seed(1)  # the same Gumbel noise and dropout for both runs
-    if grad_cache:
-        loss = trainer._grad_cache_step(EXAMPLES, scale=1.0)
-    else:
-        value = trainer._micro_step(EXAMPLES)
-        value.backward()
-        loss = value.item()
+    value = trainer.loss(EXAMPLES)  # GradCache's when grad_cache_chunk_size is set
+    value.backward()
+    loss = value.item()
     grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     return loss, grads, calls
 

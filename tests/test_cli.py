@@ -235,14 +235,15 @@ def test_demo_runs_end_to_end_on_tiny_models(tiny_model_dir, tmp_path):
 @needs_data
 def test_bench_converge_reports_steps_to_target(trained, tiny_model_dir, tmp_path, monkeypatch):
     """Each run stops at the target and the JSON says after how many steps and seconds."""
-    import promptembedder.trainer as trainer_mod
-    from promptembedder.data import load_examples
+    import promptembedder.training.callbacks as callbacks_mod
+    import promptembedder.training.trainer as trainer_mod
+    from promptembedder.training_files import load_examples
 
     data = write_pairs(tmp_path / "pairs.jsonl", PAIRS)
     monkeypatch.setattr(trainer_mod, "load_training_data", lambda specs, skip_invalid=False, **kwargs:
                         load_examples(data))
-    real_load_sts = trainer_mod.load_sts
-    monkeypatch.setattr(trainer_mod, "load_sts", lambda split: real_load_sts(split)[:40])
+    real_load_sts = callbacks_mod.load_sts
+    monkeypatch.setattr(callbacks_mod, "load_sts", lambda split: real_load_sts(split)[:40])
     report = bench_converge(target_score=-100.0, embedding_model=str(tiny_model_dir("bert")),
                             prompting_model=str(tiny_model_dir("llama")), transfer_from=str(trained / "final"),
                             transfer_model=str(tiny_model_dir("llama")), max_steps=3, eval_steps=1, batch_size=8,
@@ -251,3 +252,18 @@ def test_bench_converge_reports_steps_to_target(trained, tiny_model_dir, tmp_pat
     assert set(saved["results"]) == set(report["results"]) and len(saved["results"]) == 4
     for result in saved["results"].values():
         assert result["steps_to_target"] == 1 and result["steps_run"] == 1 and result["seconds_to_target"] > 0
+
+
+def test_every_training_setting_is_a_train_option_or_file_only():
+    """`promptembedder train`'s options and TrainingConfig's fields agree: a new setting cannot be forgotten."""
+    import inspect
+    from dataclasses import fields
+
+    from promptembedder.cli.train import FILE_ONLY, train
+    from promptembedder.training import TrainingConfig
+
+    options = set(inspect.signature(train).parameters) - {"config"}
+    settings = {f.name for f in fields(TrainingConfig)}
+    assert options <= settings, f"train options that are not TrainingConfig fields: {sorted(options - settings)}"
+    assert not options & FILE_ONLY, sorted(options & FILE_ONLY)
+    assert settings == options | FILE_ONLY, f"neither an option nor FILE_ONLY: {sorted(settings - options - FILE_ONLY)}"

@@ -11,6 +11,7 @@ import pytest
 
 from promptembedder import data as D
 from promptembedder.data import DataError, DataWarning, STSPair, TrainExample
+from promptembedder.training_files import load_examples
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +227,7 @@ def test_jsonl_named_columns_and_negatives(tmp_path: Path) -> None:
             {"query": "q3", "positive": "p3", "negative_2": "b", "negative_1": "a", "negative": "z"},
         ],
     )
-    got = D.load_examples(path, instruction="Do it.")
+    got = load_examples(path, instruction="Do it.")
     assert got == [
         TrainExample("q1", "p1", (), "Do it."),
         TrainExample("q2", "p2", ("n1", "n2"), "Do it."),
@@ -239,7 +240,7 @@ def test_jsonl_custom_columns(tmp_path: Path) -> None:
         tmp_path / "train.json",
         [{"anchor": "a", "pos": "p", "hard": ["h1", "h2"], "negative": "ignored", "other": 1}],
     )
-    got = D.load_examples(path, query_col="anchor", positive_col="pos", negative_cols=["hard"])
+    got = load_examples(path, query_col="anchor", positive_col="pos", negative_cols=["hard"])
     assert got == [TrainExample("a", "p", ("h1", "h2"))]
 
 
@@ -250,7 +251,7 @@ def test_csv_named_columns_quoting_and_negatives(tmp_path: Path) -> None:
         '"p, with comma","q ""quoted""",n1,n2\r\n'
         '"multi\nline",q2,n3,n4\r\n',
     )
-    got = D.load_examples(path)
+    got = load_examples(path)
     assert got == [
         TrainExample('q "quoted"', "p, with comma", ("n1", "n2")),
         TrainExample("q2", "multi\nline", ("n3", "n4")),
@@ -259,7 +260,7 @@ def test_csv_named_columns_quoting_and_negatives(tmp_path: Path) -> None:
 
 def test_tsv_named_columns_literal_quotes(tmp_path: Path) -> None:
     path = _write(tmp_path / "train.tsv", 'q\tp\tneg\n"hi" there\tp1\tn1\n\nq2\tp2\tn2\n')
-    got = D.load_examples(path, query_col="q", positive_col="p", negative_cols=("neg",))
+    got = load_examples(path, query_col="q", positive_col="p", negative_cols=("neg",))
     assert got == [TrainExample('"hi" there', "p1", ("n1",)), TrainExample("q2", "p2", ("n2",))]
 
 
@@ -302,7 +303,7 @@ _GOOD = '{"query": "q", "positive": "p"}'
 def test_bad_input_raises_with_line(tmp_path: Path, name: str, content: str, line: int, reason: str) -> None:
     path = _write(tmp_path / name, content)
     with pytest.raises(DataError, match=reason) as exc_info:
-        D.load_examples(path)
+        load_examples(path)
     _assert_error(exc_info, path, line)
 
 
@@ -317,22 +318,22 @@ def test_bad_input_raises_with_line(tmp_path: Path, name: str, content: str, lin
 def test_non_utf8_byte_raises_with_line(tmp_path: Path, name: str, content: bytes, line: int) -> None:
     path = _write(tmp_path / name, content)
     with pytest.raises(DataError, match="UTF-8") as exc_info:
-        D.load_examples(path)
+        load_examples(path)
     _assert_error(exc_info, path, line)
 
 
 def test_csv_line_numbers_follow_multiline_fields(tmp_path: Path) -> None:
     path = _write(tmp_path / "multi.csv", b'query,positive\n"a\nb\nc",p\nq,\n')
     with pytest.raises(DataError, match="empty") as exc_info:
-        D.load_examples(path)
+        load_examples(path)
     _assert_error(exc_info, path, 5)
     path = _write(tmp_path / "multi_bad.csv", b'query,positive\n"a\nb\nc",\xff\nq,p\n')
     with pytest.raises(DataError, match="UTF-8") as exc_info:
-        D.load_examples(path)
+        load_examples(path)
     _assert_error(exc_info, path, 4)
     path = _write(tmp_path / "unterminated.csv", b'query,positive\nq,p\n"open,p\nq,p\n')
     with pytest.raises(DataError, match="malformed CSV") as exc_info:
-        D.load_examples(path)
+        load_examples(path)
     _assert_error(exc_info, path, 3)
 
 
@@ -348,32 +349,32 @@ def test_csv_line_numbers_follow_multiline_fields(tmp_path: Path) -> None:
 def test_empty_file_raises(tmp_path: Path, name: str, content: str) -> None:
     path = _write(tmp_path / name, content)
     with pytest.raises(DataError, match="no examples") as exc_info:
-        D.load_examples(path)
+        load_examples(path)
     _assert_error(exc_info, path, None)
 
 
 def test_unknown_extension(tmp_path: Path) -> None:
     path = _write(tmp_path / "train.parquet", "x")
     with pytest.raises(DataError, match="unknown file extension") as exc_info:
-        D.load_examples(path)
+        load_examples(path)
     _assert_error(exc_info, path, None)
 
 
 def test_header_problems_are_fatal_even_when_skipping(tmp_path: Path) -> None:
     path = _write(tmp_path / "dup.csv", "query,query,positive\nq,q,p\n")
     with pytest.raises(DataError, match="duplicate") as exc_info:
-        D.load_examples(path, skip_invalid=True)
+        load_examples(path, skip_invalid=True)
     _assert_error(exc_info, path, 1)
     path = _write(tmp_path / "badheader.csv", b"qu\xffery,positive\nq,p\n")
     with pytest.raises(DataError, match="UTF-8") as exc_info:
-        D.load_examples(path, skip_invalid=True)
+        load_examples(path, skip_invalid=True)
     _assert_error(exc_info, path, 1)
 
 
 def test_explicit_negative_column_missing(tmp_path: Path) -> None:
     path = _write(tmp_path / "t.csv", "query,positive\nq,p\n")
     with pytest.raises(DataError, match="missing column 'neg'") as exc_info:
-        D.load_examples(path, negative_cols=["neg"])
+        load_examples(path, negative_cols=["neg"])
     _assert_error(exc_info, path, 2)
 
 
@@ -400,7 +401,7 @@ def test_skip_invalid_jsonl_warns_with_count(tmp_path: Path) -> None:
         b'{"query": "q3", "positive": "p3"}\n',
     )
     with pytest.warns(DataWarning, match=r"skipped 3 invalid line\(s\)") as record:
-        got = D.load_examples(path, skip_invalid=True)
+        got = load_examples(path, skip_invalid=True)
     assert [e.query for e in got] == ["q1", "q3"]
     message = str(record[0].message)
     assert path.name in message and "line 2" in message and "line 3" in message and "line 4" in message
@@ -409,7 +410,7 @@ def test_skip_invalid_jsonl_warns_with_count(tmp_path: Path) -> None:
 def test_skip_invalid_csv_warns_with_count(tmp_path: Path) -> None:
     path = _write(tmp_path / "mixed.csv", b"query,positive\nq1,p1\nq2,\n\xff,p\nq3,p3,x\nq4,p4\n")
     with pytest.warns(DataWarning, match=r"skipped 3 invalid line\(s\)"):
-        got = D.load_examples(path, skip_invalid=True)
+        got = load_examples(path, skip_invalid=True)
     assert [e.query for e in got] == ["q1", "q4"]
 
 
@@ -417,10 +418,10 @@ def test_skip_invalid_no_warning_when_clean(tmp_path: Path) -> None:
     path = _jsonl(tmp_path / "clean.jsonl", [{"query": "q", "positive": "p"}])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert len(D.load_examples(path, skip_invalid=True)) == 1
+        assert len(load_examples(path, skip_invalid=True)) == 1
 
 
 def test_skip_invalid_all_bad_still_raises(tmp_path: Path) -> None:
     path = _write(tmp_path / "allbad.jsonl", '{"query": "q"}\n{oops\n')
     with pytest.warns(DataWarning, match="skipped 2"), pytest.raises(DataError, match="no valid examples"):
-        D.load_examples(path, skip_invalid=True)
+        load_examples(path, skip_invalid=True)

@@ -27,10 +27,10 @@ import torch.distributed as dist
 import yaml
 from safetensors.torch import load_file
 
-import promptembedder.trainer as trainer_mod
+import promptembedder.training.callbacks as callbacks_mod
 from promptembedder.auto import load_embedder
 from promptembedder.model import ALIGNMENT_FILE, PROMPTING_FILE
-from promptembedder.trainer import Trainer, TrainingConfig
+from promptembedder.training import Trainer, TrainingConfig
 
 TinyDir = Callable[[str], Path]
 WORLD = 2
@@ -64,9 +64,9 @@ def single_process(prompting: Path, embedding: Path, output_dir: Path, dataset: 
     """The same training in this process, on the global batch (WORLD x the per-rank batch), with the plain step:
     no GradCache, no checkpointing, and nothing to shard."""
     threads = torch.get_num_threads()
-    original_load_sts = trainer_mod.load_sts
+    original_load_sts = callbacks_mod.load_sts
     torch.set_num_threads(1)
-    trainer_mod.load_sts = lambda split="test", root=None: list(dist_worker.DEV_PAIRS)
+    callbacks_mod.load_sts = lambda split="test", root=None: list(dist_worker.DEV_PAIRS)
     changes = {k: v for k, v in dist_worker.VARIANTS[variant].items() if k not in ("grad_cache_chunk_size", "fsdp",
                                                                                        "gradient_checkpointing")}
     per_rank = changes.pop("batch_size", dist_worker.BATCH_PER_RANK)
@@ -80,7 +80,7 @@ def single_process(prompting: Path, embedding: Path, output_dir: Path, dataset: 
         trainer.train()
         return {"losses": losses, "initial": initial, "final": dist_worker.trainable(trainer.model)}
     finally:
-        trainer_mod.load_sts = original_load_sts
+        callbacks_mod.load_sts = original_load_sts
         torch.set_num_threads(threads)
 
 

@@ -8,7 +8,7 @@ from tiny_models import CORPUS
 
 from promptembedder.benchmark import fill_document_cache
 from promptembedder.data import TrainExample
-from promptembedder.trainer import Trainer, TrainingConfig
+from promptembedder.training import Trainer, TrainingConfig
 
 EXAMPLES = [TrainExample(CORPUS[i], CORPUS[i + 1], (CORPUS[i + 2],), "Retrieve similar text.") for i in range(8)]
 
@@ -23,7 +23,7 @@ def make(tiny_model_dir, tmp_path, prompt_on: str) -> Trainer:
 def test_warm_cache_gives_the_same_loss_without_embedding_documents(tiny_model_dir, tmp_path):
     cold = make(tiny_model_dir, tmp_path / "cold", "query")
     torch.manual_seed(1)
-    cold_loss = cold._micro_step(EXAMPLES).item()
+    cold_loss = cold.loss(EXAMPLES).item()
     warm = make(tiny_model_dir, tmp_path / "warm", "query")
     assert fill_document_cache(warm, EXAMPLES, batch_size=4) == len({t for e in EXAMPLES
                                                                     for t in (e.positive, *e.negatives)})
@@ -31,7 +31,7 @@ def test_warm_cache_gives_the_same_loss_without_embedding_documents(tiny_model_d
     embed = warm.model.embed
     warm.model.embed = lambda texts, *args, **kwargs: calls.append(texts) or embed(texts, *args, **kwargs)
     torch.manual_seed(1)
-    assert warm._micro_step(EXAMPLES).item() == pytest.approx(cold_loss, rel=1e-6)
+    assert warm.loss(EXAMPLES).item() == pytest.approx(cold_loss, rel=1e-6)
     assert calls == []  # E never ran on a document
 
 

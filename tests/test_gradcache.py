@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 import torch
 from tiny_models import CORPUS
 
 from promptembedder.data import TrainExample
-from promptembedder.trainer import Trainer, TrainingConfig
+from promptembedder.training import Trainer, TrainingConfig
+from promptembedder.training.grad_cache import CachedContrastiveLoss
+from promptembedder.training.losses import ContrastiveLoss
 
 INSTRUCTION = "Retrieve semantically similar text."
 
@@ -34,12 +38,11 @@ def gradients(trainer: Trainer, cached: bool) -> tuple[float, dict[str, torch.Te
     trainer.model.train()
     trainer.optimizer.zero_grad(set_to_none=True)
     torch.manual_seed(0)  # the same Gumbel noise for both paths
-    if cached:
-        loss = trainer._grad_cache_step(examples(), scale=1.0)
-    else:
-        value = trainer._micro_step(examples())
-        value.backward()
-        loss = value.item()
+    assert isinstance(trainer.loss, CachedContrastiveLoss)  # grad_cache_chunk_size=5; the same loss without it:
+    plain = ContrastiveLoss(**{f.name: getattr(trainer.loss, f.name) for f in fields(ContrastiveLoss)})
+    value = (trainer.loss if cached else plain)(examples())
+    value.backward()
+    loss = value.item()
     grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     trainer.optimizer.zero_grad(set_to_none=True)
     return loss, grads

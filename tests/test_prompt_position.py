@@ -10,9 +10,9 @@ from transformers import AutoModel, AutoTokenizer
 
 from promptembedder import PromptEmbedder
 from promptembedder.backbone import EmbeddingBackbone
-from promptembedder.baselines import PROMPTEOL_TEMPLATE, BackboneEmbedder, BaselineConfig, PromptTuningEmbedder
-from promptembedder.config import CONFIG_NAME, PromptEmbedderConfig
-from promptembedder.trainer import TrainingConfig, build_model
+from promptembedder.baselines import PROMPTEOL_TEMPLATE, BackboneEmbedder, PromptTuningEmbedder
+from promptembedder.config import CONFIG_NAME, BaselineConfig, PromptEmbedderConfig
+from promptembedder.training import TrainingConfig, build_model
 
 TEXTS = ["a man is eating a piece of bread", "a dog", "the quick brown fox jumps"]
 K = 3

@@ -24,7 +24,7 @@ from reliability_helpers import EXAMPLES, PAIRS, config, run
 from promptembedder.numerics import NonFiniteError
 from promptembedder.resume import ResumeWarning
 from promptembedder.run_folder import COMPLETE_FILE, RunFolderError, recover
-from promptembedder.trainer import Trainer, TrainingConfig
+from promptembedder.training import Trainer, TrainingConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -40,14 +40,14 @@ def test_temperatures_must_be_positive(name, value):
 def test_non_finite_loss_stops_before_the_update(models, tmp_path):
     """A NaN loss at step 2 stops the run with a clear error; the step-1 checkpoint stays finite, no final/."""
     trainer = Trainer(config(models, tmp_path / "run", max_steps=3, save_steps=1), examples=EXAMPLES)
-    micro_step, calls = trainer._micro_step, []
+    loss_of, calls = trainer.loss, []
 
     def nan_at_step_2(batch):
         calls.append(1)
-        loss = micro_step(batch)
+        loss = loss_of(batch)
         return loss * float("nan") if len(calls) == 2 else loss
 
-    trainer._micro_step = nan_at_step_2
+    trainer.loss = nan_at_step_2
     with pytest.raises(NonFiniteError, match="step 2: the loss is nan"):
         trainer.train()
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
@@ -117,7 +117,7 @@ def test_recover_picks_the_newest_complete_folder(tmp_path):
 def test_a_crash_while_saving_best_leaves_the_previous_best_whole(models, tmp_path):
     trainer = Trainer(config(models, tmp_path / "run"), examples=EXAMPLES)
     best = tmp_path / "run" / "best"
-    trainer._save_pretrained(best)
+    trainer.save_pretrained(best)
     before = {p.name: p.read_bytes() for p in best.iterdir()}
     with torch.no_grad():
         trainer.model.alignment.linear.weight.add_(1.0)
@@ -128,7 +128,7 @@ def test_a_crash_while_saving_best_leaves_the_previous_best_whole(models, tmp_pa
 
     trainer.model.save_pretrained = crash_midway
     with pytest.raises(KeyboardInterrupt):
-        trainer._save_pretrained(best)
+        trainer.save_pretrained(best)
     assert {p.name: p.read_bytes() for p in best.iterdir()} == before
     trainer.folder.close()
 

@@ -15,7 +15,7 @@ from promptembedder.cli import app
 from promptembedder.config import PromptEmbedderConfig
 from promptembedder.model import PromptEmbedder
 from promptembedder.serialization import MANIFEST_FILE, CorruptFileError, ManifestWarning
-from promptembedder.trainer import Trainer, TrainingConfig
+from promptembedder.training import Trainer, TrainingConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -20,11 +20,13 @@ from safetensors.torch import load_file
 from tiny_models import CORPUS
 from transformers import AutoConfig, AutoTokenizer, BertModel
 
-import promptembedder.trainer as trainer_mod
+import promptembedder.training.callbacks as callbacks_mod
+import promptembedder.training.trainer as trainer_mod
 from promptembedder.auto import load_embedder
 from promptembedder.data import STS_INSTRUCTION, DataError, STSPair, TrainExample, data_dir
 from promptembedder.model import PromptEmbedder
-from promptembedder.trainer import Trainer, TrainingConfig, load_training_data, tau_at
+from promptembedder.training import DEFAULT_LR, Trainer, TrainingConfig, tau_at
+from promptembedder.training_sources import load_training_data
 
 TinyDir = Callable[[str], Path]
 
@@ -85,7 +87,7 @@ def one_thread():
 def dev_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
     """The trainer reads STS-B dev in __init__; without the shared data, give it synthetic pairs."""
     if not real_data_available():
-        monkeypatch.setattr(trainer_mod, "load_sts", lambda split="test", root=None: list(SYNTHETIC_DEV))
+        monkeypatch.setattr(callbacks_mod, "load_sts", lambda split="test", root=None: list(SYNTHETIC_DEV))
 
 
 @pytest.fixture(scope="module")
@@ -181,18 +183,18 @@ def test_query_only_prompt_caches_documents_and_trains(tiny_model_dir: TinyDir, 
     assert not trainer.model.document_side_trainable
     before = trainable_state(trainer.model)
     calls = []
-    original = trainer._documents
-    trainer._documents = lambda texts, instruction: calls.append(list(texts)) or original(texts, instruction)
+    original = trainer.documents
+    trainer.loss.documents = lambda texts, instruction: calls.append(list(texts)) or original(texts, instruction)
     result = trainer.train()
     assert result.steps == 6 and len(calls) == 6
 
     documents = {d for e in examples for d in (e.positive, *e.negatives)}
-    assert set(trainer.doc_cache) == documents  # 16 examples, 4 batches of 4: every document was seen
-    assert all(not v.requires_grad for v in trainer.doc_cache.values())
+    assert set(trainer.documents.vectors) == documents  # 16 examples, 4 batches of 4: every document was seen
+    assert all(not v.requires_grad for v in trainer.documents.vectors.values())
     # Documents get no soft prompt and E is frozen: the cached vectors are still the current ones.
     texts = sorted(documents)
     current = trainer.model.encode(texts, INSTRUCTION, prompt_type="document", convert_to_numpy=False)
-    cached = torch.stack([trainer.doc_cache[t] for t in texts])
+    cached = torch.stack([trainer.documents.vectors[t] for t in texts])
     torch.testing.assert_close(cached, current, atol=1e-5, rtol=1e-5)
 
     losses = [float(r["loss"]) for r in read_log(config.output_dir)]
@@ -375,7 +377,7 @@ def test_run_outputs(method: str, tiny_model_dir: TinyDir, tmp_path: Path) -> No
         torch.testing.assert_close(reloaded_state[name].detach(), value, atol=1e-6, rtol=0)
 
     rows = read_log(out)
-    assert list(rows[0]) == trainer_mod.LOG_FIELDS
+    assert list(rows[0]) == callbacks_mod.LOG_FIELDS
     assert [int(r["step"]) for r in rows] == [2, 3, 4, 6]  # every 2nd step, plus the eval steps
     assert [bool(r["dev_spearman"]) for r in rows] == [False, True, False, True]
     dev_scores = [float(r["dev_spearman"]) for r in rows if r["dev_spearman"]]
@@ -504,7 +506,7 @@ def test_config_file_values_and_overrides(tmp_path: Path) -> None:
     config = TrainingConfig.from_file(path)
     assert (config.method, config.batch_size, config.max_steps) == ("lora", 8, 30)
     assert config.train_data == ["snli", {"path": "x.jsonl"}]
-    assert config.lr == trainer_mod.DEFAULT_LR["lora"]
+    assert config.lr == DEFAULT_LR["lora"]
     config = TrainingConfig.from_file(path, batch_size=16, max_steps=None, learning_rate=0.5)
     assert (config.method, config.batch_size, config.max_steps, config.lr) == ("lora", 16, 30, 0.5)
     with pytest.raises(ValueError, match="batch_size"):
@@ -586,3 +588,24 @@ def test_real_data_training_improves_sts_dev(tiny_model_dir: TinyDir, tmp_path: 
           f"{after:.2f} after {result.steps} steps of {config.batch_size} ({elapsed:.0f} s)")
     assert result.steps == 60 and after is not None
     assert after > before + 0.1, f"STS-B dev did not improve: {before:.2f} -> {after:.2f}"
+
+
+def test_every_model_setting_is_a_training_setting_or_model_only(tmp_path: Path) -> None:
+    """The model configs take the run's settings by name: a new model field is a TrainingConfig field too, or it
+    is deliberately left at its default (MODEL_ONLY); and the derived configs carry the run's values."""
+    from dataclasses import fields
+
+    from promptembedder.config import BaselineConfig, PromptEmbedderConfig
+    from promptembedder.training.config import MODEL_ONLY, RENAMED
+
+    settings = {f.name for f in fields(TrainingConfig)}
+    for target in (PromptEmbedderConfig, BaselineConfig):
+        missing = {f.name for f in fields(target)} - MODEL_ONLY - settings - set(RENAMED)
+        assert not missing, f"{target.__name__} fields neither in TrainingConfig nor MODEL_ONLY: {sorted(missing)}"
+    config = TrainingConfig(num_soft_tokens=3, tau_start=2.0, prompt_on="query", max_length=64, lora_rank=4,
+                            output_dir=str(tmp_path))
+    derived = config.model_config
+    assert (derived.num_soft_tokens, derived.tau, derived.prompt_on, derived.max_length, derived.lora_rank) == \
+        (3, 2.0, "query", 64, 4)
+    lora = TrainingConfig(method="lora", prompt_position="suffix", output_dir=str(tmp_path)).model_config
+    assert isinstance(lora, BaselineConfig) and lora.adapter == "lora" and lora.prompt_position == "suffix"

@@ -14,7 +14,7 @@ from promptembedder.data import TrainExample
 from promptembedder.evaluation import TASKS, in_domain_tasks
 from promptembedder.selection import check_eval_task, sample_dev
 from promptembedder.task_data import RetrievalData
-from promptembedder.trainer import TrainingConfig
+from promptembedder.training import TrainingConfig
 
 
 def test_dev_subset_is_a_fixed_sample_across_the_file() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from .baselines import BASELINE_CONFIG, baseline_from_pretrained
-from .config import CONFIG_NAME
+from .baselines import baseline_from_pretrained
+from .config import BASELINE_CONFIG, CONFIG_NAME
 from .embedder import Embedder
 from .model import PromptEmbedder
 from .registry import resolve
@@ -16,7 +16,7 @@ from .validation import check_device
 
 
 def sentence_transformers_max_length(reference: str | Path) -> int | None:
-    """``max_seq_length`` from a sentence-transformers folder's config (MiniLM: 256), so a bare backbone embeds
+    """`max_seq_length` from a sentence-transformers folder's config (MiniLM: 256), so a bare backbone embeds
     with the same truncation as its published scores; None when there is no such config."""
     path = Path(resolve(str(reference))) / "sentence_bert_config.json"
     try:
@@ -30,7 +30,7 @@ def load_embedder(reference: str | Path, device: str | torch.device | None = Non
                   max_length: int | None = None, strict: bool = True) -> Embedder:
     """A saved PromptEmbedder or baseline folder, else a bare backbone (HF id, path or named default, no prompt).
 
-    A bare backbone truncates at ``max_length``, by default its sentence-transformers ``max_seq_length``.
+    A bare backbone truncates at `max_length`, by default its sentence-transformers `max_seq_length`.
     `strict=False` loads a saved model whose manifest does not match (with a warning).
     """
     check_device(None if device is None else str(device))

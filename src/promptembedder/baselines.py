@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -18,12 +18,12 @@ from safetensors.torch import save_file
 
 from .backbone import EmbeddingBackbone
 from .compatibility import check_context
+from .config import BASELINE_CONFIG, BaselineConfig
 from .embedder import Embedder
-from .model import add_lora, default_device, frozen_dtype
+from .modeling import add_lora, default_device, frozen_dtype
 from .serialization import read_safetensors, verify_manifest, write_manifest
+from .trainable import TrainableEmbedder
 
-BASELINE_CONFIG = "embedder_config.json"
-ADAPTERS = ("none", "lora", "full")
 #: PromptEOL (Jiang et al. 2023): a decoder's last token after this reads as a one-word summary of the text.
 PROMPTEOL_TEMPLATE = 'This sentence: "{text}" means in one word: "'
 
@@ -33,36 +33,11 @@ def with_instruction(instruction: str | None, text: str) -> str:
     return text if not instruction else f"Instruct: {instruction}\nQuery: {text}"
 
 
-@dataclass
-class BaselineConfig:
-    method: str
-    embedding_model: str
-    pooling: str | None = None
-    normalize: bool = True
-    max_length: int = 512
-    prompt_on: str = "both"
-    adapter: str = "none"
-    lora_rank: int = 8
-    lora_alpha: int = 16
-    num_soft_tokens: int = 5
-    prompt_position: str = "prefix"
-    template: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.template is not None and "{text}" not in self.template:
-            raise ValueError(f"template must contain '{{text}}' where the text goes, got {self.template!r}")
-
-    def save(self, directory: Path) -> None:
-        (directory / BASELINE_CONFIG).write_text(json.dumps(asdict(self), indent=2) + "\n")
-
-
-class BackboneEmbedder(Embedder):
+class BackboneEmbedder(TrainableEmbedder):
     """E itself, with the instruction as text; trainable through LoRA or fully, or not at all."""
 
     def __init__(self, config: BaselineConfig, device: str | torch.device | None = None):
         super().__init__()
-        if config.adapter not in ADAPTERS:
-            raise ValueError(f"adapter must be one of {ADAPTERS}, got {config.adapter!r}")
         device = torch.device(device) if device is not None else default_device()
         adapt = partial(add_lora, rank=config.lora_rank, alpha=config.lora_alpha) if config.adapter == "lora" else None
         dtype = torch.float32 if config.adapter == "full" else frozen_dtype(device)
@@ -76,7 +51,7 @@ class BackboneEmbedder(Embedder):
 
     def embed(self, texts: list[str], instruction: str | None = None, prompt_type: str = "query",
               normalize: bool = True) -> torch.Tensor:
-        if prompt_type == "query" or self.config.prompt_on == "both":
+        if self.uses_prompt(prompt_type):
             texts = [with_instruction(instruction, t) for t in texts]
         if self.config.template is not None:
             texts = [self.config.template.replace("{text}", t) for t in texts]
@@ -111,7 +86,7 @@ class BackboneEmbedder(Embedder):
         return model.eval()
 
 
-class PromptTuningEmbedder(Embedder):
+class PromptTuningEmbedder(TrainableEmbedder):
     """A static soft prompt of K learned vectors in E's input-embedding space (Lester et al.), E frozen."""
 
     def __init__(self, config: BaselineConfig, device: str | torch.device | None = None,
@@ -140,8 +115,7 @@ class PromptTuningEmbedder(Embedder):
 
     def embed(self, texts: list[str], instruction: str | None = None, prompt_type: str = "query",
               normalize: bool = True) -> torch.Tensor:
-        use_prompt = prompt_type == "query" or self.config.prompt_on == "both"
-        return self.backbone(texts, self.prompt if use_prompt else None, normalize=normalize)
+        return self.backbone(texts, self.prompt if self.uses_prompt(prompt_type) else None, normalize=normalize)
 
     @property
     def document_side_trainable(self) -> bool:
@@ -175,7 +149,7 @@ def baseline_from_pretrained(directory: str | Path, device=None, strict: bool = 
         data = json.loads(path.read_text())
         data.setdefault("prompt_position", "prefix")  # saved before prompt positions existed
         config = BaselineConfig(**data)
-    except (OSError, json.JSONDecodeError, TypeError, AttributeError) as err:
+    except (OSError, ValueError, TypeError, AttributeError) as err:
         raise ValueError(f"{path}: not a readable baseline config: {err}") from err
     saved = asdict(config)
     loader = PromptTuningEmbedder if config.method == "prompt-tuning" else BackboneEmbedder

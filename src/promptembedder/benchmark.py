@@ -25,7 +25,7 @@ from rich.table import Table
 from . import distributed as dist_utils
 from .data import NLI_INSTRUCTION, TrainExample, data_dir, load_snli_triplets, load_sts
 from .plotting import plot_bars
-from .trainer import Trainer, TrainingConfig
+from .training import TRANSFER_ALIGNMENT_LR, Trainer, TrainingConfig
 
 METHOD_VARIANTS = {
     "promptembedder-query": {"method": "promptembedder", "prompt_on": "query"},
@@ -69,7 +69,7 @@ def fill_document_cache(trainer: Trainer, examples: list[TrainExample], batch_si
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=trainer.autocast):
         for i in range(0, len(docs), batch_size):
             instruction = examples[0].instruction
-            trainer._documents(docs[i : i + batch_size], instruction)
+            trainer.documents(docs[i : i + batch_size], instruction)
     return len(docs)
 
 
@@ -257,7 +257,8 @@ def bench_converge(target_score: float, embedding_model: str, prompting_model: s
     }
     if transfer_from:
         runs["transfer (new W only)"] = TrainingConfig(method="promptembedder", init_from=transfer_from,
-                                                       embedding_model=transfer_model, alignment_learning_rate=1e-2,
+                                                       embedding_model=transfer_model,
+                                                       alignment_learning_rate=TRANSFER_ALIGNMENT_LR,
                                                        output_dir=str(output_dir / "converge-transfer"), **common)
         runs[f"lora on {transfer_model}"] = TrainingConfig(method="lora", embedding_model=transfer_model,
                                                            output_dir=str(output_dir / "converge-lora-new"),

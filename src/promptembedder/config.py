@@ -1,4 +1,5 @@
-"""The configuration of a PromptEmbedder: small, JSON-serialisable, in the style of peft's configs."""
+"""The configurations of PromptEmbedder and of its baselines: small, JSON-serialisable, in the style of peft's
+configs, validated the same way."""
 
 from __future__ import annotations
 
@@ -7,11 +8,25 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 CONFIG_NAME = "promptembedder_config.json"
+BASELINE_CONFIG = "embedder_config.json"
 POOLINGS = ("mean", "last", "cls")
 PROMPT_ON = ("query", "both")
 PROMPTING_TRAINABLE = ("full", "lora", "frozen")
 PROMPT_POSITIONS = ("prefix", "suffix", "both")
 PROMPT_POSITION_CHOICES = ("auto", *PROMPT_POSITIONS)
+ADAPTERS = ("none", "lora", "full")
+
+
+def check_settings(config, choices: tuple[tuple[str, tuple], ...]) -> None:
+    """Lengths that must be positive and names that must be one of a few, each error naming the setting."""
+    if config.num_soft_tokens < 0:
+        raise ValueError(f"num_soft_tokens must be >= 0, got {config.num_soft_tokens}")
+    if config.max_length < 1:
+        raise ValueError(f"max_length must be >= 1 (tokens per text), got {config.max_length}")
+    for name, allowed in ((("pooling", (None, *POOLINGS)), ("prompt_on", PROMPT_ON),
+                           ("prompt_position", PROMPT_POSITION_CHOICES), *choices)):
+        if getattr(config, name) not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {getattr(config, name)!r}")
 
 
 @dataclass
@@ -45,21 +60,10 @@ class PromptEmbedderConfig:
     alignment_init: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.num_soft_tokens < 0:
-            raise ValueError(f"num_soft_tokens must be >= 0, got {self.num_soft_tokens}")
         if self.tau <= 0:
             raise ValueError(f"tau must be > 0, got {self.tau}")
-        if self.max_length < 1:
-            raise ValueError(f"max_length must be >= 1 (tokens per text), got {self.max_length}")
-        for name, allowed in (
-            ("pooling", (None, *POOLINGS)),
-            ("prompt_on", PROMPT_ON),
-            ("prompt_position", PROMPT_POSITION_CHOICES),
-            ("prompting_trainable", PROMPTING_TRAINABLE),
-            ("alignment_init", ("auto", "lstsq", "random")),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        check_settings(self, (("prompting_trainable", PROMPTING_TRAINABLE),
+                              ("alignment_init", ("auto", "lstsq", "random"))))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,3 +91,30 @@ class PromptEmbedderConfig:
             return cls.from_dict(data)
         except (json.JSONDecodeError, TypeError, ValueError) as err:
             raise ValueError(f"{path}: invalid PromptEmbedder config: {err}") from err
+
+
+@dataclass
+class BaselineConfig:
+    """A baseline on E (see baselines.py): `adapter` LoRA, full fine-tuning or none (the instruction as text),
+    or a learned static prompt of `num_soft_tokens` vectors (method `prompt-tuning`)."""
+
+    method: str
+    embedding_model: str
+    pooling: str | None = None
+    normalize: bool = True
+    max_length: int = 512
+    prompt_on: str = "both"
+    adapter: str = "none"
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    num_soft_tokens: int = 5
+    prompt_position: str = "prefix"
+    template: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.template is not None and "{text}" not in self.template:
+            raise ValueError(f"template must contain '{{text}}' where the text goes, got {self.template!r}")
+        check_settings(self, (("adapter", ADAPTERS),))
+
+    def save(self, directory: Path) -> None:
+        (directory / BASELINE_CONFIG).write_text(json.dumps(asdict(self), indent=2) + "\n")

@@ -23,12 +23,13 @@ from rich.console import Console
 from rich.table import Table
 
 from .auto import load_embedder
-from .baselines import BackboneEmbedder, BaselineConfig
+from .baselines import BackboneEmbedder
+from .config import BaselineConfig
 from .data import NLI_INSTRUCTION, STS_INSTRUCTION
 from .evaluation import evaluate
 from .model import PromptEmbedder
 from .plotting import plot_training
-from .trainer import TrainingConfig
+from .training import TRANSFER_ALIGNMENT_LR, TrainingConfig
 
 PAPER_CLAIMS = "paper: 96-99.8 % of LoRA's MTEB score, 40 % less GPU memory, 3.7x faster training, 3.8x faster transfer"
 
@@ -36,15 +37,14 @@ PAPER_CLAIMS = "paper: 96-99.8 % of LoRA's MTEB score, 40 % less GPU memory, 3.7
 @dataclass
 class DemoConfig:
     output_dir: str = "runs/demo"
-    prompting_model: str = "gemma3-270m"
-    embedding_model: str = "minilm-l6"
+    prompting_model: str = TrainingConfig.prompting_model
+    embedding_model: str = TrainingConfig.embedding_model
     transfer_model: str = "gemma3-270m"
     steps: int = 100
     batch_size: int = 32
     eval_steps: int = 25
     transfer_steps: int = 30
     transfer_batch_size: int = 16
-    transfer_alignment_learning_rate: float = 1e-2
     transfer_eval_steps: int = 10
     transfer_eval_pairs: int = 300
     tasks: tuple[str, ...] = ("sts-b", "sick-r")
@@ -148,7 +148,7 @@ def run_demo(config: DemoConfig, console: Console) -> dict:
 
     transfer_common = {**common, "max_steps": config.transfer_steps, "eval_steps": config.transfer_eval_steps,
                        "batch_size": config.transfer_batch_size,
-                       "alignment_learning_rate": config.transfer_alignment_learning_rate,
+                       "alignment_learning_rate": TRANSFER_ALIGNMENT_LR,
                        "save_steps": config.transfer_steps, "eval_max_pairs": config.transfer_eval_pairs,
                        "embedding_model": config.transfer_model}
     transfer_runs = {

@@ -13,33 +13,16 @@ from .alignment import Alignment
 from .backbone import EmbeddingBackbone
 from .compatibility import check_context, check_prompting_model
 from .config import PromptEmbedderConfig
-from .embedder import Embedder
 from .generator import PromptGenerator
 from .model_card import write_saved_model_card
+from .modeling import add_lora, default_device, frozen_dtype
 from .registry import load_pretrained
 from .serialization import read_safetensors, verify_manifest, write_manifest
+from .trainable import TrainableEmbedder
 
 ALIGNMENT_FILE = "alignment.safetensors"
 PROMPTING_FILE = "prompting_model.safetensors"
 ADAPTER_DIR = "prompting_adapter"
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def frozen_dtype(device: torch.device) -> torch.dtype:
-    """Frozen weights need no fp32 master copy: bf16 on GPUs that support it halves E's memory."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
-
-
-def add_lora(model: nn.Module, rank: int, alpha: int) -> nn.Module:
-    """peft LoRA on every linear layer: for P (`prompting_trainable='lora'`) and for the LoRA baseline on E."""
-    from peft import LoraConfig, get_peft_model
-
-    return get_peft_model(model, LoraConfig(r=rank, lora_alpha=alpha, target_modules="all-linear", lora_dropout=0.0))
 
 
 class PromptHead(nn.Module):
@@ -55,7 +38,7 @@ class PromptHead(nn.Module):
         return self._soft_prompt(instruction)
 
 
-class PromptEmbedder(Embedder):
+class PromptEmbedder(TrainableEmbedder):
     """Text embeddings from a frozen Embedding LLM steered by soft prompts from a Prompting LLM.
 
     Build from references, e.g. `PromptEmbedder(prompting_model="gemma3-270m", embedding_model="minilm-l6")`,
@@ -148,9 +131,35 @@ class PromptEmbedder(Embedder):
     def embed(self, texts: list[str], instruction: str | None = None, prompt_type: str = "query",
               normalize: bool = True) -> torch.Tensor:
         """Differentiable embeddings (B, d). Documents get no prompt when the model is `prompt_on='query'`."""
-        use_prompt = prompt_type == "query" or self.config.prompt_on == "both"
-        prompt = self.soft_prompt(instruction) if use_prompt else None
+        prompt = self.soft_prompt(instruction) if self.uses_prompt(prompt_type) else None
         return self.backbone(texts, prompt, normalize=normalize)
+
+    # --- the training interface (see trainable.py) ------------------------------------------------------
+    def param_groups(self, alignment_learning_rate: float) -> list[dict]:
+        """W learns faster than P: it is a small fresh matrix, P a pretrained LM."""
+        align = [p for p in self.alignment.parameters() if p.requires_grad]
+        align_ids = {id(p) for p in align}
+        other = [p for p in self.parameters() if p.requires_grad and id(p) not in align_ids]
+        return [{"params": align, "lr": alignment_learning_rate}] + ([{"params": other}] if other else [])
+
+    def set_tau(self, tau: float) -> None:
+        if self.generator is not None:
+            self.generator.tau = tau
+
+    def training_module(self) -> nn.Module:
+        """P and W (instruction -> prompt): frozen E is never broadcast or synchronised."""
+        return PromptHead(self)
+
+    def sharded_modules(self) -> dict[str, nn.Module]:
+        return {"generator": self.generator, "alignment": self.alignment}
+
+    def training_context(self, module: nn.Module, instruction: str | None) -> torch.Tensor | None:
+        """The batch's soft prompt, made once through `module` (the wrapped PromptHead)."""
+        return module(instruction)
+
+    def embed_in_context(self, module: nn.Module, texts: list[str], prompt_type: str, context: torch.Tensor | None,
+                         instruction: str | None) -> torch.Tensor:
+        return self.backbone(texts, context if self.uses_prompt(prompt_type) else None)
 
     @torch.no_grad()
     def decode_prompt(self, instruction: str | None = None) -> str:

@@ -1,4 +1,4 @@
-"""Run any promptembedder `Embedder` through MTEB 2.x: ``mteb.evaluate(MTEBModel(embedder), tasks)``.
+"""Run any promptembedder `Embedder` through MTEB 2.x: `mteb.evaluate(MTEBModel(embedder), tasks)`.
 
 MTEB hands an encoder a DataLoader of batches plus the task's metadata; our models instead take an
 instruction and a prompt_type. This adapter maps one to the other (task name override, else a default per task
@@ -84,11 +84,11 @@ def _check_override(key: str, value: object) -> None:
 
 
 class MTEBModel:
-    """An MTEB 2.x encoder (``mteb.models.EncoderProtocol``) around a promptembedder `Embedder`.
+    """An MTEB 2.x encoder (`mteb.models.EncoderProtocol`) around a promptembedder `Embedder`.
 
-    Instruction lookup for a batch: ``task_instructions[task name]`` (a string, None, or a per-side dict), else
-    (only with ``use_task_prompts=True``) the prompt MTEB's task metadata carries, else
-    ``type_instructions[task type]`` (merged over `DEFAULT_TYPE_INSTRUCTIONS`), else `GENERIC_INSTRUCTION`.
+    Instruction lookup for a batch: `task_instructions[task name]` (a string, None, or a per-side dict), else
+    (only with `use_task_prompts=True`) the prompt MTEB's task metadata carries, else
+    `type_instructions[task type]` (merged over `DEFAULT_TYPE_INSTRUCTIONS`), else `GENERIC_INSTRUCTION`.
     In retrieval-like tasks documents get no instruction and prompt_type "document" unless a per-side
     override says otherwise; everywhere else both sides are symmetric. Similarity is cosine.
 
@@ -217,7 +217,7 @@ class MTEBModel:
     ) -> np.ndarray:
         """Embed every text of MTEB's DataLoader in one `Embedder.encode` call, so our length sorting applies.
 
-        Retrieval queries arrive with any per-query instruction already joined into ``text`` by MTEB.
+        Retrieval queries arrive with any per-query instruction already joined into `text` by MTEB.
         """
         texts: list[str] = []
         for batch in inputs:
@@ -253,9 +253,9 @@ class MTEBModel:
 
 
 def local_sts_task(task: str = "sts-b") -> Any:
-    """MTEB's own STS task (``STSBenchmark`` or ``SICK-R``) with its test data read from the shared folder.
+    """MTEB's own STS task (`STSBenchmark` or `SICK-R`) with its test data read from the shared folder.
 
-    It runs through ``mteb.evaluate`` with no network; `promptembedder.mteb_tasks.local_task` does the same for
+    It runs through `mteb.evaluate` with no network; `promptembedder.mteb_tasks.local_task` does the same for
     every registered task type.
     """
     from .evaluation import get_task

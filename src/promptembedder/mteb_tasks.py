@@ -1,4 +1,4 @@
-"""MTEB's own task classes fed with the shared data, so ``mteb.evaluate`` scores our tasks with no network.
+"""MTEB's own task classes fed with the shared data, so `mteb.evaluate` scores our tasks with no network.
 
 Each registry task maps to the MTEB task whose scoring it follows (MRPC has no MTEB task: it runs as a
 pair-classification task, SprintDuplicateQuestions' class). Running a model through these and through
@@ -34,7 +34,7 @@ def _label_ids(labels: list[str]) -> tuple[list[int], dict[str, int]]:
 
 
 def _dataset(spec_type: str, data: Any) -> Any:
-    """Our loaded data in the layout the MTEB task class of ``spec_type`` reads."""
+    """Our loaded data in the layout the MTEB task class of `spec_type` reads."""
     from datasets import Dataset, DatasetDict
 
     if spec_type == "sts":
@@ -82,7 +82,7 @@ def local_task(task: str) -> Any:
 
 def evaluate_with_mteb(embedder: Embedder, tasks: Iterable[str], instructions: Mapping[str, str | None] | None = None,
                        batch_size: int = 64) -> dict[str, float]:
-    """Main score (x100) of each task as ``mteb.evaluate`` computes it, with our default instructions.
+    """Main score (x100) of each task as `mteb.evaluate` computes it, with our default instructions.
 
     Nothing is cached or written: every call encodes afresh, so a result can never come from an older run.
     """

@@ -23,7 +23,7 @@ DEFAULT_EVAL_TASK = "sts-b"
 
 
 def sample_dev(pairs: Sequence[T], max_pairs: int | None, seed: int = DEV_SEED) -> list[T]:
-    """``max_pairs`` of ``pairs`` drawn without replacement with a fixed seed, kept in file order; all when None."""
+    """`max_pairs` of `pairs` drawn without replacement with a fixed seed, kept in file order; all when None."""
     if max_pairs is None or max_pairs >= len(pairs):
         return list(pairs)
     if max_pairs < 2:
@@ -44,7 +44,7 @@ def check_eval_task(name: str) -> str:
 
 
 def dev_score(model: Embedder, task: str) -> float:
-    """Main score (x100) of ``task``'s dev split, e.g. nDCG@10 on SciFact's held-out training claims."""
+    """Main score (x100) of `task`'s dev split, e.g. nDCG@10 on SciFact's held-out training claims."""
     from .evaluation.runner import evaluate
 
     return evaluate(model, [task], split="dev", show_progress_bar=False)[task]["main_score"]

@@ -25,7 +25,7 @@ import torch
 
 from .benchmark import METHOD_VARIANTS, fill_document_cache, machine_info
 from .data import TrainExample
-from .trainer import Trainer, TrainingConfig, build_model
+from .training import Trainer, TrainingConfig, build_model
 
 INSTRUCTION = "Retrieve semantically similar text."
 PHASES = ("generation", "E documents (no graph)", "E queries (prompted)", "loss + backward", "optimizer")
@@ -152,16 +152,16 @@ def phase_profile(args: dict, model, batch: int) -> dict:
             memory["step start (MB)"] = torch.cuda.memory_allocated(device) / 2**20
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=trainer.autocast):
             with label("generation"):
-                prompt = trainer.wrapped(INSTRUCTION)
+                prompt = model.training_context(trainer.wrapped, INSTRUCTION)
             mark("generation")
             with label("E documents"):
-                doc_vectors = trainer._documents(docs, INSTRUCTION)
+                doc_vectors = trainer.documents(docs, INSTRUCTION)
             mark("E documents (no graph)")
             with label("E queries"):
-                q = model.backbone(queries, prompt)
+                q = model.embed_in_context(trainer.wrapped, queries, "query", prompt, INSTRUCTION)
             mark("E queries (prompted)")
         with label("loss + backward"):
-            trainer._loss(q, doc_vectors, len(part)).backward()
+            trainer.loss.info_nce(q, doc_vectors, len(part)).backward()
         mark("loss + backward")
         with label("optimizer"):
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)

@@ -1,6 +1,6 @@
 """Readers for the retrieval, classification, pair-classification, clustering and NLI sets in the shared data folder.
 
-Like :mod:`promptembedder.data`, every reader validates each row and raises :class:`DataError` naming the file and
+Like `promptembedder.data`, every reader validates each row and raises `DataError` naming the file and
 1-based line, so a damaged file fails before anything is encoded instead of quietly shrinking an evaluation.
 """
 
@@ -36,7 +36,7 @@ DEV_SEED = 0
 
 @dataclass(frozen=True)
 class RetrievalData:
-    """BEIR layout: queries and corpus by id, and qrels ``{query_id: {doc_id: relevance}}``."""
+    """BEIR layout: queries and corpus by id, and qrels `{query_id: {doc_id: relevance}}`."""
 
     queries: dict[str, str]
     corpus: dict[str, str]
@@ -115,10 +115,10 @@ def _check_split(split: str, splits: Sequence[str], what: str) -> None:
 
 
 def load_scifact(split: str = "test", root: PathLike | None = None) -> RetrievalData:
-    """SciFact in BEIR layout: the claims of ``split`` over the full 5,183-abstract corpus.
+    """SciFact in BEIR layout: the claims of `split` over the full 5,183-abstract corpus.
 
-    ``test`` is the 300 claims MTEB scores; BEIR's 809 training claims are split into ``dev`` (100, drawn with a
-    fixed seed) and ``train`` (the other 709). Documents are ``title + " " + text`` with outer spaces stripped, as
+    `test` is the 300 claims MTEB scores; BEIR's 809 training claims are split into `dev` (100, drawn with a
+    fixed seed) and `train` (the other 709). Documents are `title + " " + text` with outer spaces stripped, as
     MTEB embeds them.
     """
     _check_split(split, ("train", "dev", "test"), "scifact")

@@ -1,7 +1,7 @@
 """Named training sources with per-task instructions, and how several are mixed.
 
 Each source gives `TrainExample`s carrying its task's instruction, so `make_batches` keeps one instruction (one
-soft prompt) per batch. Sources are mixed by size, or resampled to ``task_weights``. A source built from a task's
+soft prompt) per batch. Sources are mixed by size, or resampled to `task_weights`. A source built from a task's
 training split makes that task in-domain (see `evaluation.TaskSpec.train_source`).
 """
 
@@ -20,7 +20,6 @@ from .data import (
     NLI_INSTRUCTION,
     STS_INSTRUCTION,
     TrainExample,
-    load_examples,
     load_snli_triplets,
     load_sts,
     load_sts_train_pairs,
@@ -30,10 +29,11 @@ from .evaluation.retrieval import rank
 from .evaluation.tasks import TASKS
 from .registry import cache_dir, resolve
 from .task_data import RetrievalData, load_banking77, load_esnli_triplets, load_mrpc, load_scifact
+from .training_files import load_examples
 
 __all__ = ["ALL_SOURCES", "SOURCES", "load_training_data", "mine_negatives", "mix_sources"]
 
-#: What ``--train-data all`` means.
+#: What `--train-data all` means.
 ALL_SOURCES = ("esnli", "sts-train", "scifact-train", "banking77-train", "mrpc-train")
 SEED = 0
 
@@ -68,7 +68,7 @@ def _mrpc(embedding_model: str) -> list[TrainExample]:
 
 
 def mine_negatives(model: Embedder, data: RetrievalData, top_k: int = 10) -> dict[str, str]:
-    """Per query, the best-ranked document that it does not cite (the hard negative), by ``model`` with no prompt."""
+    """Per query, the best-ranked document that it does not cite (the hard negative), by `model` with no prompt."""
     from .evaluation.encoding import encode_texts
 
     query_ids, doc_ids = list(data.queries), list(data.corpus)
@@ -125,7 +125,7 @@ SOURCES: dict[str, Callable[[str], list[TrainExample]]] = {
 
 def mix_sources(per_source: Mapping[str, list[TrainExample]], task_weights: Mapping[str, float] | None = None,
                 seed: int = SEED) -> list[TrainExample]:
-    """All examples (mixing by size), or each source resampled to its share ``w / sum(w)`` of the same total."""
+    """All examples (mixing by size), or each source resampled to its share `w / sum(w)` of the same total."""
     if not task_weights:
         return [example for examples in per_source.values() for example in examples]
     unknown = sorted(set(task_weights) - set(per_source))
@@ -147,7 +147,7 @@ def mix_sources(per_source: Mapping[str, list[TrainExample]], task_weights: Mapp
 
 
 def parse_task_weights(value: str | Mapping[str, float] | None) -> dict[str, float] | None:
-    """``"esnli=1,scifact-train=2"`` (the command line's form) or a mapping, into ``{source: weight}``."""
+    """`"esnli=1,scifact-train=2"` (the command line's form) or a mapping, into `{source: weight}`."""
     if value is None or isinstance(value, Mapping):
         return None if value is None else {str(k): float(v) for k, v in value.items()}
     weights = {}
@@ -164,7 +164,7 @@ def parse_task_weights(value: str | Mapping[str, float] | None) -> dict[str, flo
 
 def load_training_data(specs: list, skip_invalid: bool = False, embedding_model: str = "minilm-l6",
                        task_weights: Mapping[str, float] | None = None) -> list[TrainExample]:
-    """Named sources (see `SOURCES`; ``all`` = `ALL_SOURCES`) or files ({'path': ..., 'instruction': ..., columns})."""
+    """Named sources (see `SOURCES`; `all` = `ALL_SOURCES`) or files ({'path': ..., 'instruction': ..., columns})."""
     per_source: dict[str, list[TrainExample]] = {}
     for spec in specs:
         names = ALL_SOURCES if spec == "all" else (spec,)

@@ -1,0 +1,23 @@
+"""The model a run trains, from its settings (`TrainingConfig.model_config`), or a transfer's P with a fresh W."""
+
+from __future__ import annotations
+
+import torch
+
+from ..baselines import BackboneEmbedder, PromptTuningEmbedder
+from ..model import PromptEmbedder
+from ..trainable import TrainableEmbedder
+from .config import TrainingConfig
+
+
+def build_model(config: TrainingConfig, device: torch.device) -> TrainableEmbedder:
+    """The model a method trains, on a shared backbone reference, pooling and length limit."""
+    if config.method == "promptembedder" and config.init_from:  # transfer: P trained and frozen, a fresh W
+        return PromptEmbedder.for_new_backbone(config.init_from, config.embedding_model, pooling=config.pooling,
+                                               device=device)
+    model = config.model_config
+    if config.method == "promptembedder":
+        return PromptEmbedder(model, device=device)
+    if config.method == "prompt-tuning":
+        return PromptTuningEmbedder(model, device=device)
+    return BackboneEmbedder(model, device=device)

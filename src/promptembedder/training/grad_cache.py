@@ -1,0 +1,67 @@
+"""GradCache (Gao et al. 2021) as a loss, as sentence-transformers' CachedMultipleNegativesRankingLoss: the loss
+of the whole batch with the memory of one chunk; the trainer calls and back-propagates it like any loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..data import TrainExample
+from .checkpoint import rng_state, set_rng_state
+from .losses import ContrastiveLoss, gradient_sync, split_batch
+
+
+@dataclass(eq=False)
+class CachedContrastiveLoss(ContrastiveLoss):
+    """Pass 1 (here) embeds chunk by chunk without a graph and computes the loss on those embeddings. Its
+    backward (a hook on the returned loss) caches the loss's gradient w.r.t. each embedding, re-embeds each chunk
+    with a graph (same RNG, so dropout repeats) and back-propagates the cached gradient. The model's training
+    context (PromptEmbedder's soft prompt) is made once: a leaf the chunks share, its gradient sent back at the end.
+
+    Under DDP, a baseline's chunks accumulate gradients locally (`no_sync`) and the last chunk's backward
+    averages them over ranks, as in the GradCache library; PromptEmbedder's chunks only touch frozen E, so the
+    final backward through P and W is the one DDP or FSDP synchronises.
+    """
+
+    chunk_size: int = 1
+
+    def __call__(self, batch: list[TrainExample]) -> torch.Tensor:
+        model, size = self.model, self.chunk_size
+        instruction, queries, documents = split_batch(batch)
+        with self.autocast_context():
+            context = model.training_context(self.module, instruction)
+        leaf = context.detach().requires_grad_() if context is not None else None
+
+        def embed(texts: list[str], prompt_type: str) -> torch.Tensor:
+            with self.autocast_context():
+                return model.embed_in_context(self.module, texts, prompt_type, leaf, instruction)
+
+        pieces = [(queries[i : i + size], "query") for i in range(0, len(queries), size)]
+        cached_docs = not model.document_side_trainable
+        if not cached_docs:
+            pieces += [(documents[i : i + size], "document") for i in range(0, len(documents), size)]
+        states, reps = [], []
+        with torch.no_grad():
+            for texts, prompt_type in pieces:
+                states.append(rng_state())
+                reps.append(embed(texts, prompt_type).detach().requires_grad_())
+        q = torch.cat([r for r, (_, kind) in zip(reps, pieces, strict=True) if kind == "query"])
+        docs = (self.documents(documents, instruction) if cached_docs else
+                torch.cat([r for r, (_, kind) in zip(reps, pieces, strict=True) if kind == "document"]))
+        loss = self.info_nce(q, docs, len(batch))
+
+        @torch.enable_grad()  # autograd runs hooks with gradients off; pass 2 builds graphs
+        def backward(grad: torch.Tensor) -> None:
+            loss.backward(grad)
+            for i, ((texts, prompt_type), state, rep) in enumerate(zip(pieces, states, reps, strict=True)):
+                with gradient_sync(self.module, i == len(pieces) - 1), \
+                        torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                    set_rng_state(state)
+                    embed(texts, prompt_type).backward(rep.grad)
+            if context is not None and leaf.grad is not None:
+                context.backward(leaf.grad)
+
+        result = loss.detach().requires_grad_()
+        result.register_hook(backward)
+        return result

@@ -1,0 +1,74 @@
+"""The contrastive loss of a training batch, as sentence-transformers' losses: the loss embeds the batch through
+the model's training interface, so the trainer only calls it and back-propagates."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..data import TrainExample
+from ..loss import Gather, info_nce
+from ..trainable import TrainableEmbedder
+
+
+class DocumentCache:
+    """Document embeddings without gradient (their side is frozen, e.g. `prompt_on='query'`), cached across epochs."""
+
+    def __init__(self, model: TrainableEmbedder):
+        self.model = model
+        self.vectors: dict[str, torch.Tensor] = {}
+
+    def __call__(self, texts: list[str], instruction: str | None) -> torch.Tensor:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.vectors]
+        if missing:
+            with torch.no_grad():
+                vectors = self.model.embed(missing, instruction, "document", normalize=True)
+            self.vectors.update(zip(missing, vectors.detach(), strict=True))
+        return torch.stack([self.vectors[t] for t in texts])
+
+
+def gradient_sync(module: nn.Module, enabled: bool) -> contextlib.AbstractContextManager:
+    """Whether a backward averages gradients over ranks: DDP skips it inside `no_sync`, to accumulate locally
+    first; FSDP and a single process have no such switch here."""
+    no_sync = getattr(module, "no_sync", None)
+    return contextlib.nullcontext() if enabled or no_sync is None else no_sync()
+
+
+def split_batch(batch: list[TrainExample]) -> tuple[str | None, list[str], list[str]]:
+    """(instruction, queries, documents): the positives first, then every hard negative."""
+    documents = [e.positive for e in batch] + [n for e in batch for n in e.negatives]
+    return batch[0].instruction, [e.query for e in batch], documents
+
+
+@dataclass(eq=False)
+class ContrastiveLoss:
+    """InfoNCE of one batch (its instruction shared), embedded by `model` through `module` (its wrapped
+    `training_module`); under data parallelism the loss is global when `gather` concatenates over ranks."""
+
+    model: TrainableEmbedder
+    module: nn.Module
+    documents: DocumentCache
+    temperature: float = 0.05
+    symmetric: bool = False
+    gather: Gather | None = None
+    autocast: bool = False
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def __call__(self, batch: list[TrainExample]) -> torch.Tensor:
+        instruction, queries, documents = split_batch(batch)
+        with self.autocast_context():
+            q, docs = self.model.embed_batch(self.module, queries, documents, instruction, self.documents)
+        return self.info_nce(q, docs, len(batch))
+
+    def info_nce(self, q: torch.Tensor, docs: torch.Tensor, num_positives: int) -> torch.Tensor:
+        # With a gather every rank must take part, even one whose slice of the batch has no hard negatives.
+        has_negatives = docs.shape[0] > num_positives or self.gather is not None
+        negatives = docs[num_positives:].float() if has_negatives else None
+        return info_nce(q.float(), docs[:num_positives].float(), negatives, self.temperature, self.symmetric,
+                        self.gather)
+
+    def autocast_context(self) -> contextlib.AbstractContextManager:
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast)

@@ -1,0 +1,274 @@
+"""One training loop for PromptEmbedder and its baselines, so comparisons are fair.
+
+Same data, batches, loss, pooling, optimizer and schedule for every method; only what is trainable differs, and
+the model says what that is (its training interface, `trainable.TrainableEmbedder`). Works single-process or
+under torchrun / accelerate launch, with DDP or with FSDP2 sharding what the model lists (`fsdp`).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from transformers import get_scheduler
+
+from .. import distributed as dist_utils
+from ..data import TrainExample
+from ..interrupts import catch_sigterm, deferred_interrupt, signal_of
+from ..numerics import check_step, json_safe
+from ..plotting import plot_training
+from ..resume import record
+from ..run_folder import RunFolder, open_run
+from ..trainable import TrainableEmbedder
+from ..training_sources import load_training_data
+from . import checkpoint
+from .batching import StepBatches
+from .build import build_model
+from .callbacks import Checkpointing, CSVLogger, DevEvaluation, ProgressBar, TensorBoardLogger
+from .config import TrainingConfig, tau_at
+from .grad_cache import CachedContrastiveLoss
+from .losses import ContrastiveLoss, DocumentCache, gradient_sync
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA max allocated on GPU; peak resident set size of this process on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass
+class TrainResult:
+    output_dir: str
+    steps: int
+    wall_time_s: float
+    median_step_time_s: float
+    examples_per_s: float
+    peak_memory_mb: float
+    trainable_parameters: int
+    best_dev_spearman: float | None
+    final_dev_spearman: float | None
+    steps_to_target: int | None = None
+    seconds_to_target: float | None = None
+    interrupted: bool = False
+    stop_signal: int | None = None  # SIGINT or SIGTERM when interrupted (the CLI exits 128 + it)
+
+
+class Trainer:
+    """Set-up and loop. `callbacks` are called as f(trainer, step) after each step, after the built-in ones
+    (evaluation, logs, progress bar, checkpoint); `trainer.row` holds the step's log row, `should_stop` ends it."""
+
+    def __init__(
+        self,
+        config: TrainingConfig,
+        model: TrainableEmbedder | None = None,
+        examples: list[TrainExample] | None = None,
+        callbacks: list[Callable] | None = None,
+    ):
+        self.config = config
+        self.device = torch.device(config.device) if config.device else dist_utils.local_device()
+        if self.device.type == "cuda" and self.device.index is None:  # "cuda": this process's GPU (LOCAL_RANK)
+            self.device = torch.device("cuda", dist_utils.local_rank())
+        self.distributed = dist_utils.init_from_env(self.device)
+        self.is_main = dist_utils.is_main_process()
+        self.output_dir = Path(config.output_dir)
+        self.folder = RunFolder(self.output_dir)
+        self.resume_changes = open_run(self.folder, config, self.is_main)
+        if config.fsdp and not self.distributed:
+            warnings.warn(f"fsdp={config.fsdp!r} is ignored: a single process has nothing to shard over; launch with "
+                          "torchrun or accelerate launch", stacklevel=2)
+        self.examples = examples if examples is not None else load_training_data(
+            config.train_data, config.skip_invalid, embedding_model=config.embedding_model,
+            task_weights=config.task_weights)
+        checkpoint.seed_everything(config.seed)
+        self.model = model if model is not None else build_model(config, self.device)
+        self.model.to(self.device)
+        if config.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        if not any(p.requires_grad for p in self.model.parameters()):
+            raise ValueError("the model has no trainable parameters")
+        # FSDP shards in place (before the optimizer sees the parameters); a single process has no peers.
+        self.sharded = self.distributed and config.fsdp is not None
+        if self.sharded:
+            dist_utils.fully_shard_modules(list(self.model.sharded_modules().values()), self.device,
+                                           reshard_after_forward=config.fsdp == "full_shard")
+        self.optimizer = torch.optim.AdamW(self.model.param_groups(config.alignment_learning_rate), lr=config.lr,
+                                           weight_decay=config.weight_decay)
+        self.scheduler = get_scheduler(config.lr_scheduler, self.optimizer,
+                                       num_warmup_steps=int(config.warmup_ratio * config.max_steps),
+                                       num_training_steps=config.max_steps)
+        # What a step calls, under DDP wrapped so its gradients are averaged over ranks (FSDP's hooks do that).
+        self.wrapped = self.model.training_module()
+        if self.distributed and not self.sharded:
+            self.wrapped = DistributedDataParallel(
+                self.wrapped, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.step = 0
+        self.best_score: float | None = None
+        self.autocast = (
+            config.bf16 in ("auto", "true", True) and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        )
+        self.documents = DocumentCache(self.model)
+        self.loss = self._make_loss()
+        self.evaluation = DevEvaluation(self)
+        main_only = [CSVLogger(), TensorBoardLogger()] if self.is_main else []
+        self.callbacks = [self.evaluation, *main_only, ProgressBar(), Checkpointing(), *(callbacks or [])]
+        self.row: dict[str, str] = {}
+        self.loss_value = float("nan")
+        self.should_stop = False
+        self.start_time = time.perf_counter()
+
+    def _make_loss(self) -> ContrastiveLoss:
+        """The loss the step back-propagates: GradCache's when chunks are asked for; global over ranks when
+        gathered (DDP then averages gradients over ranks: the loss is scaled by the world size, see `_run`)."""
+        config = self.config
+        gather = dist_utils.gather_with_grad if self.gathered else None
+        parts = dict(model=self.model, module=self.wrapped, documents=self.documents, temperature=config.temperature,
+                     symmetric=config.symmetric, gather=gather, autocast=self.autocast, device=self.device)
+        if config.grad_cache_chunk_size:
+            return CachedContrastiveLoss(**parts, chunk_size=config.grad_cache_chunk_size)
+        return ContrastiveLoss(**parts)
+
+    @property
+    def gathered(self) -> bool:
+        """Whether the loss is the global one (gathered over ranks)."""
+        return self.distributed and self.config.gather_across_ranks
+
+    # --- what callbacks and tests use --------------------------------------------------------------------
+    def evaluate(self) -> float:
+        return self.evaluation.evaluate(self)
+
+    @property
+    def dev_pairs(self) -> list:
+        return self.evaluation.dev_pairs
+
+    rng_state = staticmethod(checkpoint.rng_state)
+
+    def save_checkpoint(self, rng_state: dict) -> None:
+        checkpoint.save_checkpoint(self, rng_state)
+
+    def load_checkpoint(self) -> dict | None:
+        return checkpoint.load_checkpoint(self)
+
+    def save_pretrained(self, directory: Path) -> None:
+        checkpoint.save_pretrained(self, directory)
+
+    # --- the loop --------------------------------------------------------------------------------------
+    def train(self) -> TrainResult:
+        """Run to max_steps (or the target); the output folder stays locked until the end."""
+        try:
+            return self._run()
+        finally:
+            self.folder.close()
+
+    def _run(self) -> TrainResult:
+        config = self.config
+        world = dist_utils.world_size()
+        if self.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "training_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+        rng = self.load_checkpoint() if config.resume else None
+        if rng is not None:
+            checkpoint.set_rng_state(rng)
+        if self.is_main:
+            record(self.output_dir, self.step, self.resume_changes)
+        step_times: list[float] = []
+        self.start_time = start = time.perf_counter()
+        interrupted = {"interrupted": False}
+        batches = StepBatches(self.examples, config.batch_size, config.gradient_accumulation_steps, config.seed,
+                              world, dist_utils.rank())
+        started = [c for c in self.callbacks if hasattr(c, "on_train_begin")]
+        for callback in started:
+            callback.on_train_begin(self)
+        self.model.train()
+        restore_sigterm = catch_sigterm()  # a scheduler's SIGTERM stops the run as Ctrl-C does: checkpoint first
+        try:
+            while self.step < config.max_steps and not self.should_stop:
+                step_rng, in_step = checkpoint.rng_state(), True
+                t0 = time.perf_counter()
+                epoch, size, micro_batches = batches(self.step)
+                tau = tau_at(config, self.step)
+                self.model.set_tau(tau)
+                self.loss_value = self._update(micro_batches, (world if self.gathered else 1))
+                with deferred_interrupt():  # a Ctrl-C here lands after the step is complete, never inside it
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.step += 1
+                    in_step = False
+                elapsed = time.perf_counter() - t0
+                step_times.append(elapsed)
+                self.row = {"step": self.step, "epoch": epoch, "loss": f"{self.loss_value:.5f}",
+                            "lr": f"{self.scheduler.get_last_lr()[-1]:.3e}", "tau": f"{tau:.4f}",
+                            "examples_per_s": f"{size / elapsed:.2f}", "step_time_s": f"{elapsed:.4f}",
+                            "elapsed_s": f"{time.perf_counter() - start:.2f}", "dev_spearman": ""}
+                for callback in self.callbacks:
+                    callback(self, self.step)
+        except KeyboardInterrupt as err:
+            # Save the state as of the last completed step (its RNG state included), then stop cleanly.
+            self.optimizer.zero_grad(set_to_none=True)
+            self.save_checkpoint(step_rng if in_step else checkpoint.rng_state())
+            interrupted = {"interrupted": True, "stop_signal": int(signal_of(err))}
+        finally:
+            restore_sigterm()
+            for callback in started:
+                callback.on_train_end(self)
+        return self._finish(time.perf_counter() - start, step_times, world, interrupted)
+
+    def _update(self, micro_batches: list[list[TrainExample]], world_scale: int) -> float:
+        """Gradients of the step's micro-batches, checked and clipped; returns the mean loss."""
+        config = self.config
+        loss_sum = 0.0
+        for micro, examples in enumerate(micro_batches):
+            # DDP averages gradients over ranks once per step, at the last micro-batch's backward.
+            with gradient_sync(self.wrapped, micro == len(micro_batches) - 1):
+                loss = self.loss(examples)
+                (loss * (world_scale / config.gradient_accumulation_steps)).backward()
+            loss_sum += loss.item() / config.gradient_accumulation_steps
+        grad_norm = torch.nn.utils.clip_grad_norm_(  # an infinite bound measures without clipping
+            [p for p in self.model.parameters() if p.requires_grad], config.max_grad_norm or float("inf")
+        )
+        check_step(loss_sum, grad_norm, self.step + 1)  # NaN/inf: stop before the update, weights intact
+        return loss_sum
+
+    def _finish(self, wall: float, step_times: list[float], world: int, interrupted: dict) -> TrainResult:
+        """The final checkpoint, model and plot (unless interrupted), and the run's summary."""
+        config = self.config
+        if config.save_model and not interrupted["interrupted"]:
+            self.save_checkpoint(checkpoint.rng_state())
+            self.save_pretrained(self.output_dir / "final")
+            if self.is_main:
+                plot_training({config.method: self.output_dir / "log.csv"}, self.output_dir / "training_curves.png",
+                              title=config.method)
+        median = statistics.median(step_times) if step_times else float("nan")
+        global_batch = config.batch_size * world * config.gradient_accumulation_steps
+        result = TrainResult(
+            output_dir=str(self.output_dir),
+            steps=self.step,
+            wall_time_s=wall,
+            median_step_time_s=median,
+            examples_per_s=global_batch / median if step_times else 0.0,
+            peak_memory_mb=peak_memory_mb(self.device),
+            trainable_parameters=sum(p.numel() for p in self.model.parameters() if p.requires_grad),
+            best_dev_spearman=self.best_score,
+            final_dev_spearman=self.evaluation.last,
+            steps_to_target=self.evaluation.steps_to_target,
+            seconds_to_target=self.evaluation.seconds_to_target,
+            **interrupted,
+        )
+        if self.is_main:
+            summary = json.dumps(json_safe(asdict(result)), indent=2, allow_nan=False)
+            (self.output_dir / "train_summary.json").write_text(summary + "\n")
+        return result
+
+
+def train(config: TrainingConfig, **kwargs) -> TrainResult:
+    return Trainer(config, **kwargs).train()
