@@ -181,7 +181,7 @@ def transfer(args: argparse.Namespace) -> None:
         result = Trainer(config, model=model).train()
         log = Path(config.output_dir) / "log.csv"
         with open(log, newline="") as handle:
-            curve = [(int(r["step"]), float(r["dev_spearman"])) for r in csv.DictReader(handle) if r["dev_spearman"]]
+            curve = [(int(r["step"]), float(r["dev_score"])) for r in csv.DictReader(handle) if r["dev_score"]]
         record.update(steps=result.steps, train_s=train_time(log), median_step_s=result.median_step_time_s,
                       trainable_parameters=result.trainable_parameters, dev_curve=curve, log=str(log),
                       train_s_at={step: train_time(log, step) for step, _ in curve})

@@ -144,3 +144,16 @@ def test_suffix_prompt_is_refused_with_advice(tmp_path, tiny_model_dir):
     with pytest.raises(ValueError, match="promptembedder serve"):
         export(tmp_path / "saved", tmp_path / "out", INSTRUCTIONS, verify=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_model_card_names_the_dev_metric_and_reads_older_summaries() -> None:
+    """The card says what the dev score is (selection may be on SciFact's nDCG@10); summaries written before
+    `dev_metric` existed were STS-B Spearman under `*_dev_spearman`."""
+    from promptembedder.config import PromptEmbedderConfig
+    from promptembedder.model_card import _model_lines
+
+    config = PromptEmbedderConfig(embedding_model="tiny")
+    new = _model_lines(config, {"summary": {"best_dev_score": 61.234, "dev_metric": "scifact ndcg_at_10"}})
+    assert "| Dev scifact ndcg_at_10 (best) | 61.23 |" in new
+    old = _model_lines(config, {"summary": {"best_dev_spearman": 80.0, "final_dev_spearman": 79.5}})
+    assert {"| Dev sts-b spearman (best) | 80.00 |", "| Dev sts-b spearman (final) | 79.50 |"} <= set(old)

@@ -23,7 +23,7 @@ from reliability_helpers import EXAMPLES, PAIRS, config, run
 
 from promptembedder.numerics import NonFiniteError
 from promptembedder.resume import ResumeWarning
-from promptembedder.run_folder import COMPLETE_FILE, RunFolderError, recover
+from promptembedder.run_folder import COMPLETE_FILE, RunFolderError, recover, truncate_log
 from promptembedder.training import Trainer, TrainingConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -187,3 +187,11 @@ def test_signals_checkpoint_and_exit_with_128_plus_signal(models, tmp_path):
     assert code == 143 and step >= 2
     code, resumed_step = train_until_stopped(signal.SIGINT, resume=True)
     assert code == 130 and resumed_step >= step + 2
+
+
+def test_resumed_log_keeps_a_column_an_earlier_version_named_otherwise(tmp_path):
+    """log.csv's dev_spearman became dev_score: a run resumed from then keeps its dev values, past rows dropped."""
+    log = tmp_path / "log.csv"
+    log.write_text("step,loss,dev_spearman\n1,2.0,\n2,1.5,41.250\n3,1.2,\n")
+    truncate_log(log, 2, ["step", "loss", "dev_score"], {"dev_spearman": "dev_score"})
+    assert log.read_text().splitlines() == ["step,loss,dev_score", "1,2.0,", "2,1.5,41.250"]

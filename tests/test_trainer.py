@@ -279,7 +279,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(stop: str, tiny_model_
     steps_b = [int(r["step"]) for r in rows_b]
     assert steps_b == list(range(1, 13)), f"log.csv of the resumed run has steps {steps_b}"
     for row_a, row_b in zip(rows_a, rows_b, strict=True):
-        for column in ("loss", "lr", "tau", "dev_spearman"):
+        for column in ("loss", "lr", "tau", "dev_score"):
             a, b = row_a[column], row_b[column]
             assert (a == b == "") or math.isclose(float(a), float(b), abs_tol=2e-4), (column, row_a, row_b)
 
@@ -379,10 +379,11 @@ def test_run_outputs(method: str, tiny_model_dir: TinyDir, tmp_path: Path) -> No
     rows = read_log(out)
     assert list(rows[0]) == callbacks_mod.LOG_FIELDS
     assert [int(r["step"]) for r in rows] == [2, 3, 4, 6]  # every 2nd step, plus the eval steps
-    assert [bool(r["dev_spearman"]) for r in rows] == [False, True, False, True]
-    dev_scores = [float(r["dev_spearman"]) for r in rows if r["dev_spearman"]]
-    assert result.final_dev_spearman == pytest.approx(dev_scores[-1], abs=1e-3)
-    assert result.best_dev_spearman == pytest.approx(max(dev_scores), abs=1e-3)
+    assert [bool(r["dev_score"]) for r in rows] == [False, True, False, True]
+    dev_scores = [float(r["dev_score"]) for r in rows if r["dev_score"]]
+    assert result.final_dev_score == pytest.approx(dev_scores[-1], abs=1e-3)
+    assert result.best_dev_score == pytest.approx(max(dev_scores), abs=1e-3)
+    assert result.dev_metric == "sts-b spearman"  # what dev_score is: selection on another task says so
 
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["steps"] == 6 and summary["interrupted"] is False
@@ -582,7 +583,7 @@ def test_real_data_training_improves_sts_dev(tiny_model_dir: TinyDir, tmp_path: 
     assert len(trainer.dev_pairs) == 500
     before = evaluate_pairs(trainer.model, trainer.dev_pairs, STS_INSTRUCTION, show_progress_bar=False)["spearman"]
     result = trainer.train()
-    after = result.final_dev_spearman
+    after = result.final_dev_score
     elapsed = time.perf_counter() - start
     print(f"\nSTS-B dev Spearman (first {len(trainer.dev_pairs)} pairs): untrained {before:.2f}, trained "
           f"{after:.2f} after {result.steps} steps of {config.batch_size} ({elapsed:.0f} s)")

@@ -12,7 +12,7 @@ from test_evaluation import HashingEmbedder
 from promptembedder import training_sources as S
 from promptembedder.data import TrainExample
 from promptembedder.evaluation import TASKS, in_domain_tasks
-from promptembedder.selection import check_eval_task, sample_dev
+from promptembedder.selection import check_eval_task, dev_metric, sample_dev
 from promptembedder.task_data import RetrievalData
 from promptembedder.training import TrainingConfig
 
@@ -26,6 +26,7 @@ def test_dev_subset_is_a_fixed_sample_across_the_file() -> None:
 
 def test_eval_task_must_have_a_dev_split() -> None:
     assert check_eval_task("SciFact") == "scifact"
+    assert dev_metric("SciFact") == "scifact ndcg_at_10" and dev_metric("sts-b") == "sts-b spearman"
     with pytest.raises(ValueError, match=r"eval_task 'banking77' has no dev split.*'sts-b', 'scifact'"):
         TrainingConfig(eval_task="banking77")
     with pytest.raises(ValueError, match="unknown task 'nope'"):

@@ -237,7 +237,7 @@ def time_to_target(config: TrainingConfig) -> dict:
     """Train until the dev score reaches config.target_score (or max_steps); steps and wall time."""
     result = Trainer(config).train()
     return {"steps_to_target": result.steps_to_target, "seconds_to_target": result.seconds_to_target,
-            "best_dev_spearman": result.best_dev_spearman, "steps_run": result.steps,
+            "best_dev_score": result.best_dev_score, "steps_run": result.steps,
             "median_step_time_s": result.median_step_time_s}
 
 
@@ -277,7 +277,7 @@ def bench_converge(target_score: float, embedding_model: str, prompting_model: s
     for name, r in results.items():
         table.add_row(name, str(r["steps_to_target"] or f">{r['steps_run']}"),
                       f"{r['seconds_to_target']:.1f}" if r["seconds_to_target"] else "-",
-                      f"{r['best_dev_spearman']:.2f}" if r["best_dev_spearman"] is not None else "-")
+                      f"{r['best_dev_score']:.2f}" if r["best_dev_score"] is not None else "-")
     console.print(table)
     return report
 

@@ -95,14 +95,14 @@ def train_in_subprocess(config: TrainingConfig, console: Console) -> dict:
         raise RuntimeError(f"training in {out} failed (exit {proc.returncode}); see the output above")
     summary = json.loads((out / "train_summary.json").read_text())
     console.print(f"{config.method} on {config.embedding_model}: {summary['steps']} steps, "
-                  f"{summary['median_step_time_s']:.2f} s/step, best dev {summary['best_dev_spearman']:.2f}")
+                  f"{summary['median_step_time_s']:.2f} s/step, best dev {summary['best_dev_score']:.2f}")
     return summary
 
 
 def first_step_reaching(log: Path, target: float) -> tuple[int, float] | None:
     """(step, elapsed seconds) of the first dev evaluation at or above target (the log keeps 3 decimals)."""
     for row in csv.DictReader(open(log, newline="")):  # noqa: SIM115
-        if row["dev_spearman"] and float(row["dev_spearman"]) >= round(target, 3):
+        if row["dev_score"] and float(row["dev_score"]) >= round(target, 3):
             return int(row["step"]), float(row["elapsed_s"])
     return None
 
@@ -165,7 +165,7 @@ def run_demo(config: DemoConfig, console: Console) -> dict:
 
     with stage("time to the same dev score on the new backbone (the 3.8x claim)"):
         logs = {name: Path(cfg.output_dir) / "log.csv" for name, cfg in transfer_runs.items()}
-        target = min(summaries[name]["best_dev_spearman"] for name in transfer_runs)
+        target = min(summaries[name]["best_dev_score"] for name in transfer_runs)
         reached = {name: first_step_reaching(log, target) for name, log in logs.items()}
         console.print(f"target: dev {target:.2f} (the best score both runs reach)")
         for name, hit in reached.items():

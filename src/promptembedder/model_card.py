@@ -57,10 +57,11 @@ def _model_lines(config: PromptEmbedderConfig, record: dict) -> list[str]:
         lines.append(f"| Training data | {', '.join(map(str, training['train_data']))} |")
     if summary.get("steps"):
         lines.append(f"| Training steps | {summary['steps']} |")
-    for key, label in (("best_dev_spearman", "STS-B dev Spearman (best)"),
-                       ("final_dev_spearman", "STS-B dev Spearman (final)")):
-        if summary.get(key) is not None:
-            lines.append(f"| {label} | {summary[key]:.2f} |")
+    metric = summary.get("dev_metric") or "sts-b spearman"  # runs from before dev_metric selected on STS-B
+    for which in ("best", "final"):
+        value = summary.get(f"{which}_dev_score", summary.get(f"{which}_dev_spearman"))  # the older key
+        if value is not None:
+            lines.append(f"| Dev {metric} ({which}) | {value:.2f} |")
     return lines
 
 

@@ -22,13 +22,13 @@ def plot_training(runs: dict[str, str | Path], out: str | Path, title: str = "Tr
     for name, log in runs.items():
         rows = read_log(log)
         loss = [(int(r["step"]), float(r["loss"])) for r in rows if r.get("loss")]
-        dev = [(int(r["step"]), float(r["dev_spearman"])) for r in rows if r.get("dev_spearman")]
+        dev = [(int(r["step"]), float(r["dev_score"])) for r in rows if r.get("dev_score")]
         if loss:
             ax_loss.plot(*zip(*loss, strict=True), label=name)
         if dev:
             ax_dev.plot(*zip(*dev, strict=True), marker="o", label=name)
     ax_loss.set(xlabel="step", ylabel="InfoNCE loss", title=f"{title}: loss")
-    ax_dev.set(xlabel="step", ylabel="STS-B dev Spearman x100", title=f"{title}: dev score")
+    ax_dev.set(xlabel="step", ylabel="dev main score x100 (STS-B Spearman by default)", title=f"{title}: dev score")
     for ax in (ax_loss, ax_dev):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

@@ -162,10 +162,15 @@ def open_run(folder: RunFolder, config, is_main: bool) -> dict:
     return verdict
 
 
-def truncate_log(path: Path, step: int, fields: list[str]) -> None:
-    """On resume, drop log rows past the checkpoint's step (they will be logged again)."""
+def truncate_log(path: Path, step: int, fields: list[str], renamed: dict[str, str] | None = None) -> None:
+    """On resume, drop log rows past the checkpoint's step (they will be logged again); columns an earlier
+    version named otherwise (`renamed`: old -> new) keep their values under the new name."""
     with open(path, newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if int(r["step"]) <= step]
+    for row in rows:
+        for old, new in (renamed or {}).items():
+            if old in row:
+                row[new] = row.pop(old)
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fields)
         writer.writeheader()

@@ -43,6 +43,14 @@ def check_eval_task(name: str) -> str:
     return spec.name
 
 
+def dev_metric(task: str) -> str:
+    """What the dev score of `task` is, for logs and model cards: e.g. "sts-b spearman", "scifact ndcg_at_10"."""
+    from .evaluation.tasks import get_task
+
+    spec = get_task(task)
+    return f"{spec.name} {spec.metric}"
+
+
 def dev_score(model: Embedder, task: str) -> float:
     """Main score (x100) of `task`'s dev split, e.g. nDCG@10 on SciFact's held-out training claims."""
     from .evaluation.runner import evaluate

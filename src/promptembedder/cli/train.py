@@ -83,7 +83,7 @@ def transfer(
     from_: Annotated[Path, Opt("--from", help="a saved PromptEmbedder (its trained P is reused, frozen)")],
     embedding_model: Annotated[str, Opt(help="the new backbone E'")],
     output_dir: Annotated[str, Opt()] = "runs/transfer",
-    target_score: Annotated[float | None, Opt(help="STS-B dev Spearman x100 to reach")] = None,
+    target_score: Annotated[float | None, Opt(help="dev score x100 to reach (eval_task's main metric)")] = None,
     max_steps: Annotated[int, Opt()] = 200,
     batch_size: Annotated[int, Opt()] = 32,
     alignment_learning_rate: Annotated[float | None, Opt(help="W alone (default: the transfer preset, 1e-2)")] = None,
@@ -113,7 +113,7 @@ def transfer(
 
     if distributed.is_main_process():
         console.print(f"steps: {result.steps}  wall time: {result.wall_time_s:.1f} s  "
-                      f"best dev: {result.best_dev_spearman}")
+                      f"best dev: {result.best_dev_score}")
         if target_score is not None:
             if result.steps_to_target:
                 console.print(f"reached {target_score} at step {result.steps_to_target} after "

@@ -13,17 +13,20 @@ from tqdm.auto import tqdm
 from .. import distributed as dist_utils
 from ..data import STS_INSTRUCTION, load_sts
 from ..run_folder import truncate_log
-from ..selection import DEFAULT_EVAL_TASK, dev_score, sample_dev
+from ..selection import DEFAULT_EVAL_TASK, dev_metric, dev_score, sample_dev
 
 if TYPE_CHECKING:
     from .trainer import Trainer
 
-LOG_FIELDS = ["step", "epoch", "loss", "lr", "tau", "examples_per_s", "step_time_s", "elapsed_s", "dev_spearman"]
+#: `dev_score` is `eval_task`'s dev main score x100 (its name is the run's `dev_metric`, e.g. "scifact ndcg_at_10").
+LOG_FIELDS = ["step", "epoch", "loss", "lr", "tau", "examples_per_s", "step_time_s", "elapsed_s", "dev_score"]
+#: Columns that earlier versions wrote under another name (a run resumed from then keeps its logged values).
+RENAMED_FIELDS = {"dev_spearman": "dev_score"}
 
 
 def logged(trainer: Trainer) -> bool:
     """Whether this step's row is written: every `logging_steps`, and at every evaluation."""
-    return trainer.step % trainer.config.logging_steps == 0 or bool(trainer.row["dev_spearman"])
+    return trainer.step % trainer.config.logging_steps == 0 or bool(trainer.row["dev_score"])
 
 
 class DevEvaluation:
@@ -34,6 +37,7 @@ class DevEvaluation:
         config = trainer.config
         sts_dev = config.do_eval and config.eval_task == DEFAULT_EVAL_TASK
         self.dev_pairs = sample_dev(load_sts("dev"), config.eval_max_pairs) if sts_dev else []
+        self.metric = dev_metric(config.eval_task) if config.do_eval else None
         self.last: float | None = None
         self.steps_to_target: int | None = None
         self.seconds_to_target: float | None = None
@@ -55,7 +59,7 @@ class DevEvaluation:
         # Under FSDP every rank takes part in P's forward, so every rank evaluates (to the same score).
         score = self.evaluate(trainer) if trainer.is_main or trainer.sharded else None
         self.last = score = dist_utils.broadcast_object(score)
-        trainer.row["dev_spearman"] = f"{score:.3f}"
+        trainer.row["dev_score"] = f"{score:.3f}"
         if trainer.best_score is None or score > trainer.best_score:
             trainer.best_score = score
             trainer.save_pretrained(trainer.output_dir / "best")
@@ -72,7 +76,7 @@ class CSVLogger:
         path = trainer.output_dir / "log.csv"
         fresh = trainer.step == 0 or not path.exists()
         if not fresh:
-            truncate_log(path, trainer.step, LOG_FIELDS)
+            truncate_log(path, trainer.step, LOG_FIELDS, RENAMED_FIELDS)
         self.file = open(path, "w" if fresh else "a", newline="")  # noqa: SIM115
         self.writer = csv.DictWriter(self.file, LOG_FIELDS)
         if fresh:
@@ -101,8 +105,8 @@ class TensorBoardLogger:
     def __call__(self, trainer: Trainer, step: int) -> None:
         if self.writer is not None and logged(trainer):
             self.writer.add_scalar("loss", trainer.loss_value, step)
-            if trainer.row["dev_spearman"]:
-                self.writer.add_scalar("dev_spearman", trainer.evaluation.last, step)
+            if trainer.row["dev_score"]:
+                self.writer.add_scalar(f"dev/{trainer.evaluation.metric}", trainer.evaluation.last, step)
 
     def on_train_end(self, trainer: Trainer) -> None:
         if self.writer is not None:
@@ -121,7 +125,7 @@ class ProgressBar:
         row = trainer.row
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{trainer.loss_value:.3f}", ex_s=row["examples_per_s"],
-                             dev=row["dev_spearman"] or "-")
+                             dev=row["dev_score"] or "-")
 
     def on_train_end(self, trainer: Trainer) -> None:
         self.bar.close()

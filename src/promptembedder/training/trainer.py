@@ -54,8 +54,9 @@ class TrainResult:
     examples_per_s: float
     peak_memory_mb: float
     trainable_parameters: int
-    best_dev_spearman: float | None
-    final_dev_spearman: float | None
+    best_dev_score: float | None
+    final_dev_score: float | None
+    dev_metric: str | None = None  # what the dev scores are, e.g. "sts-b spearman" or "scifact ndcg_at_10"
     steps_to_target: int | None = None
     seconds_to_target: float | None = None
     interrupted: bool = False
@@ -209,7 +210,7 @@ class Trainer:
                 self.row = {"step": self.step, "epoch": epoch, "loss": f"{self.loss_value:.5f}",
                             "lr": f"{self.scheduler.get_last_lr()[-1]:.3e}", "tau": f"{tau:.4f}",
                             "examples_per_s": f"{size / elapsed:.2f}", "step_time_s": f"{elapsed:.4f}",
-                            "elapsed_s": f"{time.perf_counter() - start:.2f}", "dev_spearman": ""}
+                            "elapsed_s": f"{time.perf_counter() - start:.2f}", "dev_score": ""}
                 for callback in self.callbacks:
                     callback(self, self.step)
         except KeyboardInterrupt as err:
@@ -258,8 +259,9 @@ class Trainer:
             examples_per_s=global_batch / median if step_times else 0.0,
             peak_memory_mb=peak_memory_mb(self.device),
             trainable_parameters=sum(p.numel() for p in self.model.parameters() if p.requires_grad),
-            best_dev_spearman=self.best_score,
-            final_dev_spearman=self.evaluation.last,
+            best_dev_score=self.best_score,
+            final_dev_score=self.evaluation.last,
+            dev_metric=self.evaluation.metric,
             steps_to_target=self.evaluation.steps_to_target,
             seconds_to_target=self.evaluation.seconds_to_target,
             **interrupted,
