@@ -60,7 +60,7 @@ def parse(name: str) -> tuple[str, dict]:
     return kind, options
 
 
-def run_row(name: str, runs_dir: Path) -> dict:
+def run_row(name: str, runs_dir: Path, tasks: tuple[str, ...] = TASK_ORDER) -> dict:
     kind, options = parse(name)
     device = torch.device("cpu")
     instructions = name.startswith(INSTRUCTED)
@@ -70,7 +70,7 @@ def run_row(name: str, runs_dir: Path) -> dict:
     if kind == "eval":
         model = BackboneEmbedder(BaselineConfig(method=name, embedding_model=E, max_length=BUDGET["max_length"],
                                                 **options), device=device)
-        return {**record, **score_suite(model, instructions), "wall_s": time.perf_counter() - started}
+        return {**record, **score_suite(model, instructions, tasks), "wall_s": time.perf_counter() - started}
     train_options = {k: v for k, v in options.items() if k != "model"}
     output_dir = runs_dir / f"{name}@{E}"
     config = TrainingConfig(
@@ -91,19 +91,48 @@ def run_row(name: str, runs_dir: Path) -> dict:
 def run(args: argparse.Namespace) -> None:
     for name in args.rows:
         parse(name)  # every name is checked before anything runs
+    tasks = tuple(args.tasks.split(",")) if args.tasks else TASK_ORDER
+    if tasks != TASK_ORDER and any(parse(name)[0] != "eval" for name in args.rows):
+        raise SystemExit("--tasks is for evaluation-only rows (a trained row is always scored on all six)")
     for name in args.rows:
-        key = f"{name}@{E}"
+        key = f"{name}@{E}" + ("" if tasks == TASK_ORDER else f"[{','.join(tasks)}]")
         if key in done(args.results) or not claim(args.runs_dir, key):
             continue
         print(f"== {key}", flush=True)
         try:
-            append(args.results, {"key": key, **run_row(name, args.runs_dir)})
+            append(args.results, {"key": key, **run_row(name, args.runs_dir, tasks)})
         except Exception as err:  # one failed row must not stop the queue; it is rerun on restart
             print(f"FAILED {key}: {type(err).__name__}: {err}", flush=True)
 
 
+def probe(args: argparse.Namespace) -> None:
+    """A saved PromptEmbedder row scored on 20NG with other instructions: a seen one (STS's) and none at all."""
+    from promptembedder import PromptEmbedder
+
+    model = PromptEmbedder.from_pretrained(args.runs_dir / f"{args.row}@{E}" / "final", device="cpu")
+    for label, instruction in (("sts-instruction", STS_INSTRUCTION), ("no-instruction", None)):
+        key = f"{args.row}@{E}[20ng:{label}]"
+        if key in done(args.results):
+            continue
+        started = time.perf_counter()
+        scored = score_suite(model, {"twentynewsgroups": instruction}, ("twentynewsgroups",))
+        append(args.results, {"key": key, "name": args.row, "instructions": True, "instruction_20ng": label,
+                              **scored, "wall_s": time.perf_counter() - started})
+
+
 def rows_of(results: Path) -> list[dict]:
-    return [r for r in map(json.loads, filter(str.strip, results.read_text().splitlines())) if "scores" in r]
+    return [r for r in map(json.loads, filter(str.strip, results.read_text().splitlines())) if "mean" in r]
+
+
+def generalisation(args: argparse.Namespace) -> None:
+    """20 Newsgroups (instruction never trained on) for every row that scored it, with the instruction it read."""
+    rows = [r for r in map(json.loads, filter(str.strip, args.results.read_text().splitlines()))
+            if "twentynewsgroups" in r.get("scores", {})]
+    print("| row | 20NG V-measure | instruction at evaluation |")
+    print("|---|---|---|")
+    for r in rows:
+        said = r.get("instruction_20ng") or ("its 20NG instruction" if r["instructions"] else "none")
+        print(f"| {r['key'].split('@')[0]} | {r['scores']['twentynewsgroups']:.1f} | {said} |")
 
 
 def table(args: argparse.Namespace) -> None:
@@ -146,18 +175,21 @@ def plot(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in ("run", "table", "plot", "describe"):
+    for command in ("run", "table", "plot", "describe", "generalisation", "probe"):
         p = sub.add_parser(command)
         if command != "describe":
             p.add_argument("--results", type=Path, required=True)
-    sub.choices["run"].add_argument("--runs-dir", type=Path, required=True)
+    for command in ("run", "probe"):
+        sub.choices[command].add_argument("--runs-dir", type=Path, required=True)
+    sub.choices["probe"].add_argument("row", help="a PromptEmbedder row already run, e.g. pe-prefix")
     sub.choices["run"].add_argument("rows", nargs="+")
+    sub.choices["run"].add_argument("--tasks", help="comma-separated subset of the six (evaluation-only rows)")
     sub.choices["plot"].add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if args.command == "describe":
         print(json.dumps(describe(), indent=1))
         return
-    {"run": run, "table": table, "plot": plot}[args.command](args)
+    {"run": run, "table": table, "plot": plot, "generalisation": generalisation, "probe": probe}[args.command](args)
 
 
 if __name__ == "__main__":
