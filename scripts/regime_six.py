@@ -1,0 +1,196 @@
+"""The six-task round of docs/regime.md: multi-task training with per-task instructions, scored on the quick suite.
+
+Every trained row uses the same budget (`BUDGET`): e-SNLI, STS-B train, Banking77 train and MRPC train, one
+instruction per source and batch, equal task weights. 20 Newsgroups has no training source, so its instruction
+is never seen in training (the instruction-generalisation test). One JSON line per run goes to `--results`; a run
+already there is skipped, so the queue can be restarted.
+
+    python scripts/regime_six.py run --results docs/regime_results_v2.jsonl --runs-dir runs bare-last lora pe-prefix
+    python scripts/regime_six.py run ... pe-suffix+plr1e-4+wlr1e-2     # a base row plus levers
+    python scripts/regime_six.py table --results docs/regime_results_v2.jsonl
+    python scripts/regime_six.py plot --results docs/regime_results_v2.jsonl --out docs/img/regime_six.png
+
+Names: the eval rows `bare-last`, `bare-mean`, `prompteol`, `instr-text` (bare last token, each task's instruction
+as E5-style text); the trained rows `lora`, `pt-suffix`, `pt-prefix`, `pe-prefix`, `pe-suffix`, `pe-both`; and
+levers appended with "+": plr1e-4 (P's learning rate), wlr1e-2 (W's), anneal (tau 1 -> 0.3), hard, k10, k20.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from regime import VARIANTS, E, P, append, build_pe, claim, done, train_time
+from regime_suite import SIZES, TASK_ORDER, describe, score_suite
+
+from promptembedder.baselines import BackboneEmbedder, BaselineConfig
+from promptembedder.data import NLI_INSTRUCTION, STS_INSTRUCTION
+from promptembedder.evaluation import TASKS
+from promptembedder.trainer import Trainer, TrainingConfig, make_batches
+
+SOURCES = ["esnli", "sts-train", "banking77-train", "mrpc-train"]
+BUDGET = dict(max_steps=40, batch_size=8, max_length=48, seed=42, train_data=SOURCES,
+              task_weights={source: 1.0 for source in SOURCES})
+LEVERS = {"plr1e-4": {"learning_rate": 1e-4}, "wlr1e-2": {"alignment_learning_rate": 1e-2},
+          "anneal": {"tau_start": 1.0, "tau_end": 0.3}, "hard": {"hard": True}, "k10": {"num_soft_tokens": 10},
+          "k20": {"num_soft_tokens": 20}}
+EVAL_ROWS = {**{name: VARIANTS[name] for name in ("bare-last", "bare-mean", "prompteol")},
+             "instr-text": ("eval", {"pooling": "last"})}
+#: Rows that read each task's instruction at evaluation (PromptEmbedder's P; LoRA and instr-text as text).
+INSTRUCTED = ("pe-", "lora", "instr-text")
+SOURCE_NAMES = {NLI_INSTRUCTION: "esnli", STS_INSTRUCTION: "sts-train",
+                TASKS["banking77"].instruction: "banking77-train", TASKS["mrpc"].instruction: "mrpc-train"}
+
+
+def parse(name: str) -> tuple[str, dict]:
+    """`base+lever+lever` -> (kind, options)."""
+    base, *levers = name.split("+")
+    if base in EVAL_ROWS and not levers:
+        return EVAL_ROWS[base]
+    if base not in VARIANTS or VARIANTS[base][0] == "eval":
+        raise SystemExit(f"unknown row {name!r}: base must be one of {sorted(EVAL_ROWS) + sorted(VARIANTS)}")
+    kind, options = VARIANTS[base]
+    for lever in levers:
+        if lever not in LEVERS:
+            raise SystemExit(f"unknown lever {lever!r} in {name!r} (known: {', '.join(LEVERS)})")
+        options = {**options, **LEVERS[lever]}
+    return kind, options
+
+
+def run_row(name: str, runs_dir: Path, tasks: tuple[str, ...] = TASK_ORDER) -> dict:
+    kind, options = parse(name)
+    device = torch.device("cpu")
+    instructions = name.startswith(INSTRUCTED)
+    started = time.perf_counter()
+    record = {"name": name, "embedding_model": E, "kind": kind, "options": options, "budget": BUDGET,
+              "subsets": SIZES, "instructions": instructions}
+    if kind == "eval":
+        model = BackboneEmbedder(BaselineConfig(method=name, embedding_model=E, max_length=BUDGET["max_length"],
+                                                **options), device=device)
+        return {**record, **score_suite(model, instructions, tasks), "wall_s": time.perf_counter() - started}
+    train_options = {k: v for k, v in options.items() if k != "model"}
+    output_dir = runs_dir / f"{name}@{E}"
+    config = TrainingConfig(
+        **BUDGET, prompting_model=P, embedding_model=E, output_dir=str(output_dir), do_eval=False, logging_steps=1,
+        save_steps=10_000, save_model=kind == "pe", show_progress_bar=False, device="cpu",
+        **({"method": "promptembedder"} if kind == "pe" else {}), **train_options)
+    model = build_pe(options, E, device) if kind == "pe" else None
+    trainer = Trainer(config, model=model)
+    result = trainer.train()
+    batches = make_batches(trainer.examples, config.batch_size, config.seed, 0)[: result.steps]
+    sources = [SOURCE_NAMES.get(trainer.examples[b[0]].instruction, "?") for b in batches]
+    record.update(steps=result.steps, train_s=train_time(output_dir / "log.csv"),
+                  median_step_s=result.median_step_time_s, trainable_parameters=result.trainable_parameters,
+                  peak_memory_mb=result.peak_memory_mb, log=str(output_dir / "log.csv"), source_per_step=sources)
+    return {**record, **score_suite(trainer.model, instructions), "wall_s": time.perf_counter() - started}
+
+
+def run(args: argparse.Namespace) -> None:
+    for name in args.rows:
+        parse(name)  # every name is checked before anything runs
+    tasks = tuple(args.tasks.split(",")) if args.tasks else TASK_ORDER
+    if tasks != TASK_ORDER and any(parse(name)[0] != "eval" for name in args.rows):
+        raise SystemExit("--tasks is for evaluation-only rows (a trained row is always scored on all six)")
+    for name in args.rows:
+        key = f"{name}@{E}" + ("" if tasks == TASK_ORDER else f"[{','.join(tasks)}]")
+        if key in done(args.results) or not claim(args.runs_dir, key):
+            continue
+        print(f"== {key}", flush=True)
+        try:
+            append(args.results, {"key": key, **run_row(name, args.runs_dir, tasks)})
+        except Exception as err:  # one failed row must not stop the queue; it is rerun on restart
+            print(f"FAILED {key}: {type(err).__name__}: {err}", flush=True)
+
+
+def probe(args: argparse.Namespace) -> None:
+    """A saved PromptEmbedder row scored on 20NG with other instructions: a seen one (STS's) and none at all."""
+    from promptembedder import PromptEmbedder
+
+    model = PromptEmbedder.from_pretrained(args.runs_dir / f"{args.row}@{E}" / "final", device="cpu")
+    for label, instruction in (("sts-instruction", STS_INSTRUCTION), ("no-instruction", None)):
+        key = f"{args.row}@{E}[20ng:{label}]"
+        if key in done(args.results):
+            continue
+        started = time.perf_counter()
+        scored = score_suite(model, {"twentynewsgroups": instruction}, ("twentynewsgroups",))
+        append(args.results, {"key": key, "name": args.row, "instructions": True, "instruction_20ng": label,
+                              **scored, "wall_s": time.perf_counter() - started})
+
+
+def rows_of(results: Path) -> list[dict]:
+    return [r for r in map(json.loads, filter(str.strip, results.read_text().splitlines())) if "mean" in r]
+
+
+def generalisation(args: argparse.Namespace) -> None:
+    """20 Newsgroups (instruction never trained on) for every row that scored it, with the instruction it read."""
+    rows = [r for r in map(json.loads, filter(str.strip, args.results.read_text().splitlines()))
+            if "twentynewsgroups" in r.get("scores", {})]
+    print("| row | 20NG V-measure | instruction at evaluation |")
+    print("|---|---|---|")
+    for r in rows:
+        said = r.get("instruction_20ng") or ("its 20NG instruction" if r["instructions"] else "none")
+        print(f"| {r['key'].split('@')[0]} | {r['scores']['twentynewsgroups']:.1f} | {said} |")
+
+
+def table(args: argparse.Namespace) -> None:
+    """The main table (six scores, mean, % of LoRA's mean, costs) in the order the runs finished."""
+    rows = rows_of(args.results)
+    lora = next((r["mean"] for r in rows if r["name"] == "lora"), None)
+    print("| row | " + " | ".join(TASK_ORDER) + " | mean | % of LoRA | trainable | train s | median step s | "
+          "peak MB | eval s |")
+    print("|---" * (len(TASK_ORDER) + 8) + "|")
+    for r in rows:
+        share = f"{100 * r['mean'] / lora:.0f} %" if lora else "-"
+        cost = ([f"{r['trainable_parameters']:,}", f"{r['train_s']:.0f}", f"{r['median_step_s']:.1f}",
+                 f"{r['peak_memory_mb']:.0f}"] if "train_s" in r else ["0", "-", "-", "-"])
+        print(f"| {r['name']} | " + " | ".join(f"{r['scores'][t]:.1f}" for t in TASK_ORDER)
+              + f" | {r['mean']:.1f} | {share} | " + " | ".join(cost) + f" | {r['eval_s']:.0f} |")
+
+
+def plot(args: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = rows_of(args.results)
+    fig, ax = plt.subplots(figsize=(12, 5))
+    width = 0.8 / len(rows)
+    for n, r in enumerate(rows):
+        xs = [i + (n - (len(rows) - 1) / 2) * width for i in range(len(TASK_ORDER) + 1)]
+        ax.bar(xs, [r["scores"][t] for t in TASK_ORDER] + [r["mean"]], width=width, label=r["name"])
+    ax.set_xticks(range(len(TASK_ORDER) + 1), [*TASK_ORDER, "mean"])
+    ax.set(ylabel="main score x100 (seeded subset)",
+           title=f"Frozen {E} as E, P = {P}: {BUDGET['max_steps']} steps x batch {BUDGET['batch_size']}, "
+                 "four training sources; 20NG's instruction unseen")
+    ax.legend(fontsize=8, ncol=2, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=120)
+    print(args.out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in ("run", "table", "plot", "describe", "generalisation", "probe"):
+        p = sub.add_parser(command)
+        if command != "describe":
+            p.add_argument("--results", type=Path, required=True)
+    for command in ("run", "probe"):
+        sub.choices[command].add_argument("--runs-dir", type=Path, required=True)
+    sub.choices["probe"].add_argument("row", help="a PromptEmbedder row already run, e.g. pe-prefix")
+    sub.choices["run"].add_argument("rows", nargs="+")
+    sub.choices["run"].add_argument("--tasks", help="comma-separated subset of the six (evaluation-only rows)")
+    sub.choices["plot"].add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    if args.command == "describe":
+        print(json.dumps(describe(), indent=1))
+        return
+    {"run": run, "table": table, "plot": plot, "generalisation": generalisation, "probe": probe}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
