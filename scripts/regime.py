@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 from promptembedder import PromptEmbedder, PromptEmbedderConfig
-from promptembedder.baselines import PROMPTEOL_TEMPLATE, BackboneEmbedder, BaselineConfig
+from promptembedder.baselines import PROMPTEOL_TEMPLATE, BackboneEmbedder
+from promptembedder.config import BaselineConfig
 from promptembedder.data import STS_INSTRUCTION, load_sick, load_sts
 from promptembedder.evaluation import evaluate_pairs
 from promptembedder.training import Trainer, TrainingConfig

@@ -26,10 +26,11 @@ import torch
 from regime import VARIANTS, E, P, append, build_pe, claim, done, train_time
 from regime_suite import SIZES, TASK_ORDER, describe, score_suite
 
-from promptembedder.baselines import BackboneEmbedder, BaselineConfig
+from promptembedder.baselines import BackboneEmbedder
+from promptembedder.config import BaselineConfig
 from promptembedder.data import NLI_INSTRUCTION, STS_INSTRUCTION
 from promptembedder.evaluation import TASKS
-from promptembedder.trainer import Trainer, TrainingConfig, make_batches
+from promptembedder.training import Trainer, TrainingConfig, make_batches
 
 SOURCES = ["esnli", "sts-train", "banking77-train", "mrpc-train"]
 BUDGET = dict(max_steps=40, batch_size=8, max_length=48, seed=42, train_data=SOURCES,

@@ -96,8 +96,7 @@ def in_domain_tasks(model_dir: str | os.PathLike[str]) -> set[str]:
     The trainer writes that file into the run folder, next to the ``best``/``final`` model folders. Only a saved
     model folder is looked at: a bare backbone (a name such as ``minilm-l6``) was trained on nothing of ours.
     """
-    from ..baselines import BASELINE_CONFIG
-    from ..config import CONFIG_NAME
+    from ..config import BASELINE_CONFIG, CONFIG_NAME
 
     model_dir = Path(model_dir)
     if not ((model_dir / CONFIG_NAME).is_file() or (model_dir / BASELINE_CONFIG).is_file()):
