@@ -110,7 +110,7 @@ def test_evaluate_passes_default_instruction_as_query(toy_task: str) -> None:
     row = results["toy"]
     assert row["split"] == "test" and row["num_pairs"] == 5 and row["instruction"] == "Toy instruction."
     assert set(row) == {"spearman", "pearson", "split", "num_pairs", "instruction", "main_score", "type", "metric",
-                        "in_domain"}
+                        "in_domain", "evaluation_time"}
     assert row["main_score"] == row["spearman"] and row["type"] == "sts" and row["in_domain"] is False
     assert row["spearman"] == pytest.approx(E.evaluate_pairs(HashingEmbedder(), PAIRS, None)["spearman"])
 
