@@ -174,7 +174,8 @@ def test_signals_checkpoint_and_exit_with_128_plus_signal(models, tmp_path):
                 with pytest.raises(RunFolderError, match=f"in use by another run \\(PID {proc.pid}\\)"):
                     Trainer(config(models, out, resume=True), examples=EXAMPLES)
             proc.send_signal(sig)
-            code = proc.wait(timeout=120)
+            proc.communicate(timeout=300)  # drains its output while it checkpoints (a full pipe would block it)
+            code = proc.returncode
         finally:
             proc.kill()
         return code, torch.load(out / "checkpoint" / "trainer_state.pt", weights_only=False)["step"]
