@@ -19,7 +19,7 @@ from promptembedder.auto import load_embedder
 from promptembedder.benchmark import bench_converge, bench_encode, bench_train
 from promptembedder.cli import app
 from promptembedder.data import data_dir
-from promptembedder.demo import DemoConfig, run_demo
+from promptembedder.demo import DemoConfig, results_table, run_demo
 
 runner = CliRunner()
 
@@ -216,20 +216,47 @@ def test_bench_encode_json_is_well_formed(tiny_model_dir, tmp_path):
 
 @needs_data
 def test_demo_runs_end_to_end_on_tiny_models(tiny_model_dir, tmp_path):
-    """All five stages on tiny models: scores for every row, the transfer target, curves and decoded prompts."""
+    """Every stage on tiny models: scores for every row, the transfer reading, the table, plots and the report."""
     config = DemoConfig(output_dir=str(tmp_path), prompting_model=str(tiny_model_dir("llama")),
-                        embedding_model=str(tiny_model_dir("bert")), transfer_model=str(tiny_model_dir("gemma3")),
-                        steps=4, batch_size=8, eval_steps=2, transfer_steps=4, transfer_batch_size=8,
-                        transfer_eval_steps=2, transfer_eval_pairs=40, tasks=("sts-b",))
+                        embedding_model=str(tiny_model_dir("gemma3")), transfer_model=str(tiny_model_dir("llama")),
+                        reference_model=str(tiny_model_dir("bert")), steps=2, transfer_steps=2,
+                        transfer_eval_steps=1, transfer_eval_pairs=20, tasks=("sts-b", "banking77"),
+                        transfer_tasks=("sts-b",))
     report = run_demo(config, quiet())
-    assert set(report["scores"]) == {"bare backbone", "hard-text instruction", "promptembedder", "lora",
-                                     "transfer: new W only", "lora from scratch"}
-    assert all("spearman" in s["sts-b"] for s in report["scores"].values())
-    assert report["costs"]["promptembedder"]["trainable"] > report["costs"]["lora"]["trainable"] > 0
-    assert set(report["decoded_prompts"]) and all(isinstance(v, str) for v in report["decoded_prompts"].values())
-    for png in ("training_curves.png", "transfer_curves.png"):
+    trained = {"prompt tuning (static suffix)", "LoRA r=8 on E", "PromptEmbedder"}
+    transferred = {"transfer: P frozen, new W only", "LoRA from scratch on E'", "prompt tuning from scratch on E'"}
+    assert set(report["scores"]) == {"bare E, last token", "PromptEOL hard-text prompt", *trained, *transferred,
+                                     f"{tiny_model_dir('bert')}, bare"}
+    assert all(set(report["scores"][name]) == {"sts-b", "banking77"} for name in trained)
+    assert all(set(report["scores"][name]) == {"sts-b"} for name in transferred)
+    costs = report["costs"]
+    assert costs["PromptEmbedder"]["trainable"] > costs["LoRA r=8 on E"]["trainable"] > 0
+    assert costs["transfer: P frozen, new W only"]["trainable"] < costs["PromptEmbedder"]["trainable"]
+    assert all(costs[name]["step_s"] > 0 and costs[name]["peak_mb"] > 0 for name in trained | transferred)
+    transfer = report["transfer"]
+    assert -100 <= transfer["step0_dev"] <= 100 and set(transfer["reached"]) == transferred
+    assert transfer["reached"]["LoRA from scratch on E'"] is not None  # the target is one every run reaches
+    for png in ("training_curves.png", "transfer_curves.png", "scores_by_task_type.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
-    assert json.loads((tmp_path / "demo_results.json").read_text())["transfer_target"] == report["transfer_target"]
+    assert json.loads((tmp_path / "demo_results.json").read_text())["transfer"]["target"] == transfer["target"]
+    saved = json.loads((tmp_path / "promptembedder" / "demo_training_config.json").read_text())
+    settings = (saved["prompt_position"], saved["learning_rate"], saved["alignment_learning_rate"])
+    assert settings == ("suffix", 1e-4, 1e-2)
+
+
+def test_demo_table_shares_are_against_lora_on_the_same_backbone_and_tasks() -> None:
+    config = DemoConfig(embedding_model="E", transfer_model="F", tasks=("sts-b", "sick-r", "banking77"))
+    scores = {"LoRA r=8 on E": {"sts-b": 60.0, "sick-r": 40.0, "banking77": 50.0},
+              "PromptEmbedder": {"sts-b": 66.0, "sick-r": 44.0, "banking77": 55.0},
+              "LoRA from scratch on E'": {"sts-b": 50.0},
+              "transfer: P frozen, new W only": {"sts-b": 25.0}}
+    backbones = {"LoRA r=8 on E": "E", "PromptEmbedder": "E", "LoRA from scratch on E'": "F",
+                 "transfer: P frozen, new W only": "F"}
+    table = results_table(scores, {}, backbones, config)
+    columns = {column.header: list(column.cells) for column in table.columns}
+    assert columns["sts"] == ["50.00", "55.00", "50.00", "25.00"]  # STS-B and SICK-R averaged
+    assert columns["classification"] == ["50.00", "55.00", "-", "-"]
+    assert columns["% of LoRA"] == ["100.0", "110.0", "100.0", "50.0"]
 
 
 @needs_data

@@ -12,18 +12,18 @@ from .app import Opt, app, bench_app, console, fail
 
 @app.command()
 def demo(
-    quick: Annotated[bool, Opt("--quick", help="a smaller budget (a few minutes)")] = False,
+    quick: Annotated[bool, Opt("--quick", help="a smaller budget: 8 steps, two tasks (about 10 minutes)")] = False,
     output_dir: Annotated[Path, Opt()] = Path("runs/demo"),
-    prompting_model: Annotated[str, Opt()] = "gemma3-270m",
-    embedding_model: Annotated[str, Opt()] = "minilm-l6",
-    transfer_model: Annotated[str, Opt(help="second backbone for the transfer step")] = "gemma3-270m",
-    steps: Annotated[int | None, Opt(help="training steps per method (overrides the preset)")] = None,
+    prompting_model: Annotated[str | None, Opt(help="P [default: smollm2-135m]")] = None,
+    embedding_model: Annotated[str | None, Opt(help="the frozen E [default: gemma3-270m]")] = None,
+    transfer_model: Annotated[str | None, Opt(help="E' of the transfer step [default: smollm2-135m]")] = None,
+    steps: Annotated[int | None, Opt(help="training steps per method on E (overrides the preset)")] = None,
 ) -> None:
-    """Reproduce the paper's claims at small scale: baselines, training, LoRA, transfer; one table and plots."""
+    """The paper's regime at small scale: baselines, PromptEmbedder, LoRA, transfer; one table and plots."""
     from ..demo import DemoConfig, run_demo
 
-    config = DemoConfig.preset(quick, output_dir=str(output_dir), prompting_model=prompting_model,
-                               embedding_model=embedding_model, transfer_model=transfer_model)
+    models = {"prompting_model": prompting_model, "embedding_model": embedding_model, "transfer_model": transfer_model}
+    config = DemoConfig.preset(quick, output_dir=str(output_dir), **{k: v for k, v in models.items() if v})
     if steps is not None:
         config.steps = steps
     run_demo(config, console)

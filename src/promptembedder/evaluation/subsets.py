@@ -1,4 +1,4 @@
-"""The six-task quick suite of docs/regime.md: seeded subsets of every task, scored by the library's own scorers.
+"""The six-task quick suite (docs/regime.md, the demo): seeded subsets of every task, scored by the usual scorers.
 
 Gemma 3 270M embeds about 7 short texts a second on one shared CPU thread, so the full six tasks (SciFact's
 5,183 abstracts, Banking77's 4,616-text probe pool) cost an hour per model. Each task is cut to a documented,
@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from promptembedder.data import load_sick, load_sts
-from promptembedder.embedder import Embedder
-from promptembedder.evaluation import SCORERS, ClassificationData, get_task
-from promptembedder.task_data import (
+from ..data import load_sick, load_sts
+from ..embedder import Embedder
+from ..task_data import (
     LabelledTexts,
     RetrievalData,
     load_banking77,
@@ -35,6 +35,9 @@ from promptembedder.task_data import (
     load_scifact,
     load_twentynewsgroups,
 )
+from .classification import ClassificationData
+from .runner import SCORERS
+from .tasks import get_task
 
 SEED = 0
 SIZES = {"sts-b": 300, "sick-r": 100, "scifact_queries": 30, "scifact_corpus": 150, "banking77_intents": 20,
@@ -85,8 +88,8 @@ def suite() -> dict[str, Any]:
     }
 
 
-def score_suite(model: Embedder, instructions: bool | dict[str, str | None], tasks: tuple[str, ...] = TASK_ORDER
-                ) -> dict[str, Any]:
+def score_suite(model: Embedder, instructions: bool | dict[str, str | None], tasks: tuple[str, ...] = TASK_ORDER,
+                log: Callable[[str], None] = print) -> dict[str, Any]:
     """Main score per task, their mean, and seconds per task.
 
     ``instructions``: True gives each task its registry instruction, False none, a dict per-task overrides.
@@ -100,7 +103,7 @@ def score_suite(model: Embedder, instructions: bool | dict[str, str | None], tas
         start = time.perf_counter()
         scores[name] = SCORERS[spec.type](model, data[name], instruction, 32, False, **options)["main_score"]
         seconds[name] = round(time.perf_counter() - start, 1)
-        print(f"  {name}: {scores[name]:.2f} ({seconds[name]:.0f} s)", flush=True)
+        log(f"  {name}: {scores[name]:.2f} ({seconds[name]:.0f} s)")
     result: dict[str, Any] = {"scores": scores, "eval_s_per_task": seconds, "eval_s": sum(seconds.values())}
     if set(tasks) == set(TASK_ORDER):
         result["mean"] = sum(scores.values()) / len(scores)
