@@ -12,7 +12,8 @@ already there is skipped, so the queue can be restarted.
 
 Names: the eval rows `bare-last`, `bare-mean`, `prompteol`, `instr-text` (bare last token, each task's instruction
 as E5-style text); the trained rows `lora`, `pt-suffix`, `pt-prefix`, `pe-prefix`, `pe-suffix`, `pe-both`; and
-levers appended with "+": plr1e-4 (P's learning rate), wlr1e-2 (W's), anneal (tau 1 -> 0.3), hard, k10, k20.
+levers appended with "+": plr1e-4 (P's learning rate), wlr1e-2 (W's), lr1e-3 and lr1e-2 (a baseline's learning
+rate), seed7 (another seed), anneal (tau 1 -> 0.3), hard, k10, k20.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ SOURCES = ["esnli", "sts-train", "banking77-train", "mrpc-train"]
 BUDGET = dict(max_steps=40, batch_size=8, max_length=48, seed=42, train_data=SOURCES,
               task_weights={source: 1.0 for source in SOURCES})
 LEVERS = {"plr1e-4": {"learning_rate": 1e-4}, "wlr1e-2": {"alignment_learning_rate": 1e-2},
+          "lr1e-3": {"learning_rate": 1e-3}, "lr1e-2": {"learning_rate": 1e-2}, "seed7": {"seed": 7},
           "anneal": {"tau_start": 1.0, "tau_end": 0.3}, "hard": {"hard": True}, "k10": {"num_soft_tokens": 10},
           "k20": {"num_soft_tokens": 20}}
 EVAL_ROWS = {**{name: VARIANTS[name] for name in ("bare-last", "bare-mean", "prompteol")},
@@ -75,9 +77,10 @@ def run_row(name: str, runs_dir: Path, tasks: tuple[str, ...] = TASK_ORDER) -> d
     train_options = {k: v for k, v in options.items() if k != "model"}
     output_dir = runs_dir / f"{name}@{E}"
     config = TrainingConfig(
-        **BUDGET, prompting_model=P, embedding_model=E, output_dir=str(output_dir), do_eval=False, logging_steps=1,
+        **{**BUDGET, **{k: v for k, v in train_options.items() if k in BUDGET}}, prompting_model=P, embedding_model=E, output_dir=str(output_dir), do_eval=False, logging_steps=1,
         save_steps=10_000, save_model=kind == "pe", show_progress_bar=False, device="cpu",
-        **({"method": "promptembedder"} if kind == "pe" else {}), **train_options)
+        **({"method": "promptembedder"} if kind == "pe" else {}),
+        **{k: v for k, v in train_options.items() if k not in BUDGET})
     model = build_pe(options, E, device) if kind == "pe" else None
     trainer = Trainer(config, model=model)
     result = trainer.train()

@@ -236,6 +236,7 @@ def test_demo_runs_end_to_end_on_tiny_models(tiny_model_dir, tmp_path):
     transfer = report["transfer"]
     assert -100 <= transfer["step0_dev"] <= 100 and set(transfer["reached"]) == transferred
     assert transfer["reached"]["LoRA from scratch on E'"] is not None  # the target is one every run reaches
+    assert transfer["reached_lora_target"]["LoRA from scratch on E'"] is not None
     for png in ("training_curves.png", "transfer_curves.png", "scores_by_task_type.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "demo_results.json").read_text())["transfer"]["target"] == transfer["target"]
@@ -255,7 +256,7 @@ def test_demo_table_shares_are_against_lora_on_the_same_backbone_and_tasks() -> 
     table = results_table(scores, {}, backbones, config)
     columns = {column.header: list(column.cells) for column in table.columns}
     assert columns["sts"] == ["50.00", "55.00", "50.00", "25.00"]  # STS-B and SICK-R averaged
-    assert columns["classification"] == ["50.00", "55.00", "-", "-"]
+    assert columns["classif."] == ["50.00", "55.00", "-", "-"]
     assert columns["% of LoRA"] == ["100.0", "110.0", "100.0", "50.0"]
 
 

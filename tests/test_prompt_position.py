@@ -173,6 +173,23 @@ def test_auto_is_a_suffix_for_last_token_decoders_and_a_prefix_otherwise(tiny_mo
     assert PromptEmbedderConfig.load(tmp_path).prompt_position == "suffix"
 
 
+def test_the_default_is_auto_a_suffix_on_decoders_and_a_prefix_on_encoders(tiny_model_dir):
+    """What won the regime ablation is the default: both models and the training settings start from `auto`."""
+    from promptembedder.baselines import PromptTuningEmbedder
+    from promptembedder.config import BaselineConfig
+    from promptembedder.training import TrainingConfig
+
+    assert PromptEmbedderConfig().prompt_position == TrainingConfig().prompt_position == "auto"
+    p = str(tiny_model_dir("llama"))
+    assert PromptEmbedder(prompting_model=p, embedding_model=str(tiny_model_dir("gemma3")),
+                          device="cpu").config.prompt_position == "suffix"
+    assert PromptEmbedder(prompting_model=p, embedding_model=str(tiny_model_dir("bert")),
+                          device="cpu").config.prompt_position == "prefix"
+    tuned = PromptTuningEmbedder(BaselineConfig(method="prompt-tuning", embedding_model=str(tiny_model_dir("gemma3"))),
+                                 device="cpu")
+    assert tuned.config.prompt_position == "suffix"
+
+
 def test_train_command_checks_the_prompt_position_before_loading_models(tmp_path):
     """`promptembedder train --prompt-position middle` is a clear error (exit 2), not a traceback."""
     from typer.testing import CliRunner
