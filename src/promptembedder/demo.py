@@ -218,9 +218,7 @@ def run_demo(config: DemoConfig, console: Console) -> dict:
     console.print(table)
     console.print(PAPER_CLAIMS)
     speedup = _speedup(reached)
-    console.print("transfer to the common dev target: " + (f"{speedup:.2f}x LoRA's speed (paper: 3.8x; inf: "
-                                                            "reached at step 0)" if speedup else
-                                                            "not reached by both runs"))
+    console.print(f"transfer to the common dev target: {_describe(speedup)} (paper: 3.8x LoRA's speed)")
     plot_training({name: Path(cfg.output_dir) / "log.csv" for name, cfg in runs.items()},
                   out / "training_curves.png", title=f"frozen {E}")
     plot_training(logs, out / "transfer_curves.png", title=f"transfer to {E2}")
@@ -242,6 +240,12 @@ def _speedup(reached: dict[str, tuple[int, float] | None]) -> float | None:
     if not (lora and transfer):
         return None
     return lora[1] / transfer[1] if transfer[1] > 0 else float("inf")
+
+
+def _describe(speedup: float | None) -> str:
+    if speedup is None:
+        return "not reached by both runs"
+    return "reached at step 0, before any training" if speedup == float("inf") else f"{speedup:.2f}x LoRA's speed"
 
 
 def _as_json(speedup: float | None) -> float | str | None:
