@@ -77,10 +77,9 @@ def run_row(name: str, runs_dir: Path, tasks: tuple[str, ...] = TASK_ORDER) -> d
     train_options = {k: v for k, v in options.items() if k != "model"}
     output_dir = runs_dir / f"{name}@{E}"
     config = TrainingConfig(
-        **{**BUDGET, **{k: v for k, v in train_options.items() if k in BUDGET}}, prompting_model=P, embedding_model=E, output_dir=str(output_dir), do_eval=False, logging_steps=1,
-        save_steps=10_000, save_model=kind == "pe", show_progress_bar=False, device="cpu",
-        **({"method": "promptembedder"} if kind == "pe" else {}),
-        **{k: v for k, v in train_options.items() if k not in BUDGET})
+        **{**BUDGET, **train_options}, prompting_model=P, embedding_model=E, output_dir=str(output_dir),
+        do_eval=False, logging_steps=1, save_steps=10_000, save_model=kind == "pe", show_progress_bar=False,
+        device="cpu", **({"method": "promptembedder"} if kind == "pe" else {}))
     model = build_pe(options, E, device) if kind == "pe" else None
     trainer = Trainer(config, model=model)
     result = trainer.train()
