@@ -13,7 +13,8 @@ already there is skipped, so the queue can be restarted.
 Names: the eval rows `bare-last`, `bare-mean`, `prompteol`, `instr-text` (bare last token, each task's instruction
 as E5-style text); the trained rows `lora`, `pt-suffix`, `pt-prefix`, `pe-prefix`, `pe-suffix`, `pe-both`; and
 levers appended with "+": plr1e-4 (P's learning rate), wlr1e-2 (W's), lr1e-3 and lr1e-2 (a baseline's learning
-rate), seed7 (another seed), anneal (tau 1 -> 0.3), hard, k10, k20.
+rate), seed7 (another seed), anneal (tau 1 -> 0.3), hard, k10, k20, plora (P trained through LoRA adapters),
+wrandom (W initialised at random instead of by least squares).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ BUDGET = dict(max_steps=40, batch_size=8, max_length=48, seed=42, train_data=SOU
 LEVERS = {"plr1e-4": {"learning_rate": 1e-4}, "wlr1e-2": {"alignment_learning_rate": 1e-2},
           "lr1e-3": {"learning_rate": 1e-3}, "lr1e-2": {"learning_rate": 1e-2}, "seed7": {"seed": 7},
           "anneal": {"tau_start": 1.0, "tau_end": 0.3}, "hard": {"hard": True}, "k10": {"num_soft_tokens": 10},
-          "k20": {"num_soft_tokens": 20}}
+          "k20": {"num_soft_tokens": 20}, "plora": {"prompting_trainable": "lora"},
+          "wrandom": {"model": {"alignment_init": "random"}}}
 EVAL_ROWS = {**{name: VARIANTS[name] for name in ("bare-last", "bare-mean", "prompteol")},
              "instr-text": ("eval", {"pooling": "last"})}
 #: Rows that read each task's instruction at evaluation (PromptEmbedder's P; LoRA and instr-text as text).

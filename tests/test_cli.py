@@ -6,6 +6,7 @@ These check that each command runs and writes well-formed results; speed and mem
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from promptembedder.auto import load_embedder
 from promptembedder.benchmark import bench_converge, bench_encode, bench_train
 from promptembedder.cli import app
 from promptembedder.data import data_dir
-from promptembedder.demo import DemoConfig, results_table, run_demo
+from promptembedder.demo import DemoConfig, Results, results_table, run_demo
 
 runner = CliRunner()
 
@@ -234,15 +235,35 @@ def test_demo_runs_end_to_end_on_tiny_models(tiny_model_dir, tmp_path):
     assert costs["transfer: P frozen, new W only"]["trainable"] < costs["PromptEmbedder"]["trainable"]
     assert all(costs[name]["step_s"] > 0 and costs[name]["peak_mb"] > 0 for name in trained | transferred)
     transfer = report["transfer"]
-    assert -100 <= transfer["step0_dev"] <= 100 and set(transfer["reached"]) == transferred
+    assert set(transfer["step0_dev"]) == set(transfer["reached"]) == transferred
+    assert all(-100 <= value <= 100 for value in transfer["step0_dev"].values())  # every run is scored at step 0
     assert transfer["reached"]["LoRA from scratch on E'"] is not None  # the target is one every run reaches
     assert transfer["reached_lora_target"]["LoRA from scratch on E'"] is not None
-    for png in ("training_curves.png", "transfer_curves.png", "scores_by_task_type.png"):
+    assert transfer["speedup_vs_lora"]["words"]
+    for png in ("training_curves.png", "scores_by_task_type.png", f"transfer-{tiny_model_dir('llama').name}/"
+                                                                   "transfer_curves.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "demo_results.json").read_text())["transfer"]["target"] == transfer["target"]
     saved = json.loads((tmp_path / "promptembedder" / "demo_training_config.json").read_text())
     settings = (saved["prompt_position"], saved["learning_rate"], saved["alignment_learning_rate"])
     assert settings == ("suffix", 1e-4, 1e-2)
+
+    # The transfer stage alone, to an encoder E', from the P the demo trained: E' reads the prompt as a prefix.
+    encoder = tiny_model_dir("bert")
+    only = DemoConfig(**{**asdict(config), "transfer_model": str(encoder), "transfer_only": True})
+    report = run_demo(only, quiet())
+    assert set(report["scores"]) == transferred and set(report["backbones"].values()) == {str(encoder)}
+    folder = tmp_path / f"transfer-{encoder.name}"
+    assert json.loads((folder / "transfer_results.json").read_text())["transfer"]["model"] == str(encoder)
+    moved = json.loads((folder / "w-only" / "best" / "promptembedder_config.json").read_text())
+    assert moved["prompt_position"] == "prefix" and moved["embedding_model"] == str(encoder)
+    assert (tmp_path / "demo_results.json").is_file()  # the full demo's report is left as it was
+
+
+def test_demo_transfer_only_needs_a_finished_demo(tmp_path):
+    config = DemoConfig(output_dir=str(tmp_path), transfer_only=True)
+    with pytest.raises(FileNotFoundError, match="run the whole demo"):
+        run_demo(config, quiet())
 
 
 def test_demo_table_shares_are_against_lora_on_the_same_backbone_and_tasks() -> None:
@@ -253,7 +274,9 @@ def test_demo_table_shares_are_against_lora_on_the_same_backbone_and_tasks() -> 
               "transfer: P frozen, new W only": {"sts-b": 25.0}}
     backbones = {"LoRA r=8 on E": "E", "PromptEmbedder": "E", "LoRA from scratch on E'": "F",
                  "transfer: P frozen, new W only": "F"}
-    table = results_table(scores, {}, backbones, config)
+    results = Results(quiet())
+    results.scores, results.backbones = scores, backbones
+    table = results_table(results, config, config.tasks)
     columns = {column.header: list(column.cells) for column in table.columns}
     assert columns["sts"] == ["50.00", "55.00", "50.00", "25.00"]  # STS-B and SICK-R averaged
     assert columns["classif."] == ["50.00", "55.00", "-", "-"]
@@ -262,7 +285,7 @@ def test_demo_table_shares_are_against_lora_on_the_same_backbone_and_tasks() -> 
 
 @needs_data
 def test_bench_converge_reports_steps_to_target(trained, tiny_model_dir, tmp_path, monkeypatch):
-    """Each run stops at the target and the JSON says after how many steps and seconds."""
+    """Each run is scored at step 0 and stops at the target: one that every start meets takes 0 steps and 0 s."""
     import promptembedder.training.callbacks as callbacks_mod
     import promptembedder.training.trainer as trainer_mod
     from promptembedder.training_files import load_examples
@@ -279,7 +302,8 @@ def test_bench_converge_reports_steps_to_target(trained, tiny_model_dir, tmp_pat
     saved = json.loads((tmp_path / "bench_converge.json").read_text())
     assert set(saved["results"]) == set(report["results"]) and len(saved["results"]) == 4
     for result in saved["results"].values():
-        assert result["steps_to_target"] == 1 and result["steps_run"] == 1 and result["seconds_to_target"] > 0
+        assert result["steps_to_target"] == 0 and result["steps_run"] == 0 and result["seconds_to_target"] == 0.0
+        assert result["best_dev_score"] is not None and result["median_step_time_s"] is None
 
 
 def test_every_training_setting_is_a_train_option_or_file_only():

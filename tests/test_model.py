@@ -334,8 +334,12 @@ def test_for_new_backbone_keeps_trained_p_frozen(tiny_model_dir, tmp_path):
     torch.manual_seed(0)
     model = train_steps(build(tiny_model_dir))
     model.save_pretrained(tmp_path)
+    assert model.config.prompt_position == "prefix"  # E was an encoder
     moved = PromptEmbedder.for_new_backbone(tmp_path, str(tiny_model_dir("llama")), device="cpu")
-    assert moved.config.pooling == "last"
+    assert moved.config.pooling == "last" and moved.config.prompt_position == "suffix"  # chosen afresh for the new E
+    kept = PromptEmbedder.for_new_backbone(tmp_path, str(tiny_model_dir("llama")), prompt_position="prefix",
+                                           device="cpu")
+    assert kept.config.prompt_position == "prefix"
     assert moved.alignment.init_method.startswith("lstsq")
     assert [n for n, p in moved.named_parameters() if p.requires_grad] == ["alignment.linear.weight"]
     trained = model.generator.model.state_dict()

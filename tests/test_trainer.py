@@ -394,6 +394,48 @@ def test_run_outputs(method: str, tiny_model_dir: TinyDir, tmp_path: Path) -> No
     assert len(png) > 1000 and png.startswith(b"\x89PNG\r\n\x1a\n")
 
 
+def test_eval_on_start_logs_step_0(tiny_model_dir: TinyDir, tmp_path: Path) -> None:
+    """Off by default; on, the untrained model's dev score is step 0's row, before the first update."""
+    llama, bert = tiny_model_dir("llama"), tiny_model_dir("bert")
+    plain = make_config(tmp_path, llama, bert, "plain", max_steps=2, eval_steps=2)
+    Trainer(plain, examples=mixed_examples()).train()
+    assert [int(r["step"]) for r in read_log(plain.output_dir)] == [1, 2]
+
+    config = make_config(tmp_path, llama, bert, "start", max_steps=2, eval_steps=2, eval_on_start=True)
+    trainer = Trainer(config, examples=mixed_examples())
+    untrained = trainer.evaluate()
+    trainer.train()
+    rows = read_log(config.output_dir)
+    assert [int(r["step"]) for r in rows] == [0, 1, 2]
+    assert rows[0]["loss"] == "" and rows[0]["elapsed_s"] == "0.00"
+    assert float(rows[0]["dev_score"]) == pytest.approx(untrained, abs=1e-3)
+
+
+def test_eval_on_start_keeps_a_better_start_and_meets_the_target(tiny_model_dir: TinyDir, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start better than every trained step stays `best/`; a target it meets takes 0 steps and 0 s."""
+    llama, bert = tiny_model_dir("llama"), tiny_model_dir("bert")
+    falling = iter([60.0, 50.0, 40.0])
+    monkeypatch.setattr(callbacks_mod.DevEvaluation, "evaluate", lambda self, trainer: next(falling))
+    config = make_config(tmp_path, llama, bert, "best", max_steps=2, eval_steps=1, eval_on_start=True,
+                         target_score=55.0)
+    trainer = Trainer(config, examples=mixed_examples())
+    start = trainable_state(trainer.model)
+    result = trainer.train()
+    assert result.steps == 2 and result.best_dev_score == 60.0
+    assert result.steps_to_target == 0 and result.seconds_to_target == 0.0
+    best = dict(load_embedder(Path(config.output_dir) / "best", device="cpu").named_parameters())
+    for name, value in start.items():
+        torch.testing.assert_close(best[name].detach(), value, atol=1e-6, rtol=0)
+    assert any(not torch.equal(value, start[name]) for name, value in trainable_state(trainer.model).items())
+
+    falling = iter([60.0])
+    stop = make_config(tmp_path, llama, bert, "stop", max_steps=2, eval_steps=1, eval_on_start=True,
+                       target_score=55.0, stop_at_target=True)
+    result = Trainer(stop, examples=mixed_examples()).train()
+    assert result.steps == 0 and result.steps_to_target == 0 and (Path(stop.output_dir) / "final").is_dir()
+
+
 # ---------------------------------------------------------------------------------------------------
 # Gumbel temperature schedule
 # ---------------------------------------------------------------------------------------------------

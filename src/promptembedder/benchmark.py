@@ -24,6 +24,7 @@ from rich.table import Table
 
 from . import distributed as dist_utils
 from .data import NLI_INSTRUCTION, TrainExample, data_dir, load_snli_triplets, load_sts
+from .numerics import json_safe
 from .plotting import plot_bars
 from .training import TRANSFER_ALIGNMENT_LR, Trainer, TrainingConfig
 
@@ -244,9 +245,10 @@ def time_to_target(config: TrainingConfig) -> dict:
 def bench_converge(target_score: float, embedding_model: str, prompting_model: str, transfer_from: str | None,
                    transfer_model: str, max_steps: int, eval_steps: int, batch_size: int, output_dir: Path,
                    device: str | None, console: Console) -> dict:
-    """Steps and seconds to a target STS-B dev score: promptembedder vs lora; transfer (W only) vs lora."""
-    common = {"target_score": target_score, "stop_at_target": True, "max_steps": max_steps,
-              "eval_steps": eval_steps, "batch_size": batch_size, "device": device, "save_steps": 10**9,
+    """Steps and seconds to a target STS-B dev score: promptembedder vs lora; transfer (W only) vs lora. Every run
+    is scored at step 0 too, so a start that already meets the target counts (0 steps, 0 s)."""
+    common = {"target_score": target_score, "stop_at_target": True, "max_steps": max_steps, "eval_steps": eval_steps,
+              "eval_on_start": True, "batch_size": batch_size, "device": device, "save_steps": 10**9,
               "overwrite": True}  # measurement runs: a rerun replaces them
     runs = {
         "promptembedder": TrainingConfig(method="promptembedder", prompting_model=prompting_model,
@@ -270,13 +272,15 @@ def bench_converge(target_score: float, embedding_model: str, prompting_model: s
     report = {"kind": "converge", "machine": machine_info(torch.device(device or "cpu")), "target": target_score,
               "results": results}
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "bench_converge.json").write_text(json.dumps(report, indent=2) + "\n")
+    # A run that meets the target at step 0 has no step time (NaN): written as null.
+    (output_dir / "bench_converge.json").write_text(json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
     table = Table(title=f"time to STS-B dev {target_score}")
     for column in ("run", "steps", "seconds", "best dev"):
         table.add_column(column)
     for name, r in results.items():
-        table.add_row(name, str(r["steps_to_target"] or f">{r['steps_run']}"),
-                      f"{r['seconds_to_target']:.1f}" if r["seconds_to_target"] else "-",
+        reached = r["steps_to_target"] is not None
+        table.add_row(name, str(r["steps_to_target"]) if reached else f">{r['steps_run']}",
+                      f"{r['seconds_to_target']:.1f}" if reached else "-",
                       f"{r['best_dev_score']:.2f}" if r["best_dev_score"] is not None else "-")
     console.print(table)
     return report

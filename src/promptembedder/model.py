@@ -176,8 +176,10 @@ class PromptEmbedder(TrainableEmbedder):
 
     @classmethod
     def for_new_backbone(cls, directory: str | Path, embedding_model: str, pooling: str | None = None,
-                         device: str | torch.device | None = None) -> PromptEmbedder:
-        """Transfer: the trained P of a saved model, frozen, with a fresh W (lstsq-initialised) for a new E."""
+                         prompt_position: str = "auto", device: str | torch.device | None = None) -> PromptEmbedder:
+        """Transfer: the trained P of a saved model, frozen, with a fresh W (lstsq-initialised) for a new E.
+        Pooling and the prompt's position belong to E, so both are chosen afresh for the new E (`auto` by default:
+        a decoder pooled at its last token reads a suffix, an encoder a prefix)."""
         directory = Path(directory)
         source = PromptEmbedderConfig.load(directory)
         if source.num_soft_tokens == 0:
@@ -185,7 +187,7 @@ class PromptEmbedder(TrainableEmbedder):
         if source.prompting_trainable == "lora":
             raise ValueError(f"{directory}: transfer of a LoRA-adapted P is not supported; train P with 'full'")
         config = PromptEmbedderConfig.from_dict({**source.to_dict(), "embedding_model": embedding_model,
-                                                 "pooling": pooling})
+                                                 "pooling": pooling, "prompt_position": prompt_position})
         model = cls(config, device=device)
         if source.prompting_trainable == "full":
             model._load_prompting_state(directory)

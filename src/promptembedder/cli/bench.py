@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .app import Opt, app, bench_app, console, fail
+from .app import USER_ERRORS, Opt, app, bench_app, console, fail
 
 
 @app.command()
@@ -18,15 +18,22 @@ def demo(
     embedding_model: Annotated[str | None, Opt(help="the frozen E [default: gemma3-270m]")] = None,
     transfer_model: Annotated[str | None, Opt(help="E' of the transfer step [default: smollm2-135m]")] = None,
     steps: Annotated[int | None, Opt(help="training steps per method on E (overrides the preset)")] = None,
+    transfer_only: Annotated[bool, Opt("--transfer-only", help="only the transfer stage, to --transfer-model, "
+                                                                "from the P a finished demo in --output-dir trained")]
+    = False,
 ) -> None:
     """The paper's regime at small scale: baselines, PromptEmbedder, LoRA, transfer; one table and plots."""
     from ..demo import DemoConfig, run_demo
 
     models = {"prompting_model": prompting_model, "embedding_model": embedding_model, "transfer_model": transfer_model}
-    config = DemoConfig.preset(quick, output_dir=str(output_dir), **{k: v for k, v in models.items() if v})
+    config = DemoConfig.preset(quick, output_dir=str(output_dir), transfer_only=transfer_only,
+                               **{k: v for k, v in models.items() if v})
     if steps is not None:
         config.steps = steps
-    run_demo(config, console)
+    try:
+        run_demo(config, console)
+    except USER_ERRORS as err:
+        fail(str(err))
 
 
 @bench_app.command("train")

@@ -47,6 +47,8 @@ def train(
     hard: Annotated[bool | None, Opt("--hard/--soft", help="straight-through hard Gumbel sample")] = None,
     temperature: Annotated[float | None, Opt(help="InfoNCE temperature")] = None,
     eval_steps: Annotated[int | None, Opt()] = None,
+    eval_on_start: Annotated[bool | None, Opt("--eval-on-start", help="also score dev at step 0, before training")]
+    = None,
     save_steps: Annotated[int | None, Opt()] = None,
     seed: Annotated[int | None, Opt()] = None,
     device: Annotated[str | None, Opt()] = None,
@@ -88,6 +90,8 @@ def transfer(
     batch_size: Annotated[int, Opt()] = 32,
     alignment_learning_rate: Annotated[float | None, Opt(help="W alone (default: the transfer preset, 1e-2)")] = None,
     eval_steps: Annotated[int, Opt()] = 25,
+    eval_on_start: Annotated[bool, Opt("--eval-on-start/--no-eval-on-start",
+                                       help="score the transferred start (least-squares W) at step 0")] = True,
     pooling: Annotated[str | None, Opt()] = None,
     train_data: Annotated[list[str] | None, Opt()] = None,
     device: Annotated[str | None, Opt()] = None,
@@ -103,8 +107,8 @@ def transfer(
         cfg = TrainingConfig(method="promptembedder", init_from=str(from_), embedding_model=embedding_model,
                              output_dir=output_dir, target_score=target_score, max_steps=max_steps,
                              batch_size=batch_size, alignment_learning_rate=w_lr,
-                             eval_steps=eval_steps, pooling=pooling, device=device, overwrite=overwrite,
-                             train_data=train_data or ["snli", "sts-train"])
+                             eval_steps=eval_steps, eval_on_start=eval_on_start, pooling=pooling, device=device,
+                             overwrite=overwrite, train_data=train_data or ["snli", "sts-train"])
         result = Trainer(cfg).train()
     except USER_ERRORS as err:
         fail(str(err))
@@ -115,7 +119,7 @@ def transfer(
         console.print(f"steps: {result.steps}  wall time: {result.wall_time_s:.1f} s  "
                       f"best dev: {result.best_dev_score}")
         if target_score is not None:
-            if result.steps_to_target:
+            if result.steps_to_target is not None:
                 console.print(f"reached {target_score} at step {result.steps_to_target} after "
                               f"{result.seconds_to_target:.1f} s")
             else:

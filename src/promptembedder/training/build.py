@@ -14,7 +14,7 @@ def build_model(config: TrainingConfig, device: torch.device) -> TrainableEmbedd
     """The model a method trains, on a shared backbone reference, pooling and length limit."""
     if config.method == "promptembedder" and config.init_from:  # transfer: P trained and frozen, a fresh W
         return PromptEmbedder.for_new_backbone(config.init_from, config.embedding_model, pooling=config.pooling,
-                                               device=device)
+                                               prompt_position=config.prompt_position, device=device)
     model = config.model_config
     if config.method == "promptembedder":
         return PromptEmbedder(model, device=device)

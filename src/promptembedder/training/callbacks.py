@@ -30,8 +30,9 @@ def logged(trainer: Trainer) -> bool:
 
 
 class DevEvaluation:
-    """Every `eval_steps` (and at the end): the dev score, `best/` when it improves, and the first step and time at
-    which it reaches `target_score` (where the run stops with `stop_at_target`)."""
+    """Every `eval_steps` (and at the end, and at step 0 with `eval_on_start`): the dev score, `best/` when it
+    improves, and the first step and time at which it reaches `target_score` (where the run stops with
+    `stop_at_target`). A score met at step 0 took no training, so its time is 0 s."""
 
     def __init__(self, trainer: Trainer):
         config = trainer.config
@@ -64,7 +65,8 @@ class DevEvaluation:
             trainer.best_score = score
             trainer.save_pretrained(trainer.output_dir / "best")
         if config.target_score is not None and self.steps_to_target is None and score >= config.target_score:
-            self.steps_to_target, self.seconds_to_target = step, time.perf_counter() - trainer.start_time
+            self.steps_to_target = step
+            self.seconds_to_target = time.perf_counter() - trainer.start_time if step else 0.0
         if config.stop_at_target and self.steps_to_target is not None:
             trainer.should_stop = True
 
@@ -104,7 +106,8 @@ class TensorBoardLogger:
 
     def __call__(self, trainer: Trainer, step: int) -> None:
         if self.writer is not None and logged(trainer):
-            self.writer.add_scalar("loss", trainer.loss_value, step)
+            if step:  # step 0 (`eval_on_start`) has a dev score and no loss yet
+                self.writer.add_scalar("loss", trainer.loss_value, step)
             if trainer.row["dev_score"]:
                 self.writer.add_scalar(f"dev/{trainer.evaluation.metric}", trainer.evaluation.last, step)
 

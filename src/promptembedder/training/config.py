@@ -59,6 +59,9 @@ class TrainingConfig:
     symmetric: bool = False
     seed: int = 42
     eval_steps: int = 50
+    #: Also evaluate before the first update (transformers' name): a transferred start is scored, can be `best/`
+    #: and can meet `target_score` at step 0 in zero seconds.
+    eval_on_start: bool = False
     eval_max_pairs: int | None = None
     eval_task: str = "sts-b"
     task_weights: dict | None = None

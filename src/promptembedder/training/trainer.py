@@ -120,8 +120,8 @@ class Trainer:
         self.documents = DocumentCache(self.model)
         self.loss = self._make_loss()
         self.evaluation = DevEvaluation(self)
-        main_only = [CSVLogger(), TensorBoardLogger()] if self.is_main else []
-        self.callbacks = [self.evaluation, *main_only, ProgressBar(), Checkpointing(), *(callbacks or [])]
+        self.loggers = [CSVLogger(), TensorBoardLogger()] if self.is_main else []
+        self.callbacks = [self.evaluation, *self.loggers, ProgressBar(), Checkpointing(), *(callbacks or [])]
         self.row: dict[str, str] = {}
         self.loss_value = float("nan")
         self.should_stop = False
@@ -191,7 +191,10 @@ class Trainer:
             callback.on_train_begin(self)
         self.model.train()
         restore_sigterm = catch_sigterm()  # a scheduler's SIGTERM stops the run as Ctrl-C does: checkpoint first
+        in_step = False
         try:
+            if config.do_eval and config.eval_on_start and self.step == 0:
+                self._evaluate_at_start()
             while self.step < config.max_steps and not self.should_stop:
                 step_rng, in_step = checkpoint.rng_state(), True
                 t0 = time.perf_counter()
@@ -223,6 +226,16 @@ class Trainer:
             for callback in started:
                 callback.on_train_end(self)
         return self._finish(time.perf_counter() - start, step_times, world, interrupted)
+
+    def _evaluate_at_start(self) -> None:
+        """`eval_on_start`: step 0's dev score, logged and eligible for `best/` and the target (a start that is
+        already good, e.g. a transferred P, is kept rather than lost to worse training steps)."""
+        tau = tau_at(self.config, 0)
+        self.model.set_tau(tau)
+        self.row = {"step": 0, "epoch": 0, "loss": "", "lr": f"{self.scheduler.get_last_lr()[-1]:.3e}",
+                    "tau": f"{tau:.4f}", "examples_per_s": "", "step_time_s": "", "elapsed_s": "0.00", "dev_score": ""}
+        for callback in (self.evaluation, *self.loggers):
+            callback(self, 0)
 
     def _update(self, micro_batches: list[list[TrainExample]], world_scale: int) -> float:
         """Gradients of the step's micro-batches, checked and clipped; returns the mean loss."""
