@@ -190,6 +190,32 @@ def test_signals_checkpoint_and_exit_with_128_plus_signal(models, tmp_path):
     assert code == 130 and resumed_step >= step + 2
 
 
+class _SignalsInFinalizer:
+    """Sends SIGINT from __del__: the handler then runs inside the finalizer, where Python prints the
+    KeyboardInterrupt instead of raising it (the suspected cause of a rare hang of the test above)."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        sum(range(1000))  # bytecode for the interpreter to run the handler in
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_stop_signal_lost_in_a_finalizer_still_stops_the_run(models, tmp_path):
+    steps = []
+
+    def lose_a_signal_at_step_2(trainer, step):
+        steps.append(step)
+        if step == 2:
+            _SignalsInFinalizer()  # collected at once: the interrupt is swallowed here
+
+    trainer = Trainer(config(models, tmp_path / "run", max_steps=50), examples=EXAMPLES,
+                      callbacks=[lose_a_signal_at_step_2])
+    result = trainer.train()
+    assert steps == [1, 2] and result.interrupted and result.stop_signal == signal.SIGINT
+    assert torch.load(tmp_path / "run" / "checkpoint" / "trainer_state.pt", weights_only=False)["step"] == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are restored
+
+
 def test_resumed_log_keeps_a_column_an_earlier_version_named_otherwise(tmp_path):
     """log.csv's dev_spearman became dev_score: a run resumed from then keeps its dev values, past rows dropped."""
     log = tmp_path / "log.csv"

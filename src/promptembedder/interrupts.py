@@ -28,16 +28,36 @@ def signal_of(err: KeyboardInterrupt) -> int:
     return getattr(err, "signum", signal.SIGINT)
 
 
+#: Stop signals received since `catch_stop_signals`. Their exception can be lost: a handler runs wherever the
+#: interpreter is, and an exception raised inside a finalizer (`__del__`, a weakref callback) is only printed, so
+#: the loop also checks here at every step (`raise_pending`).
+_pending: list[int] = []
+
+
 def _raise(signum, frame) -> None:
+    _pending.append(signum)
     raise Interrupted(signum)
 
 
-def catch_sigterm() -> Callable[[], None]:
-    """From now on SIGTERM interrupts like Ctrl-C (main thread only); returns the function that undoes it."""
+def catch_stop_signals() -> Callable[[], None]:
+    """From now on SIGINT and SIGTERM interrupt training and are remembered (main thread only); returns the function
+    that restores the previous handlers."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    previous = signal.signal(signal.SIGTERM, _raise)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+    _pending.clear()
+    previous = {s: signal.signal(s, _raise) for s in STOP_SIGNALS}
+
+    def restore() -> None:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+    return restore
+
+
+def raise_pending() -> None:
+    """Raise a stop signal received earlier whose exception was lost (see `_pending`): the run still stops."""
+    if _pending:
+        raise Interrupted(_pending[0])
 
 
 @contextlib.contextmanager

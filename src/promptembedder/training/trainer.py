@@ -22,7 +22,7 @@ from transformers import get_scheduler
 
 from .. import distributed as dist_utils
 from ..data import TrainExample
-from ..interrupts import catch_sigterm, deferred_interrupt, signal_of
+from ..interrupts import catch_stop_signals, deferred_interrupt, raise_pending, signal_of
 from ..numerics import check_step, json_safe
 from ..plotting import plot_training
 from ..resume import record
@@ -190,12 +190,13 @@ class Trainer:
         for callback in started:
             callback.on_train_begin(self)
         self.model.train()
-        restore_sigterm = catch_sigterm()  # a scheduler's SIGTERM stops the run as Ctrl-C does: checkpoint first
+        restore_signals = catch_stop_signals()  # Ctrl-C or a scheduler's SIGTERM: checkpoint first, then stop
         in_step = False
         try:
             if config.do_eval and config.eval_on_start and self.step == 0:
                 self._evaluate_at_start()
             while self.step < config.max_steps and not self.should_stop:
+                raise_pending()
                 step_rng, in_step = checkpoint.rng_state(), True
                 t0 = time.perf_counter()
                 epoch, size, micro_batches = batches(self.step)
@@ -222,7 +223,7 @@ class Trainer:
             self.save_checkpoint(step_rng if in_step else checkpoint.rng_state())
             interrupted = {"interrupted": True, "stop_signal": int(signal_of(err))}
         finally:
-            restore_sigterm()
+            restore_signals()
             for callback in started:
                 callback.on_train_end(self)
         return self._finish(time.perf_counter() - start, step_times, world, interrupted)
