@@ -13,8 +13,8 @@ already there is skipped, so the queue can be restarted.
 Names: the eval rows `bare-last`, `bare-mean`, `prompteol`, `instr-text` (bare last token, each task's instruction
 as E5-style text); the trained rows `lora`, `pt-suffix`, `pt-prefix`, `pe-prefix`, `pe-suffix`, `pe-both`; and
 levers appended with "+": plr1e-4 (P's learning rate), wlr1e-2 (W's), lr1e-3 and lr1e-2 (a baseline's learning
-rate), seed7 (another seed), anneal (tau 1 -> 0.3), hard, k10, k20, plora (P trained through LoRA adapters),
-wrandom (W initialised at random instead of by least squares).
+rate), seed7 and seed1234 (other seeds), anneal (tau 1 -> 0.3), hard, k10, k20, plora (P trained through LoRA
+adapters), wrandom (W initialised at random instead of by least squares).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ BUDGET = dict(max_steps=40, batch_size=8, max_length=48, seed=42, train_data=SOU
               task_weights={source: 1.0 for source in SOURCES})
 LEVERS = {"plr1e-4": {"learning_rate": 1e-4}, "wlr1e-2": {"alignment_learning_rate": 1e-2},
           "lr1e-3": {"learning_rate": 1e-3}, "lr1e-2": {"learning_rate": 1e-2}, "seed7": {"seed": 7},
+          "seed1234": {"seed": 1234},
           "anneal": {"tau_start": 1.0, "tau_end": 0.3}, "hard": {"hard": True}, "k10": {"num_soft_tokens": 10},
           "k20": {"num_soft_tokens": 20}, "plora": {"prompting_trainable": "lora"},
           "wrandom": {"model": {"alignment_init": "random"}}}
@@ -162,7 +163,7 @@ def plot(args: argparse.Namespace) -> None:
     import matplotlib.pyplot as plt
 
     rows = rows_of(args.results)
-    fig, ax = plt.subplots(figsize=(12, 5))
+    fig, ax = plt.subplots(figsize=(15, 5))
     width = 0.8 / len(rows)
     for n, r in enumerate(rows):
         xs = [i + (n - (len(rows) - 1) / 2) * width for i in range(len(TASK_ORDER) + 1)]
@@ -171,7 +172,7 @@ def plot(args: argparse.Namespace) -> None:
     ax.set(ylabel="main score x100 (seeded subset)",
            title=f"Frozen {E} as E, P = {P}: {BUDGET['max_steps']} steps x batch {BUDGET['batch_size']}, "
                  "four training sources; 20NG's instruction unseen")
-    ax.legend(fontsize=8, ncol=2, loc="upper right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: many rows would hide bars
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)
     print(args.out)
