@@ -21,6 +21,7 @@ import torch
 import yaml
 from reliability_helpers import EXAMPLES, PAIRS, config, run
 
+from promptembedder import interrupts
 from promptembedder.numerics import NonFiniteError
 from promptembedder.resume import ResumeWarning
 from promptembedder.run_folder import COMPLETE_FILE, RunFolderError, recover, truncate_log
@@ -163,8 +164,10 @@ def test_signals_checkpoint_and_exit_with_128_plus_signal(models, tmp_path):
 
     def train_until_stopped(sig: int, resume: bool) -> tuple[int, int]:
         args = [sys.executable, "-m", "promptembedder", "train", str(cfg), "--output-dir", str(out)]
+        # As from a terminal: a suite run in the background (`nohup ... &`) would pass on an ignored SIGINT.
         proc = subprocess.Popen(args + (["--resume"] if resume else []), env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             deadline, start_rows = time.time() + 420, rows()  # startup is slow on a crowded machine
             while rows() < start_rows + 2:  # wait for two new steps
@@ -210,10 +213,14 @@ def test_a_stop_signal_lost_in_a_finalizer_still_stops_the_run(models, tmp_path)
 
     trainer = Trainer(config(models, tmp_path / "run", max_steps=50), examples=EXAMPLES,
                       callbacks=[lose_a_signal_at_step_2])
-    result = trainer.train()
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, not a background job
+    try:
+        result = trainer.train()
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert steps == [1, 2] and result.interrupted and result.stop_signal == signal.SIGINT
     assert torch.load(tmp_path / "run" / "checkpoint" / "trainer_state.pt", weights_only=False)["step"] == 2
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are restored
+    assert signal.getsignal(signal.SIGTERM) is not interrupts._raise  # the handlers are restored after the run
 
 
 def test_resumed_log_keeps_a_column_an_earlier_version_named_otherwise(tmp_path):

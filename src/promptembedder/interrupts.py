@@ -41,11 +41,12 @@ def _raise(signum, frame) -> None:
 
 def catch_stop_signals() -> Callable[[], None]:
     """From now on SIGINT and SIGTERM interrupt training and are remembered (main thread only); returns the function
-    that restores the previous handlers."""
+    that restores the previous handlers. A signal the process was started ignoring stays ignored, as Python itself
+    keeps Ctrl-C ignored for a job started in the background (`nohup ... &` in a script)."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     _pending.clear()
-    previous = {s: signal.signal(s, _raise) for s in STOP_SIGNALS}
+    previous = {s: signal.signal(s, _raise) for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
 
     def restore() -> None:
         for s, handler in previous.items():
