@@ -223,6 +223,22 @@ def test_a_stop_signal_lost_in_a_finalizer_still_stops_the_run(models, tmp_path)
     assert signal.getsignal(signal.SIGTERM) is not interrupts._raise  # the handlers are restored after the run
 
 
+def test_an_ignored_stop_signal_stays_ignored_in_training_and_in_the_update():
+    """A process started ignoring SIGINT (a background job) keeps ignoring it, also while an update is held back."""
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        restore = interrupts.catch_stop_signals()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        with interrupts.deferred_interrupt():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+        interrupts.raise_pending()  # nothing was received, so nothing is raised
+        restore()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def test_resumed_log_keeps_a_column_an_earlier_version_named_otherwise(tmp_path):
     """log.csv's dev_spearman became dev_score: a run resumed from then keeps its dev values, past rows dropped."""
     log = tmp_path / "log.csv"

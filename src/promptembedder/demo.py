@@ -213,18 +213,12 @@ def run_demo(config: DemoConfig, console: Console) -> dict:
 
     console.print(results_table(results, config, config.tasks))
     console.print(PAPER_CLAIMS)
-    console.print(f"transfer to the common dev target: {transfer['speedup_vs_lora']['words']} "
-                  "(paper: 3.8x LoRA's speed)")
     plot_training({name: Path(cfg.output_dir) / "log.csv" for name, cfg in runs.items()},
                   out / "training_curves.png", title=f"frozen {E}")
     plot_bars({name: type_scores(results.scores[name]) for name in results.scores
                if set(results.scores[name]) == set(config.tasks)},
               out / "scores_by_task_type.png", title="main score x100 on the subsets")
-    report = {"config": asdict(config), "scores": results.scores, "backbones": results.backbones,
-              "costs": results.costs, "transfer": transfer}
-    (out / "demo_results.json").write_text(json.dumps(report, indent=2) + "\n")
-    console.print(f"written: {out / 'demo_results.json'} and three plots in {out}")
-    return report
+    return write_report(out / "demo_results.json", config, results, transfer, f"three plots in {out}")
 
 
 def run_transfer_only(config: DemoConfig, console: Console) -> dict:
@@ -238,13 +232,19 @@ def run_transfer_only(config: DemoConfig, console: Console) -> dict:
                  "from scratch")
     transfer = run_transfer(config, source, results)
     console.print(results_table(results, config, config.transfer_tasks))
-    console.print(f"transfer to the common dev target: {transfer['speedup_vs_lora']['words']} "
-                  "(paper: 3.8x LoRA's speed)")
+    folder = Path(transfer["folder"])
+    return write_report(folder / "transfer_results.json", config, results, transfer,
+                        str(folder / "transfer_curves.png"))
+
+
+def write_report(path: Path, config: DemoConfig, results: Results, transfer: dict, plots: str) -> dict:
+    """The transfer's speed-up against the paper's, then the JSON report (settings, scores, costs, transfer)."""
+    results.console.print(f"transfer to the common dev target: {transfer['speedup_vs_lora']['words']} "
+                          "(paper: 3.8x LoRA's speed)")
     report = {"config": asdict(config), "scores": results.scores, "backbones": results.backbones,
               "costs": results.costs, "transfer": transfer}
-    path = Path(transfer["folder"]) / "transfer_results.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
-    console.print(f"written: {path} and {Path(transfer['folder']) / 'transfer_curves.png'}")
+    results.console.print(f"written: {path} and {plots}")
     return report
 
 

@@ -39,14 +39,19 @@ def _raise(signum, frame) -> None:
     raise Interrupted(signum)
 
 
+def _heeded() -> list[int]:
+    """The stop signals this process listens to: one it was started ignoring stays ignored, as Python itself keeps
+    Ctrl-C ignored for a job started in the background (`nohup ... &` in a script)."""
+    return [s for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
+
+
 def catch_stop_signals() -> Callable[[], None]:
     """From now on SIGINT and SIGTERM interrupt training and are remembered (main thread only); returns the function
-    that restores the previous handlers. A signal the process was started ignoring stays ignored, as Python itself
-    keeps Ctrl-C ignored for a job started in the background (`nohup ... &` in a script)."""
+    that restores the previous handlers (ignored signals stay ignored, see `_heeded`)."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     _pending.clear()
-    previous = {s: signal.signal(s, _raise) for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
+    previous = {s: signal.signal(s, _raise) for s in _heeded()}
 
     def restore() -> None:
         for s, handler in previous.items():
@@ -69,7 +74,7 @@ def deferred_interrupt():
         yield
         return
     caught: list[int] = []
-    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in STOP_SIGNALS}
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in _heeded()}
     try:
         yield
     finally:
