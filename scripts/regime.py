@@ -47,6 +47,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "pe-prefix": ("pe", {"prompt_position": "prefix"}),
     "pe-suffix": ("pe", {"prompt_position": "suffix"}),
     "pe-both": ("pe", {"prompt_position": "both"}),
+    "pe-deep": ("pe", {"prompt_position": "deep"}),
+    "pt-deep": ("train", {"method": "prompt-tuning", "prompt_position": "deep"}),
     "lora": ("train", {"method": "lora"}),
     "lora-lr1e-3": ("train", {"method": "lora", "learning_rate": 1e-3}),
     "pe-suffix-k10": ("pe", {"prompt_position": "suffix", "num_soft_tokens": 10}),

@@ -11,7 +11,8 @@ already there is skipped, so the queue can be restarted.
     python scripts/regime_six.py plot --results docs/regime_results_v2.jsonl --out docs/img/regime_six.png
 
 Names: the eval rows `bare-last`, `bare-mean`, `prompteol`, `instr-text` (bare last token, each task's instruction
-as E5-style text); the trained rows `lora`, `pt-suffix`, `pt-prefix`, `pe-prefix`, `pe-suffix`, `pe-both`; and
+as E5-style text); the trained rows `lora`, `pt-suffix`, `pt-prefix`, `pt-deep`, `pe-prefix`, `pe-suffix`,
+`pe-both`, `pe-deep` (`deep`: the prompt at every layer's keys and values, deep_prompt.py); and
 levers appended with "+": plr1e-4 (P's learning rate), wlr1e-2 (W's), lr1e-3 and lr1e-2 (a baseline's learning
 rate), seed7 and seed1234 (other seeds), anneal (tau 1 -> 0.3), hard, k10, k20, plora (P trained through LoRA
 adapters), wrandom (W initialised at random instead of by least squares).

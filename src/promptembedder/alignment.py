@@ -1,4 +1,6 @@
-"""The alignment W: a linear map from P's token-embedding space into E's input-embedding space.
+"""The alignment W: a linear map from P's token-embedding space into E's input-embedding space (and, for a deep
+prompt, W's per-layer companions into E's keys and values: deep_prompt.LayerOffsets). Everything here belongs to E,
+so a transfer to a new E starts it afresh.
 
 Initialised by least squares on the tokens both vocabularies share, so that before any training the
 soft prompt already lands near the E embeddings of the words P "meant"; otherwise a small random init.
@@ -8,6 +10,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from .deep_prompt import DeepPrompt, KVLayout, LayerOffsets
 
 MIN_SHARED_TOKENS = 64
 
@@ -56,18 +60,21 @@ def shared_token_ids(tokenizer_p, tokenizer_e) -> tuple[list[int], list[int]]:
 
 
 class Alignment(nn.Module):
-    """W: P's embedding width -> E's input-embedding width, no bias by default."""
+    """W: P's embedding width -> E's input-embedding width, no bias by default; with `layout` (E's KV cache),
+    also the zero-initialised per-layer offsets of a deep prompt."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = False):
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, layout: KVLayout | None = None):
         super().__init__()
         self.linear = nn.Linear(in_features, out_features, bias=bias)
+        self.layer_offsets = LayerOffsets(out_features, layout) if layout is not None else None
         self.init_method = "random"
         nn.init.normal_(self.linear.weight, std=1.0 / in_features)
         if bias:
             nn.init.zeros_(self.linear.bias)
 
-    def forward(self, soft_tokens: torch.Tensor) -> torch.Tensor:
-        return self.linear(soft_tokens.to(self.linear.weight.dtype))
+    def forward(self, soft_tokens: torch.Tensor) -> torch.Tensor | DeepPrompt:
+        prompt = self.linear(soft_tokens.to(self.linear.weight.dtype))
+        return prompt if self.layer_offsets is None else DeepPrompt(prompt, self.layer_offsets(prompt))
 
     @torch.no_grad()
     def fit_least_squares(self, source: torch.Tensor, target: torch.Tensor, ridge: float = 1e-3) -> None:

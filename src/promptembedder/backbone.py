@@ -9,6 +9,8 @@ Where the prompt goes (`prompt_position`):
   with last-token pooling on a decoder without a trailing special token (Gemma, Llama, SmolLM2) the pooled
   state is the last soft token's, which has read the whole text, as PromptEOL's closing words are.
 - `both`: the same prompt in both places (2K slots).
+- `deep`: a prefix of every layer's keys and values (deep_prompt.py), decoders only; the model passes a
+  `DeepPrompt`. The text is read after the cached BOS and prompt; pooling sees the text's states only.
 - `auto`: `suffix` for a decoder pooled at its last token, `prefix` otherwise.
 Pooling: `last` pools the last real position (a soft token under `suffix` as above), `cls` position 0,
 `mean` the text tokens only (prompt slots are left out unless `include_prompt_in_mean`). A suffix cannot
@@ -27,6 +29,7 @@ from transformers.models.auto.modeling_auto import (
 )
 
 from .config import PROMPT_POSITION_CHOICES
+from .deep_prompt import DeepPrompt, KVLayout, kv_layout, prefix_cache
 from .pooling import pool
 from .registry import load_pretrained
 
@@ -69,7 +72,11 @@ class EmbeddingBackbone(nn.Module):
             raise ValueError("prompt_position='suffix' with mean pooling on a causal decoder: the text tokens never "
                              "see a suffix, so the prompt could not change the embedding; use pooling 'last' or "
                              "prompt_position 'prefix' or 'both'")
+        if prompt_position == "deep" and not is_decoder(model):
+            raise ValueError(f"prompt_position='deep' needs a decoder E (it prompts through the KV cache); "
+                             f"{model.config.model_type} is an encoder: use prefix or suffix")
         self.prompt_position = prompt_position
+        self._kv_layout: KVLayout | None = None
         self.prefix_special = self._adds_leading_special_token()
         self.suffix_special = self._adds_trailing_special_token()
 
@@ -91,6 +98,13 @@ class EmbeddingBackbone(nn.Module):
     def device(self) -> torch.device:
         return self.model.get_input_embeddings().weight.device
 
+    @property
+    def kv_layout(self) -> KVLayout:
+        """E's cache layout (layers, key/value heads, head size): what a deep prompt's offsets are shaped to."""
+        if self._kv_layout is None:
+            self._kv_layout = kv_layout(self.model)
+        return self._kv_layout
+
     def _adds_leading_special_token(self) -> bool:
         ids = self.tokenizer("hello", add_special_tokens=True)["input_ids"]
         return bool(ids) and ids[0] in set(self.tokenizer.all_special_ids)
@@ -105,7 +119,7 @@ class EmbeddingBackbone(nn.Module):
         """How many times the prompt is inserted: 2 for `both`."""
         return 2 if self.prompt_position == "both" else 1
 
-    def tokenize(self, texts: list[str], num_prompt_tokens: int = 0) -> dict[str, torch.Tensor]:
+    def tokenize(self, texts: list[str], num_prompt_tokens: int = 0, **kwargs) -> dict[str, torch.Tensor]:
         """Tokenise with room left for the soft prompt (all its copies) inside E's context."""
         return self.tokenizer(
             texts,
@@ -113,6 +127,7 @@ class EmbeddingBackbone(nn.Module):
             truncation=True,
             max_length=self.max_length - num_prompt_tokens * self.prompt_copies,
             return_tensors="pt",
+            **kwargs,
         ).to(self.device)
 
     def insert_prompt(
@@ -125,7 +140,7 @@ class EmbeddingBackbone(nn.Module):
         Returns embeddings, attention mask and a mask marking every prompt slot.
         """
         position = position or self.prompt_position
-        if position not in PROMPT_POSITION_CHOICES[1:]:
+        if position not in ("prefix", "suffix", "both"):
             raise ValueError(f"prompt position must be prefix, suffix or both, got {position!r}")
         marks = torch.zeros_like(mask)
         positions = torch.arange(mask.shape[1], device=mask.device)
@@ -137,9 +152,14 @@ class EmbeddingBackbone(nn.Module):
             embeds, mask, marks = _insert_at(embeds, mask, marks, prompt, first_real + int(self.prefix_special))
         return embeds, mask, marks
 
-    def forward(self, texts: list[str], prompt: torch.Tensor | None = None, normalize: bool = True,
+    def forward(self, texts: list[str], prompt: torch.Tensor | DeepPrompt | None = None, normalize: bool = True,
                 include_prompt_in_mean: bool = False) -> torch.Tensor:
-        """Embed texts, optionally behind a soft prompt already in E's input-embedding space."""
+        """Embed texts, optionally behind a soft prompt already in E's input-embedding space (a `DeepPrompt` for
+        position `deep`)."""
+        if isinstance(prompt, DeepPrompt):
+            hidden, mask = self._forward_deep(texts, prompt)
+            pooled = pool(hidden, mask, self.pooling).float()
+            return F.normalize(pooled, dim=-1) if normalize else pooled
         k = 0 if prompt is None else prompt.shape[-2]
         batch = self.tokenize(texts, k)
         embeds = self.model.get_input_embeddings()(batch["input_ids"])
@@ -154,6 +174,22 @@ class EmbeddingBackbone(nn.Module):
         exclude = None if include_prompt_in_mean else prompt_mask
         pooled = pool(hidden, mask, self.pooling, exclude).float()
         return F.normalize(pooled, dim=-1) if normalize else pooled
+
+
+    def _forward_deep(self, texts: list[str], prompt: DeepPrompt) -> tuple[torch.Tensor, torch.Tensor]:
+        """The text's states behind a cached [BOS +] prompt prefix, and the text's mask. Padded on the right, so
+        BOS, when the tokenizer adds one, is column 0 of every row: it moves into the prefix."""
+        if self.prompt_position != "deep":
+            raise ValueError(f"a deep prompt needs prompt_position 'deep', this backbone's is {self.prompt_position!r}")
+        batch = self.tokenize(texts, prompt.embeds.shape[-2], padding_side="right")
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        embed = self.model.get_input_embeddings()
+        head = embed(ids[0, : int(self.prefix_special)])
+        ids, mask = ids[:, int(self.prefix_special):], mask[:, int(self.prefix_special):]
+        cache, length = prefix_cache(self.model, head, prompt, ids.shape[0])
+        full_mask = torch.cat([mask.new_ones(ids.shape[0], length), mask], dim=1)
+        hidden = self.model(inputs_embeds=embed(ids), attention_mask=full_mask, use_cache=True, **cache)
+        return hidden.last_hidden_state, mask
 
 
 def _insert_at(embeds: torch.Tensor, mask: torch.Tensor, marks: torch.Tensor, prompt: torch.Tensor,

@@ -3,7 +3,8 @@
 - `BackboneEmbedder`: E with the instruction as a plain text prefix; `adapter="lora"` adds peft LoRA on
   E's linear layers (the paper's main baseline), `"full"` fine-tunes all of E, `"none"` is the
   hard-text-instruction backbone. `template` wraps each text in a hard-text prompt, e.g. PromptEOL's.
-- `PromptTuningEmbedder`: a static learned soft prompt in frozen E's input (at `prompt_position`), with no P.
+- `PromptTuningEmbedder`: a static learned soft prompt in frozen E's input (at `prompt_position`), with no P;
+  at `deep`, free offsets to every layer's keys and values as well (P-tuning v2).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from safetensors.torch import save_file
 from .backbone import EmbeddingBackbone
 from .compatibility import check_context
 from .config import BASELINE_CONFIG, BaselineConfig
+from .deep_prompt import DeepPrompt, static_offsets
 from .embedder import Embedder
 from .modeling import add_lora, default_device, frozen_dtype
 from .serialization import read_safetensors, verify_manifest, write_manifest
@@ -26,6 +28,7 @@ from .trainable import TrainableEmbedder
 
 #: PromptEOL (Jiang et al. 2023): a decoder's last token after this reads as a one-word summary of the text.
 PROMPTEOL_TEMPLATE = 'This sentence: "{text}" means in one word: "'
+PROMPT_FILE = "prompt.safetensors"
 
 
 def with_instruction(instruction: str | None, text: str) -> str:
@@ -106,6 +109,8 @@ class PromptTuningEmbedder(TrainableEmbedder):
         with torch.no_grad():  # start from real word embeddings, as peft's TEXT init does
             init = self.backbone.model.get_input_embeddings()(torch.tensor(ids, device=device)).float()
         self.prompt = torch.nn.Parameter(init)
+        deep = self.backbone.prompt_position == "deep"  # P-tuning v2: free offsets to every layer's keys and values
+        self.offsets = static_offsets(config.num_soft_tokens, self.backbone.kv_layout) if deep else None
         self.eval()
 
     def train(self, mode: bool = True) -> PromptTuningEmbedder:
@@ -115,7 +120,10 @@ class PromptTuningEmbedder(TrainableEmbedder):
 
     def embed(self, texts: list[str], instruction: str | None = None, prompt_type: str = "query",
               normalize: bool = True) -> torch.Tensor:
-        return self.backbone(texts, self.prompt if self.uses_prompt(prompt_type) else None, normalize=normalize)
+        if not self.uses_prompt(prompt_type):
+            return self.backbone(texts, None, normalize=normalize)
+        prompt = self.prompt if self.offsets is None else DeepPrompt(self.prompt, self.offsets)
+        return self.backbone(texts, prompt, normalize=normalize)
 
     @property
     def document_side_trainable(self) -> bool:
@@ -125,13 +133,20 @@ class PromptTuningEmbedder(TrainableEmbedder):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.config.save(directory)
-        save_file({"prompt": self.prompt.detach().contiguous().cpu()}, directory / "prompt.safetensors")
+        tensors = {"prompt": self.prompt, **({"offsets": self.offsets} if self.offsets is not None else {})}
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, directory / PROMPT_FILE)
         write_manifest(directory, asdict(self.config), _references(self))
 
     @classmethod
     def load(cls, directory: Path, config: BaselineConfig, device=None) -> PromptTuningEmbedder:
         model = cls(config, device)
-        model.prompt.data.copy_(read_safetensors(directory / "prompt.safetensors")[0]["prompt"])
+        saved = read_safetensors(directory / PROMPT_FILE)[0]
+        model.prompt.data.copy_(saved["prompt"])
+        if model.offsets is not None:
+            if "offsets" not in saved:
+                raise ValueError(f"{directory / PROMPT_FILE} has no 'offsets' for its deep prompt: the save is "
+                                 "incomplete; save the model again")
+            model.offsets.data.copy_(saved["offsets"])
         return model.eval()
 
 

@@ -12,7 +12,7 @@ BASELINE_CONFIG = "embedder_config.json"
 POOLINGS = ("mean", "last", "cls")
 PROMPT_ON = ("query", "both")
 PROMPTING_TRAINABLE = ("full", "lora", "frozen")
-PROMPT_POSITIONS = ("prefix", "suffix", "both")
+PROMPT_POSITIONS = ("prefix", "suffix", "both", "deep")
 PROMPT_POSITION_CHOICES = ("auto", *PROMPT_POSITIONS)
 ADAPTERS = ("none", "lora", "full")
 
@@ -36,7 +36,8 @@ class PromptEmbedderConfig:
     `pooling=None` picks `mean` for encoders and `last` for decoders. `prompt_on="query"` means
     documents (the encode side without an instruction in asymmetric tasks) get no soft prompt.
     `prompt_position` places the soft prompt in E's input: `prefix` (after BOS/CLS), `suffix` (after the
-    text, so last-token pooling reads it) or `both` (see backbone.py); `auto` is `suffix` for a decoder
+    text, so last-token pooling reads it) or `both` (see backbone.py); `deep` makes it a prefix of every layer's
+    keys and values in a decoder E (deep_prompt.py, an extension beyond the paper); `auto` is `suffix` for a decoder
     pooled at its last token and `prefix` otherwise, resolved (and saved) when E is loaded. `auto` is the
     default: with last-token pooling a causal decoder's pooled state sees a prefix only through the text, and the
     suffix won every measured comparison on Gemma (docs/regime.md: 65.0 vs 38.9 for a static prompt; 64.2 vs 49.5

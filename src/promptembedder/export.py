@@ -218,7 +218,7 @@ def export(model: str | Path | PromptEmbedder, out: str | Path, instructions: Ma
         model = PromptEmbedder.from_pretrained(model_dir, device="cpu")
     prompt_position = model.config.prompt_position
     if prompt_position not in PROMPT_POSITIONS:  # sentence-transformers prepends prompts: it cannot append them
-        raise ValueError(f"this model's soft prompt is a {prompt_position!r} (after the text); export compiles "
+        raise ValueError(f"this model's soft prompt is at position {prompt_position!r}; export compiles "
                          f"{' or '.join(PROMPT_POSITIONS)} prompts only. Use `promptembedder serve` on the saved "
                          "model instead")
     prompts = compile_prompts(model, instructions)

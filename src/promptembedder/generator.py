@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .kv_cache import cache_of
+
 
 @dataclass
 class SoftPrompt:
@@ -29,13 +31,6 @@ def relax(logits: torch.Tensor, tau: float, hard: bool, stochastic: bool) -> tor
     if hard:
         return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
     return F.softmax(logits / tau, dim=-1)
-
-
-def _cache_of(output) -> dict:
-    """The KV cache as the next forward's keyword: `cache` in recent transformers, `past_key_values` before."""
-    if "cache" in output:
-        return {"cache": output["cache"]}
-    return {"past_key_values": output["past_key_values"]}
 
 
 class PromptGenerator(nn.Module):
@@ -124,7 +119,7 @@ class PromptGenerator(nn.Module):
             token_ids.append(probs.argmax(-1))  # read once at the end: no device sync inside the loop
             if step + 1 < self.num_soft_tokens:
                 step_input = (soft * self.embed_scale).to(weight.dtype).unsqueeze(1)
-                out = self.model(inputs_embeds=step_input, use_cache=True, logits_to_keep=1, **_cache_of(out))
+                out = self.model(inputs_embeds=step_input, use_cache=True, logits_to_keep=1, **cache_of(out))
         return SoftPrompt(torch.cat(soft_tokens, 0), torch.cat(token_ids).tolist() if token_ids else [])
 
     def decode(self, token_ids: list[int]) -> str:

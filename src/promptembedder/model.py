@@ -13,6 +13,7 @@ from .alignment import Alignment
 from .backbone import EmbeddingBackbone
 from .compatibility import check_context, check_prompting_model
 from .config import PromptEmbedderConfig
+from .deep_prompt import DeepPrompt
 from .generator import PromptGenerator
 from .model_card import write_saved_model_card
 from .modeling import add_lora, default_device, frozen_dtype
@@ -22,6 +23,7 @@ from .trainable import TrainableEmbedder
 
 ALIGNMENT_FILE = "alignment.safetensors"
 PROMPTING_FILE = "prompting_model.safetensors"
+LAYER_OFFSETS = "layer_offsets"  # a deep prompt's per-layer maps, beside W in ALIGNMENT_FILE
 ADAPTER_DIR = "prompting_adapter"
 
 
@@ -72,7 +74,8 @@ class PromptEmbedder(TrainableEmbedder):
         self.generator = PromptGenerator(p_model, p_tokenizer, config.num_soft_tokens, config.tau, config.hard)
         check_context(config.num_soft_tokens, self.backbone, self.generator)
         self._set_prompting_trainable()
-        self.alignment = Alignment(self.generator.hidden_size, self.backbone.hidden_size).to(device)
+        deep = self.backbone.kv_layout if self.backbone.prompt_position == "deep" else None
+        self.alignment = Alignment(self.generator.hidden_size, self.backbone.hidden_size, layout=deep).to(device)
         if _init_alignment:
             self.alignment.init_from_vocabularies(
                 p_tokenizer, self.generator.embedding_matrix, self.backbone.tokenizer,
@@ -115,8 +118,9 @@ class PromptEmbedder(TrainableEmbedder):
         return self
 
     # --- the method ------------------------------------------------------------------------------------
-    def soft_prompt(self, instruction: str | None = None) -> torch.Tensor | None:
-        """The aligned soft prompt (K, d_E) for an instruction; cached per instruction at inference."""
+    def soft_prompt(self, instruction: str | None = None) -> torch.Tensor | DeepPrompt | None:
+        """The aligned soft prompt (K, d_E), with its per-layer offsets for a deep prompt, for an instruction;
+        cached per instruction at inference."""
         if self.generator is None:
             return None
         instruction = self.config.default_instruction if instruction is None else instruction
@@ -246,9 +250,12 @@ class PromptEmbedder(TrainableEmbedder):
         return references
 
     def _save_weights(self, directory: Path, state_dict: dict[str, torch.Tensor] | None) -> None:
-        weight = state_dict["alignment.linear.weight"] if state_dict is not None else self.alignment.linear.weight
-        save_file({"weight": weight.detach().contiguous().cpu()}, directory / ALIGNMENT_FILE,
-                  metadata={"init": self.alignment.init_method})
+        names = {"weight": "alignment.linear.weight"}
+        if self.config.prompt_position == "deep":
+            names[LAYER_OFFSETS] = "alignment.layer_offsets.weight"
+        source = state_dict if state_dict is not None else self.state_dict()
+        tensors = {key: source[name].detach().contiguous().cpu() for key, name in names.items()}
+        save_file(tensors, directory / ALIGNMENT_FILE, metadata={"init": self.alignment.init_method})
         if self.config.prompting_trainable == "lora":
             prefix = "generator.model."
             adapter = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)} if state_dict \
@@ -275,7 +282,13 @@ class PromptEmbedder(TrainableEmbedder):
         verify_manifest(directory, saved_config, model._references(), strict)
         if model.generator is None:
             return model
-        model.alignment.linear.weight.data.copy_(read_safetensors(directory / ALIGNMENT_FILE)[0]["weight"])
+        alignment = read_safetensors(directory / ALIGNMENT_FILE)[0]
+        model.alignment.linear.weight.data.copy_(alignment["weight"])
+        if model.alignment.layer_offsets is not None:
+            if LAYER_OFFSETS not in alignment:
+                raise ValueError(f"{directory / ALIGNMENT_FILE} has no '{LAYER_OFFSETS}' for its deep prompt: the save "
+                                 "is incomplete; save the model again")
+            model.alignment.layer_offsets.weight.data.copy_(alignment[LAYER_OFFSETS])
         model.alignment.init_method = "loaded"
         if lora:
             from peft import PeftModel

@@ -35,7 +35,8 @@ def train(
     output_dir: Annotated[str | None, Opt()] = None,
     num_soft_tokens: Annotated[int | None, Opt()] = None,
     prompt_on: Annotated[str | None, Opt(help="query | both")] = None,
-    prompt_position: Annotated[str | None, Opt(help="soft prompt in E's input: auto | prefix | suffix | both")] = None,
+    prompt_position: Annotated[str | None, Opt(
+        help="soft prompt in E: auto | prefix | suffix | both | deep (every layer's keys/values; decoders)")] = None,
     pooling: Annotated[str | None, Opt(help="mean | last | cls")] = None,
     max_steps: Annotated[int | None, Opt()] = None,
     batch_size: Annotated[int | None, Opt()] = None,

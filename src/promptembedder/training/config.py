@@ -90,6 +90,9 @@ class TrainingConfig:
             raise ValueError(f"grad_cache_chunk_size must be >= 1 or None, got {self.grad_cache_chunk_size}")
         if self.prompt_position not in PROMPT_POSITION_CHOICES:
             raise ValueError(f"prompt_position must be one of {PROMPT_POSITION_CHOICES}, got {self.prompt_position!r}")
+        if self.prompt_position == "deep" and self.gradient_checkpointing:
+            raise ValueError("gradient_checkpointing with prompt_position 'deep': recomputing a block would append "
+                             "the text to the deep prompt's KV cache a second time; turn one of them off")
         if self.fsdp is not None and self.fsdp not in FSDP_STRATEGIES:
             raise ValueError(f"fsdp must be one of {FSDP_STRATEGIES} or None, got {self.fsdp!r}")
         if self.fsdp and self.method != "promptembedder":

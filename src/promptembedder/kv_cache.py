@@ -1,0 +1,34 @@
+"""Transformers' KV cache across its versions: the keyword it travels under, one layer's states, a new cache.
+
+P's generation (generator.py) feeds each soft token back through its cache; deep prompts (deep_prompt.py) give
+frozen E a cache that already holds the prompt. Both go through these helpers, so a renamed argument or a
+changed cache layout is mended in one place.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+
+
+def cache_of(output) -> dict:
+    """The KV cache as the next forward's keyword: `cache` in recent transformers, `past_key_values` before."""
+    if "cache" in output:
+        return {"cache": output["cache"]}
+    return {"past_key_values": output["past_key_values"]}
+
+
+def layer_states(cache, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layer `index`'s keys and values, each (batch, kv_heads, length, head_dim)."""
+    if hasattr(cache, "layers"):
+        layer = cache.layers[index]
+        return layer.keys, layer.values
+    return cache.key_cache[index], cache.value_cache[index]  # transformers before the per-layer cache
+
+
+def new_cache(config) -> DynamicCache:
+    """An empty cache shaped for the model of `config` (sliding-window layers where it has them)."""
+    try:
+        return DynamicCache(config=config)
+    except TypeError:  # transformers before caches knew their model's layer types
+        return DynamicCache()
