@@ -347,6 +347,24 @@ def test_for_new_backbone_keeps_trained_p_frozen(tiny_model_dir, tmp_path):
         assert torch.equal(value, trained[key]), key
 
 
+def test_a_p_trained_through_lora_transfers_merged_and_reloads(tiny_model_dir, tmp_path):
+    """A LoRA-adapted P moves to a new E with its adapter merged: the same prompts from P, frozen, and the
+    transferred model saves and reloads as a fully trained P."""
+    torch.manual_seed(0)
+    model = train_steps(build(tiny_model_dir, prompting_trainable="lora"))
+    model.save_pretrained(tmp_path / "source")
+    moved = PromptEmbedder.for_new_backbone(tmp_path / "source", str(tiny_model_dir("llama")), device="cpu")
+    assert moved.config.prompting_trainable == "full"
+    assert [n for n, p in moved.named_parameters() if p.requires_grad] == ["alignment.linear.weight"]
+    instruction = "find paraphrases"
+    torch.testing.assert_close(moved.generator(instruction).embeddings, model.generator(instruction).embeddings,
+                               atol=1e-5, rtol=1e-5)
+    moved.save_pretrained(tmp_path / "moved")
+    again = PromptEmbedder.from_pretrained(tmp_path / "moved", device="cpu")
+    torch.testing.assert_close(torch.as_tensor(again.encode(QUERIES, instruction=instruction)),
+                               torch.as_tensor(moved.encode(QUERIES, instruction=instruction)), atol=1e-5, rtol=1e-5)
+
+
 # --- backbones -------------------------------------------------------------------------------------------------
 
 

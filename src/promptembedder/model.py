@@ -183,17 +183,23 @@ class PromptEmbedder(TrainableEmbedder):
                          prompt_position: str = "auto", device: str | torch.device | None = None) -> PromptEmbedder:
         """Transfer: the trained P of a saved model, frozen, with a fresh W (lstsq-initialised) for a new E.
         Pooling and the prompt's position belong to E, so both are chosen afresh for the new E (`auto` by default:
-        a decoder pooled at its last token reads a suffix, an encoder a prefix)."""
+        a decoder pooled at its last token reads a suffix, an encoder a prefix). A P trained through LoRA has its
+        adapter merged into its weights, so the transferred model saves and reloads as a fully trained P."""
         directory = Path(directory)
         source = PromptEmbedderConfig.load(directory)
         if source.num_soft_tokens == 0:
             raise ValueError(f"{directory} has no prompting model to transfer (num_soft_tokens=0)")
-        if source.prompting_trainable == "lora":
-            raise ValueError(f"{directory}: transfer of a LoRA-adapted P is not supported; train P with 'full'")
+        trainable = "full" if source.prompting_trainable == "lora" else source.prompting_trainable
         config = PromptEmbedderConfig.from_dict({**source.to_dict(), "embedding_model": embedding_model,
-                                                 "pooling": pooling, "prompt_position": prompt_position})
+                                                 "pooling": pooling, "prompt_position": prompt_position,
+                                                 "prompting_trainable": trainable})
         model = cls(config, device=device)
-        if source.prompting_trainable == "full":
+        if source.prompting_trainable == "lora":
+            from peft import PeftModel
+
+            adapted = PeftModel.from_pretrained(model.generator.model, directory / ADAPTER_DIR)
+            model.generator.model = adapted.merge_and_unload()
+        elif source.prompting_trainable == "full":
             model._load_prompting_state(directory)
         model.freeze_prompting_model()
         return model
