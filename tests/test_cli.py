@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from promptembedder.auto import load_embedder
 from promptembedder.benchmark import bench_converge, bench_encode, bench_train
 from promptembedder.cli import app
+from promptembedder.config import PromptEmbedderConfig
 from promptembedder.data import data_dir
 from promptembedder.demo import DemoConfig, Results, results_table, run_demo
 
@@ -151,16 +152,18 @@ def test_encode_names_the_file_on_bad_input(trained, tmp_path):
 
 
 def test_transfer_command(trained, tiny_model_dir, tmp_path):
-    """`transfer` trains a new W for another backbone and says whether the target was reached."""
+    """`transfer` trains a new W for another backbone (here with a deep prompt) and says whether the target was
+    reached."""
     data = write_pairs(tmp_path / "pairs.jsonl", PAIRS)
     result = runner.invoke(app, ["transfer", "--from", str(trained / "final"), "--embedding-model",
                                  str(tiny_model_dir("llama")), "--train-data", str(data), "--max-steps", "2",
                                  "--batch-size", "8", "--output-dir", str(tmp_path / "t"), "--device", "cpu",
-                                 "--eval-steps", "1", "--target-score", "-100"])
+                                 "--eval-steps", "1", "--target-score", "-100", "--prompt-position", "deep"])
     if not have_data():
         pytest.skip("the dev evaluation needs ../shared/data")
     assert result.exit_code == 0, result.output
     assert "reached -100.0 at step 0 after 0.0 s" in result.output  # the transferred start, scored before training
+    assert PromptEmbedderConfig.load(tmp_path / "t" / "final").prompt_position == "deep"
 
 
 @needs_data

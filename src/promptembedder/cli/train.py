@@ -94,6 +94,7 @@ def transfer(
     eval_on_start: Annotated[bool, Opt("--eval-on-start/--no-eval-on-start",
                                        help="score the transferred start (least-squares W) at step 0")] = True,
     pooling: Annotated[str | None, Opt()] = None,
+    prompt_position: Annotated[str, Opt(help="chosen afresh for E': auto | prefix | suffix | both | deep")] = "auto",
     train_data: Annotated[list[str] | None, Opt()] = None,
     device: Annotated[str | None, Opt()] = None,
     overwrite: Annotated[bool, Opt("--overwrite", help="replace the run already in output_dir")] = False,
@@ -108,7 +109,8 @@ def transfer(
         cfg = TrainingConfig(method="promptembedder", init_from=str(from_), embedding_model=embedding_model,
                              output_dir=output_dir, target_score=target_score, max_steps=max_steps,
                              batch_size=batch_size, alignment_learning_rate=w_lr,
-                             eval_steps=eval_steps, eval_on_start=eval_on_start, pooling=pooling, device=device,
+                             eval_steps=eval_steps, eval_on_start=eval_on_start, pooling=pooling,
+                             prompt_position=prompt_position, device=device,
                              overwrite=overwrite, train_data=train_data or ["snli", "sts-train"])
         result = Trainer(cfg).train()
     except USER_ERRORS as err:
