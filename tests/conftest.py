@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def terminal_ctrl_c():
+    """Ctrl-C as in a terminal: a suite started in the background (`nohup ... &`) runs with SIGINT ignored, which
+    training rightly keeps ignored, so a test that sends one needs Python's own handler while it runs."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
 
 
 @pytest.fixture(scope="module")

@@ -203,6 +203,7 @@ class _SignalsInFinalizer:
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.usefixtures("terminal_ctrl_c")
 def test_a_stop_signal_lost_in_a_finalizer_still_stops_the_run(models, tmp_path):
     steps = []
 
@@ -213,11 +214,7 @@ def test_a_stop_signal_lost_in_a_finalizer_still_stops_the_run(models, tmp_path)
 
     trainer = Trainer(config(models, tmp_path / "run", max_steps=50), examples=EXAMPLES,
                       callbacks=[lose_a_signal_at_step_2])
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, not a background job
-    try:
-        result = trainer.train()
-    finally:
-        signal.signal(signal.SIGINT, before)
+    result = trainer.train()
     assert steps == [1, 2] and result.interrupted and result.stop_signal == signal.SIGINT
     assert torch.load(tmp_path / "run" / "checkpoint" / "trainer_state.pt", weights_only=False)["step"] == 2
     assert signal.getsignal(signal.SIGTERM) is not interrupts._raise  # the handlers are restored after the run

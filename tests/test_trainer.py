@@ -285,6 +285,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(stop: str, tiny_model_
 
 
 @pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
+@pytest.mark.usefixtures("terminal_ctrl_c")
 def test_ctrl_c_during_the_update_still_resumes_exactly(tiny_model_dir: TinyDir, tmp_path: Path) -> None:
     p, e = tiny_model_dir("llama"), tiny_model_dir("bert")
     settings = dict(max_steps=8, save_steps=4, hard=False)
