@@ -175,7 +175,6 @@ class EmbeddingBackbone(nn.Module):
         pooled = pool(hidden, mask, self.pooling, exclude).float()
         return F.normalize(pooled, dim=-1) if normalize else pooled
 
-
     def _forward_deep(self, texts: list[str], prompt: DeepPrompt) -> tuple[torch.Tensor, torch.Tensor]:
         """The text's states behind a cached [BOS +] prompt prefix, and the text's mask. Padded on the right, so
         BOS, when the tokenizer adds one, is column 0 of every row: it moves into the prefix."""
