@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from rich.console import Console
 from typer.testing import CliRunner
@@ -37,13 +36,7 @@ def have_data() -> bool:
 needs_data = pytest.mark.skipif(not have_data(), reason="needs ../shared/data")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and CI's two cores may be shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def quiet() -> Console:

@@ -20,12 +20,7 @@ TEXTS = ["a man is eating a piece of bread", "a dog", "the quick brown fox jumps
 K = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def backbones(tiny_model_dir, kind: str) -> tuple[EmbeddingBackbone, EmbeddingBackbone]:
