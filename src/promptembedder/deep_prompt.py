@@ -76,7 +76,7 @@ def static_offsets(num_soft_tokens: int, layout: KVLayout) -> nn.Parameter:
     return nn.Parameter(torch.zeros(layout.layers, 2, num_soft_tokens, layout.size))
 
 
-def prefix_cache(model: nn.Module, head: torch.Tensor, prompt: DeepPrompt, batch: int):
+def prefix_cache(model: nn.Module, head: torch.Tensor, prompt: DeepPrompt, batch: int) -> tuple[dict, int]:
     """E's cache holding `head` (the BOS embedding, or nothing) then the prompt, offsets added, for `batch` rows.
 
     Returns the cache keyword for E's forward and the prefix length. Built afresh per call: the forward appends
