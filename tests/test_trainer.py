@@ -608,7 +608,7 @@ def test_real_data_training_improves_sts_dev(tiny_model_dir: TinyDir, tmp_path: 
 
     The untrained soft prompt (a lstsq-aligned mix of the tiny P's token embeddings) costs MiniLM about two
     points on these dev pairs; a short run wins a part of that back, steadily over the run (about +0.3 after
-    20 steps and +0.5 after 60 here, with seeds 0, 1, 2 alike).
+    20 steps and +0.5 after 60 here, with seeds 0, 1, 2 alike; the 30 steps run here gave +0.29).
     """
     if not real_data_available():
         pytest.skip("the shared data folder (STS-B, SNLI) is not available")
@@ -619,7 +619,7 @@ def test_real_data_training_improves_sts_dev(tiny_model_dir: TinyDir, tmp_path: 
     start = time.perf_counter()
     examples = load_training_data(["snli", "sts-train"])
     config = make_config(
-        tmp_path, tiny_model_dir("llama"), "minilm-l6", "real", max_steps=60, batch_size=32, learning_rate=1e-3,
+        tmp_path, tiny_model_dir("llama"), "minilm-l6", "real", max_steps=30, batch_size=32, learning_rate=1e-3,
         eval_max_pairs=500, logging_steps=10, eval_steps=10_000, save_steps=10_000, warmup_ratio=0.1, seed=0,
     )
     trainer = Trainer(config, examples=examples)
@@ -630,7 +630,7 @@ def test_real_data_training_improves_sts_dev(tiny_model_dir: TinyDir, tmp_path: 
     elapsed = time.perf_counter() - start
     print(f"\nSTS-B dev Spearman (first {len(trainer.dev_pairs)} pairs): untrained {before:.2f}, trained "
           f"{after:.2f} after {result.steps} steps of {config.batch_size} ({elapsed:.0f} s)")
-    assert result.steps == 60 and after is not None
+    assert result.steps == 30 and after is not None
     assert after > before + 0.1, f"STS-B dev did not improve: {before:.2f} -> {after:.2f}"
 
 
