@@ -28,7 +28,7 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
 
-from .config import PROMPT_POSITION_CHOICES
+from .config import INPUT_POSITIONS, PROMPT_POSITION_CHOICES
 from .deep_prompt import DeepPrompt, KVLayout, kv_layout, prefix_cache
 from .pooling import pool
 from .registry import load_pretrained
@@ -140,7 +140,7 @@ class EmbeddingBackbone(nn.Module):
         Returns embeddings, attention mask and a mask marking every prompt slot.
         """
         position = position or self.prompt_position
-        if position not in ("prefix", "suffix", "both"):
+        if position not in INPUT_POSITIONS:
             raise ValueError(f"prompt position must be prefix, suffix or both, got {position!r}")
         marks = torch.zeros_like(mask)
         positions = torch.arange(mask.shape[1], device=mask.device)

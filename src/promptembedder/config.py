@@ -12,7 +12,8 @@ BASELINE_CONFIG = "embedder_config.json"
 POOLINGS = ("mean", "last", "cls")
 PROMPT_ON = ("query", "both")
 PROMPTING_TRAINABLE = ("full", "lora", "frozen")
-PROMPT_POSITIONS = ("prefix", "suffix", "both", "deep")
+INPUT_POSITIONS = ("prefix", "suffix", "both")  # where backbone.insert_prompt puts the prompt among the input tokens
+PROMPT_POSITIONS = (*INPUT_POSITIONS, "deep")
 PROMPT_POSITION_CHOICES = ("auto", *PROMPT_POSITIONS)
 ADAPTERS = ("none", "lora", "full")
 
