@@ -3,7 +3,8 @@
 Every trained row uses the same budget (`BUDGET`): e-SNLI, STS-B train, Banking77 train and MRPC train, one
 instruction per source and batch, equal task weights. 20 Newsgroups has no training source, so its instruction
 is never seen in training (the instruction-generalisation test). One JSON line per run goes to `--results`; a run
-already there is skipped, so the queue can be restarted.
+already there is skipped, so the queue can be restarted. Every trained row keeps its model in
+`<runs-dir>/<row>@<E>/final`, so `promptembedder evaluate` can score it on the full sets.
 
     python scripts/regime_six.py run --results docs/regime_results_v2.jsonl --runs-dir runs bare-last lora pe-prefix
     python scripts/regime_six.py run ... pe-suffix+plr1e-4+wlr1e-2     # a base row plus levers
@@ -82,7 +83,7 @@ def run_row(name: str, runs_dir: Path, tasks: tuple[str, ...] = TASK_ORDER) -> d
     output_dir = runs_dir / f"{name}@{E}"
     config = TrainingConfig(
         **{**BUDGET, **train_options}, prompting_model=P, embedding_model=E, output_dir=str(output_dir),
-        do_eval=False, logging_steps=1, save_steps=10_000, save_model=kind == "pe", show_progress_bar=False,
+        do_eval=False, logging_steps=1, save_steps=10_000, save_model=True, show_progress_bar=False,
         device="cpu", **({"method": "promptembedder"} if kind == "pe" else {}))
     model = build_pe(options, E, device) if kind == "pe" else None
     trainer = Trainer(config, model=model)
