@@ -10,6 +10,7 @@ already there is skipped, so the queue can be restarted. Every trained row keeps
     python scripts/regime_six.py run ... pe-suffix+plr1e-4+wlr1e-2     # a base row plus levers
     python scripts/regime_six.py table --results docs/regime_results_v2.jsonl
     python scripts/regime_six.py plot --results docs/regime_results_v2.jsonl --out docs/img/regime_six.png
+    python scripts/regime_six.py full --results ... --out docs/img/full_sets.png evaluate_output.json ...
 
 Names: the eval rows `bare-last`, `bare-mean`, `prompteol`, `instr-text` (bare last token, each task's instruction
 as E5-style text); the trained rows `lora`, `pt-suffix`, `pt-prefix`, `pt-deep`, `pe-prefix`, `pe-suffix`,
@@ -180,10 +181,52 @@ def plot(args: argparse.Namespace) -> None:
     print(args.out)
 
 
+def full(args: argparse.Namespace) -> None:
+    """Rows scored on the full sets (`promptembedder evaluate <row>/final --tasks all --output X.json`) against
+    the same rows' subset scores: a table (% of LoRA on each) and a plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    subset = {r["key"]: r for r in rows_of(args.results)}
+    rows = []
+    for path in args.evaluations:
+        for entry in json.loads(path.read_text())["models"]:
+            key = Path(entry["model"]).parent.name  # <runs-dir>/<row>@<E>/final
+            if key not in subset:
+                raise SystemExit(f"{path}: {key!r} has no subset row in {args.results}")
+            scores = {t: entry["scores"][t]["main_score"] for t in TASK_ORDER}
+            rows.append((key.split("@")[0], scores, sum(scores.values()) / len(scores), subset[key]))
+    lora = next(((mean, sub["mean"]) for name, _, mean, sub in rows if name.startswith("lora")), None)
+    print("| row | " + " | ".join(TASK_ORDER) + " | mean (full) | % of LoRA (full) | mean (subsets) | "
+          "% of LoRA (subsets) |")
+    print("|---" * (len(TASK_ORDER) + 5) + "|")
+    for name, scores, mean, sub in rows:
+        pairs = zip((mean, sub["mean"]), lora, strict=True) if lora else ()
+        shares = [f"{100 * m / ref:.1f} %" for m, ref in pairs] or ["-", "-"]
+        print(f"| {name} | " + " | ".join(f"{scores[t]:.1f} ({sub['scores'][t]:.1f})" for t in TASK_ORDER)
+              + f" | {mean:.1f} | {shares[0]} | {sub['mean']:.1f} | {shares[1]} |")
+    fig, ax = plt.subplots(figsize=(13, 4.5))
+    width = 0.8 / len(rows)
+    for n, (name, scores, mean, sub) in enumerate(rows):
+        xs = [i + (n - (len(rows) - 1) / 2) * width for i in range(len(TASK_ORDER) + 1)]
+        ax.bar(xs, [scores[t] for t in TASK_ORDER] + [mean], width=width, label=f"{name}, full sets")
+        ax.scatter(xs, [sub["scores"][t] for t in TASK_ORDER] + [sub["mean"]], marker="_", s=200, zorder=3,
+                   color="black", label="the same row on the seeded subsets" if n == 0 else None)
+    ax.set_xticks(range(len(TASK_ORDER) + 1), [*TASK_ORDER, "mean"])
+    ax.set(ylabel="main score x100", title=f"Frozen {E} as E, {BUDGET['max_steps']} steps: full sets (bars) "
+                                          "against the seeded subsets (black ticks)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=120)
+    print(args.out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in ("run", "table", "plot", "describe", "generalisation", "probe"):
+    for command in ("run", "table", "plot", "describe", "generalisation", "probe", "full"):
         p = sub.add_parser(command)
         if command != "describe":
             p.add_argument("--results", type=Path, required=True)
@@ -193,11 +236,15 @@ def main() -> None:
     sub.choices["run"].add_argument("rows", nargs="+")
     sub.choices["run"].add_argument("--tasks", help="comma-separated subset of the six (evaluation-only rows)")
     sub.choices["plot"].add_argument("--out", type=Path, required=True)
+    sub.choices["full"].add_argument("--out", type=Path, required=True)
+    sub.choices["full"].add_argument("evaluations", nargs="+", type=Path, help="promptembedder evaluate --output files")
     args = parser.parse_args()
     if args.command == "describe":
         print(json.dumps(describe(), indent=1))
         return
-    {"run": run, "table": table, "plot": plot, "generalisation": generalisation, "probe": probe}[args.command](args)
+    commands = {"run": run, "table": table, "plot": plot, "generalisation": generalisation, "probe": probe,
+                "full": full}
+    commands[args.command](args)
 
 
 if __name__ == "__main__":
