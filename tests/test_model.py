@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -363,6 +364,17 @@ def test_a_p_trained_through_lora_transfers_merged_and_reloads(tiny_model_dir, t
     again = PromptEmbedder.from_pretrained(tmp_path / "moved", device="cpu")
     torch.testing.assert_close(torch.as_tensor(again.encode(QUERIES, instruction=instruction)),
                                torch.as_tensor(moved.encode(QUERIES, instruction=instruction)), atol=1e-5, rtol=1e-5)
+
+
+def test_peft_deprecation_warnings_are_not_shown(tiny_model_dir, tmp_path):
+    """peft reads transformers' deprecated `is_gradient_checkpointing`: a FutureWarning users cannot act on, so
+    building, saving, reloading and transferring a LoRA-adapted P shows none."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build(tiny_model_dir, prompting_trainable="lora").save_pretrained(tmp_path)
+        PromptEmbedder.from_pretrained(tmp_path, device="cpu")
+        PromptEmbedder.for_new_backbone(tmp_path, str(tiny_model_dir("llama")), device="cpu")
+    assert not [str(w.message) for w in caught if "is_gradient_checkpointing" in str(w.message)]
 
 
 # --- backbones -------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from .compatibility import check_context
 from .config import BASELINE_CONFIG, BaselineConfig
 from .deep_prompt import DeepPrompt, static_offsets
 from .embedder import Embedder
-from .modeling import add_lora, default_device, frozen_dtype
+from .modeling import add_lora, default_device, frozen_dtype, load_lora
 from .serialization import read_safetensors, verify_manifest, write_manifest
 from .trainable import TrainableEmbedder
 
@@ -82,9 +82,7 @@ class BackboneEmbedder(TrainableEmbedder):
             return cls(BaselineConfig(**{**asdict(config), "adapter": "none"}), device)
         model = cls(BaselineConfig(**{**asdict(config), "adapter": "none"}), device)
         if config.adapter == "lora":
-            from peft import PeftModel
-
-            model.backbone.model = PeftModel.from_pretrained(model.backbone.model, directory / "adapter")
+            model.backbone.model = load_lora(model.backbone.model, directory / "adapter")
             model.config = config
         return model.eval()
 

@@ -16,7 +16,7 @@ from .config import PromptEmbedderConfig
 from .deep_prompt import DeepPrompt
 from .generator import PromptGenerator
 from .model_card import write_saved_model_card
-from .modeling import add_lora, default_device, frozen_dtype
+from .modeling import add_lora, default_device, frozen_dtype, load_lora
 from .registry import load_pretrained
 from .serialization import read_safetensors, verify_manifest, write_manifest
 from .trainable import TrainableEmbedder
@@ -195,10 +195,7 @@ class PromptEmbedder(TrainableEmbedder):
                                                  "prompting_trainable": trainable})
         model = cls(config, device=device)
         if source.prompting_trainable == "lora":
-            from peft import PeftModel
-
-            adapted = PeftModel.from_pretrained(model.generator.model, directory / ADAPTER_DIR)
-            model.generator.model = adapted.merge_and_unload()
+            model.generator.model = load_lora(model.generator.model, directory / ADAPTER_DIR).merge_and_unload()
         elif source.prompting_trainable == "full":
             model._load_prompting_state(directory)
         model.freeze_prompting_model()
@@ -297,12 +294,8 @@ class PromptEmbedder(TrainableEmbedder):
             model.alignment.layer_offsets.weight.data.copy_(alignment[LAYER_OFFSETS])
         model.alignment.init_method = "loaded"
         if lora:
-            from peft import PeftModel
-
             model.config = config
-            model.generator.model = PeftModel.from_pretrained(
-                model.generator.model, directory / ADAPTER_DIR, is_trainable=True
-            )
+            model.generator.model = load_lora(model.generator.model, directory / ADAPTER_DIR, trainable=True)
         elif config.prompting_trainable == "full":
             model._load_prompting_state(directory)
         model.eval()
