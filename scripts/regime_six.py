@@ -159,6 +159,11 @@ def table(args: argparse.Namespace) -> None:
               + f" | {r['mean']:.1f} | {share} | " + " | ".join(cost) + f" | {r['eval_s']:.0f} |")
 
 
+def bar_positions(n: int, count: int) -> list[float]:
+    """x of the n-th of ``count`` side-by-side bars over each task and the mean (the group is 0.8 wide)."""
+    return [i + (n - (count - 1) / 2) * 0.8 / count for i in range(len(TASK_ORDER) + 1)]
+
+
 def plot(args: argparse.Namespace) -> None:
     import matplotlib
 
@@ -169,7 +174,7 @@ def plot(args: argparse.Namespace) -> None:
     fig, ax = plt.subplots(figsize=(15, 5))
     width = 0.8 / len(rows)
     for n, r in enumerate(rows):
-        xs = [i + (n - (len(rows) - 1) / 2) * width for i in range(len(TASK_ORDER) + 1)]
+        xs = bar_positions(n, len(rows))
         ax.bar(xs, [r["scores"][t] for t in TASK_ORDER] + [r["mean"]], width=width, label=r["name"])
     ax.set_xticks(range(len(TASK_ORDER) + 1), [*TASK_ORDER, "mean"])
     ax.set(ylabel="main score x100 (seeded subset)",
@@ -210,7 +215,7 @@ def full(args: argparse.Namespace) -> None:
     fig, ax = plt.subplots(figsize=(13, 4.5))
     width = 0.8 / len(rows)
     for n, (name, scores, mean, sub) in enumerate(rows):
-        xs = [i + (n - (len(rows) - 1) / 2) * width for i in range(len(TASK_ORDER) + 1)]
+        xs = bar_positions(n, len(rows))
         ax.bar(xs, [scores[t] for t in TASK_ORDER] + [mean], width=width, label=f"{name}, full sets")
         ax.scatter(xs, [sub["scores"][t] for t in TASK_ORDER] + [sub["mean"]], marker="_", s=200, zorder=3,
                    color="black", label="the same row on the seeded subsets" if n == 0 else None)
