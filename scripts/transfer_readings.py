@@ -1,13 +1,16 @@
-"""Round 5's transfer readings (docs/regime.md): a P trained on Gemma moved to SmolLM2-135M as E', per prompt position,
-with the demo's transfer settings (10 steps x 8 at 48 tokens on the four sources, dev on 100 STS-B dev pairs at
-steps 0, 5 and 10, the best-dev and final checkpoints scored on the 300-pair STS-B test subset).
+"""Transfer readings (docs/regime.md): a P trained on Gemma moved to SmolLM2-135M as E', against LoRA and prompt
+tuning from scratch there. By default round 5's settings, the demo's (10 steps x 8 at 48 tokens on the four
+sources, dev on 100 STS-B dev pairs at steps 0, 5 and 10, the best-dev and final checkpoints scored on the 300-pair
+STS-B test subset); round 7 used `--steps 20 --dev-pairs 300 --test full`.
 
     python scripts/transfer_readings.py transfer SOURCE_DIR smollm2-135m deep OUT      # P frozen; W (+ offsets)
     python scripts/transfer_readings.py scratch smollm2-135m deep OUT                  # prompt tuning from scratch
+    python scripts/transfer_readings.py lora smollm2-135m OUT                          # LoRA from scratch (lr 1e-3)
     python scripts/transfer_readings.py untrained smollm2-135m gemma3-270m deep OUT    # save an untrained P as a source
     python scripts/transfer_readings.py plot OUT.png LABEL=RUN_DIR ...                 # dev curves
+    python scripts/transfer_readings.py compare RESULTS.jsonl                          # time to LoRA's dev target
 
-`transfer` and `scratch` print one line `RESULT {json}`.
+`transfer`, `scratch` and `lora` print one line `RESULT {json}`; `compare` reads those lines.
 """
 
 from __future__ import annotations
@@ -21,50 +24,110 @@ from rich.console import Console
 
 from promptembedder.auto import load_embedder
 from promptembedder.demo import DemoConfig, _common, train_in_subprocess
+from promptembedder.evaluation import evaluate
 from promptembedder.evaluation.subsets import score_suite
 from promptembedder.training import TRANSFER_ALIGNMENT_LR, TrainingConfig
 
-SETTINGS = dict(max_steps=10, save_steps=10, do_eval=True, eval_on_start=True, eval_steps=5, eval_max_pairs=100)
+#: LoRA's rate on E' (the rate that won on Gemma in round 4; the demo's 2e-4 did not learn in 10 steps).
+LORA_LR = 1e-3
 
 
-def run(config: TrainingConfig, instructions: bool) -> None:
+def run(config: TrainingConfig, instructions: bool, full_test: bool) -> None:
     console = Console()
     summary = train_in_subprocess(config, console)
     out = Path(config.output_dir)
-    test = {c: score_suite(load_embedder(out / c, device="cpu"), instructions, ("sts-b",), log=console.print)
-            ["scores"]["sts-b"] for c in ("best", "final")}
-    rows = dev_rows(out)
+    # best/ and final/ hold the same weights when the last dev reading is the best: score them once
+    same = summary["best_dev_score"] == summary.get("final_dev_score")
+    test = {c: test_score(load_embedder(out / c, device="cpu"), instructions, full_test, console)
+            for c in (("best",) if same else ("best", "final"))}
+    test.setdefault("final", test["best"])
     print("RESULT " + json.dumps({"output_dir": str(out), "method": config.method, "init_from": config.init_from,
-                                  "embedding_model": config.embedding_model,
+                                  "embedding_model": config.embedding_model, "seed": config.seed,
                                   "prompt_position": config.prompt_position, "best_dev": summary["best_dev_score"],
-                                  "test": test, "trainable": summary.get("trainable_parameters"),
+                                  "test": test, "test_set": "full" if full_test else "subset",
+                                  "dev_pairs": config.eval_max_pairs, "trainable": summary.get("trainable_parameters"),
                                   "median_step_s": summary.get("median_step_time_s"),
-                                  "dev_curve": [(int(r["step"]), float(r["dev_score"])) for r in rows]}))
+                                  "dev_curve": dev_curve(out)}))
 
 
-def dev_rows(run_dir: Path) -> list[dict]:
+def test_score(model, instructions: bool, full_test: bool, console: Console) -> float:
+    """STS-B test Spearman x100: all 1,379 pairs (MTEB's procedure) or the 300-pair subset of the six-task suite."""
+    if not full_test:
+        return score_suite(model, instructions, ("sts-b",), log=console.print)["scores"]["sts-b"]
+    score = evaluate(model, ["sts-b"], instructions=None if instructions else {"sts-b": None})["sts-b"]["main_score"]
+    console.print(f"  sts-b (full test): {score:.2f}")
+    return score
+
+
+def dev_curve(run_dir: Path) -> list[tuple[int, float, float]]:
+    """(step, dev score, training seconds so far): the seconds sum the steps' own times, so the dev evaluations
+    and a loaded machine's pauses between steps do not count."""
+    curve, train_s = [], 0.0
     with open(run_dir / "log.csv", newline="") as handle:
-        return [r for r in csv.DictReader(handle) if r["dev_score"]]
+        for row in csv.DictReader(handle):
+            train_s += float(row["step_time_s"] or 0)
+            if row["dev_score"]:
+                curve.append((int(row["step"]), float(row["dev_score"]), round(train_s, 2)))
+    return curve
 
 
-def common() -> dict:
-    return {**_common(DemoConfig()), "show_progress_bar": False, **SETTINGS}
+def common(args: argparse.Namespace) -> dict:
+    return {**_common(DemoConfig()), "show_progress_bar": False, "max_steps": args.steps, "save_steps": args.steps,
+            "do_eval": True, "eval_on_start": True, "eval_steps": args.eval_steps, "eval_max_pairs": args.dev_pairs,
+            "seed": args.seed}
+
+
+def first_hit(run: dict, target: float) -> tuple[int, float] | None:
+    """(step, training seconds) of the run's first dev reading at or above target (dev is logged to 3 decimals)."""
+    return next(((step, s) for step, dev, s in run["dev_curve"] if dev >= round(target, 3)), None)
+
+
+def compare(results: Path) -> None:
+    """Per run: dev at step 0 and at its best, test, and the steps and training seconds to LoRA's dev target (the
+    mean of the LoRA runs' best dev, then the lowest), with the speed-up over LoRA's mean time to it (paper: 3.8x)."""
+    runs = [json.loads(line.removeprefix("RESULT ")) for line in results.read_text().splitlines() if line.strip()]
+    lora = [r for r in runs if r["method"] == "lora"]
+    if not lora:
+        raise SystemExit(f"{results}: no LoRA run to take the dev target from")
+    targets = {"LoRA's mean best dev": sum(r["best_dev"] for r in lora) / len(lora),
+               "the lowest LoRA best dev": min(r["best_dev"] for r in lora)}
+    for label, target in targets.items():
+        hits = [first_hit(r, target) for r in lora]
+        lora_s = [hit[1] for hit in hits if hit]
+        lora_mean = sum(lora_s) / len(lora_s) if lora_s else None
+        print(f"\n### target: {label} = {target:.2f}; LoRA's mean training s to it: "
+              + (f"{lora_mean:.0f} ({len(lora_s)} of {len(lora)} LoRA runs reach it)\n" if lora_mean else "-\n"))
+        print("| run | seed | dev step 0 | best dev | test best / final | reaches it at step | training s | "
+              "speed-up over LoRA |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in runs:
+            hit = first_hit(r, target)
+            speedup = ("-" if not (hit and lora_mean) else "at step 0" if hit[1] == 0 else f"{lora_mean / hit[1]:.1f}x")
+            print(f"| {Path(r['output_dir']).name} | {r.get('seed', 42)} | {r['dev_curve'][0][1]:.1f} | "
+                  f"{r['best_dev']:.1f} | {r['test']['best']:.1f} / {r['test']['final']:.1f} | "
+                  + (f"{hit[0]} | {hit[1]:.0f} | {speedup} |" if hit else "not reached | - | - |"))
 
 
 def plot(out: Path, runs: list[str]) -> None:
+    """Dev curves against steps and against training seconds (the steps' own times, as in `compare`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 5))
+    fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    pairs = "?"
     for item in runs:
         label, folder = item.split("=", 1)
-        rows = dev_rows(Path(folder))
-        ax.plot([int(r["step"]) for r in rows], [float(r["dev_score"]) for r in rows], marker="o", label=label)
-    ax.set(xlabel="step (batch 8)", ylabel="STS-B dev Spearman x100 (100 pairs)",
-           title="Transfer to SmolLM2-135M as E': dev from step 0")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        curve = dev_curve(Path(folder))
+        config = json.loads((Path(folder) / "demo_training_config.json").read_text())
+        pairs = config.get("eval_max_pairs") or "all"
+        by_step.plot([c[0] for c in curve], [c[1] for c in curve], marker="o", label=label)
+        by_time.plot([c[2] for c in curve], [c[1] for c in curve], marker="o", label=label)
+    by_step.set(xlabel="step (batch 8)", ylabel=f"STS-B dev Spearman x100 ({pairs} pairs)",
+                title="Transfer to SmolLM2-135M as E': dev from step 0")
+    by_time.set(xlabel="training seconds (sum of step times)", title="the same runs against training time")
+    by_time.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     print(out)
@@ -72,30 +135,46 @@ def plot(out: Path, runs: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=10, help="training steps (batch 8)")
+    parser.add_argument("--eval-steps", type=int, default=5, help="dev every N steps, and at step 0")
+    parser.add_argument("--dev-pairs", type=int, default=100, help="seeded sample of STS-B dev pairs")
+    parser.add_argument("--test", choices=("subset", "full"), default="subset",
+                        help="STS-B test: the 300-pair subset or all 1,379 pairs")
+    parser.add_argument("--seed", type=int, default=42, help="training seed (batch order, initialisation)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("transfer")
     p.add_argument("source"), p.add_argument("embedding_model"), p.add_argument("position"), p.add_argument("out")
     p = sub.add_parser("scratch")
     p.add_argument("embedding_model"), p.add_argument("position"), p.add_argument("out")
+    p = sub.add_parser("lora")
+    p.add_argument("embedding_model"), p.add_argument("out")
     p = sub.add_parser("untrained")
     for name in ("prompting_model", "embedding_model", "position", "out"):
         p.add_argument(name)
     p = sub.add_parser("plot")
     p.add_argument("out", type=Path), p.add_argument("runs", nargs="+")
+    p = sub.add_parser("compare")
+    p.add_argument("results", type=Path)
     args = parser.parse_args()
+    full_test = args.test == "full"
     if args.command == "transfer":
         run(TrainingConfig(method="promptembedder", init_from=args.source, embedding_model=args.embedding_model,
                            prompt_position=args.position, alignment_learning_rate=TRANSFER_ALIGNMENT_LR,
-                           output_dir=args.out, **common()), instructions=True)
+                           output_dir=args.out, **common(args)), instructions=True, full_test=full_test)
     elif args.command == "scratch":
         run(TrainingConfig(method="prompt-tuning", embedding_model=args.embedding_model, prompt_position=args.position,
-                           output_dir=args.out, **common()), instructions=False)
+                           output_dir=args.out, **common(args)), instructions=False, full_test=full_test)
+    elif args.command == "lora":
+        run(TrainingConfig(method="lora", embedding_model=args.embedding_model, learning_rate=LORA_LR,
+                           output_dir=args.out, **common(args)), instructions=True, full_test=full_test)
     elif args.command == "untrained":
         from promptembedder import PromptEmbedder
 
         PromptEmbedder(prompting_model=args.prompting_model, embedding_model=args.embedding_model,
                        prompt_position=args.position, max_length=DemoConfig().max_length,
                        device="cpu").save_pretrained(args.out)
+    elif args.command == "compare":
+        compare(args.results)
     else:
         plot(args.out, args.runs)
 
