@@ -84,27 +84,31 @@ def first_hit(run: dict, target: float) -> tuple[int, float] | None:
 
 def compare(results: Path) -> None:
     """Per run: dev at step 0 and at its best, test, and the steps and training seconds to LoRA's dev target (the
-    mean of the LoRA runs' best dev, then the lowest), with the speed-up over LoRA's mean time to it (paper: 3.8x)."""
+    mean of the LoRA runs' best dev, then the lowest), with the speed-up over LoRA's mean time to it (paper: 3.8x),
+    and each run's dev at equal training time (the shortest run's)."""
     runs = [json.loads(line.removeprefix("RESULT ")) for line in results.read_text().splitlines() if line.strip()]
     lora = [r for r in runs if r["method"] == "lora"]
     if not lora:
         raise SystemExit(f"{results}: no LoRA run to take the dev target from")
     targets = {"LoRA's mean best dev": sum(r["best_dev"] for r in lora) / len(lora),
                "the lowest LoRA best dev": min(r["best_dev"] for r in lora)}
+    # equal wall time: the shortest run's training seconds; each run's last dev reading by then
+    equal_s = min(r["dev_curve"][-1][2] for r in runs)
     for label, target in targets.items():
         hits = [first_hit(r, target) for r in lora]
         lora_s = [hit[1] for hit in hits if hit]
         lora_mean = sum(lora_s) / len(lora_s) if lora_s else None
         print(f"\n### target: {label} = {target:.2f}; LoRA's mean training s to it: "
               + (f"{lora_mean:.0f} ({len(lora_s)} of {len(lora)} LoRA runs reach it)\n" if lora_mean else "-\n"))
-        print("| run | seed | dev step 0 | best dev | test best / final | reaches it at step | training s | "
-              "speed-up over LoRA |")
-        print("|---|---|---|---|---|---|---|---|")
+        print(f"| run | seed | dev step 0 | dev at {equal_s:.0f} s | best dev | test best / final | reaches it at step "
+              "| training s | speed-up over LoRA |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for r in runs:
             hit = first_hit(r, target)
             speedup = ("-" if not (hit and lora_mean) else "at step 0" if hit[1] == 0 else f"{lora_mean / hit[1]:.1f}x")
+            at_equal = [dev for _, dev, s in r["dev_curve"] if s <= equal_s][-1]
             print(f"| {Path(r['output_dir']).name} | {r.get('seed', 42)} | {r['dev_curve'][0][1]:.1f} | "
-                  f"{r['best_dev']:.1f} | {r['test']['best']:.1f} / {r['test']['final']:.1f} | "
+                  f"{at_equal:.1f} | {r['best_dev']:.1f} | {r['test']['best']:.1f} / {r['test']['final']:.1f} | "
                   + (f"{hit[0]} | {hit[1]:.0f} | {speedup} |" if hit else "not reached | - | - |"))
 
 
