@@ -59,16 +59,16 @@ def test_score(model, instructions: bool, full_test: bool, console: Console) -> 
     return score
 
 
-def dev_curve(run_dir: Path) -> list[tuple[int, float, float]]:
-    """(step, dev score, training seconds so far): the seconds sum the steps' own times, so the dev evaluations
-    and a loaded machine's pauses between steps do not count."""
-    curve, train_s = [], 0.0
+def dev_curve(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, dev score) of every dev reading in the run's log."""
     with open(run_dir / "log.csv", newline="") as handle:
-        for row in csv.DictReader(handle):
-            train_s += float(row["step_time_s"] or 0)
-            if row["dev_score"]:
-                curve.append((int(row["step"]), float(row["dev_score"]), round(train_s, 2)))
-    return curve
+        return [(int(r["step"]), float(r["dev_score"])) for r in csv.DictReader(handle) if r["dev_score"]]
+
+
+def timed_curve(run: dict) -> list[tuple[int, float, float]]:
+    """(step, dev, training seconds): steps x the run's median step time, so the dev evaluations and a shared
+    machine's slow steps do not count (the log keeps one step's time per logged row, not their sum)."""
+    return [(step, dev, step * run["median_step_s"]) for step, dev, *_ in run["dev_curve"]]
 
 
 def common(args: argparse.Namespace) -> dict:
@@ -79,7 +79,7 @@ def common(args: argparse.Namespace) -> dict:
 
 def first_hit(run: dict, target: float) -> tuple[int, float] | None:
     """(step, training seconds) of the run's first dev reading at or above target (dev is logged to 3 decimals)."""
-    return next(((step, s) for step, dev, s in run["dev_curve"] if dev >= round(target, 3)), None)
+    return next(((step, s) for step, dev, s in timed_curve(run) if dev >= round(target, 3)), None)
 
 
 def compare(results: Path) -> None:
@@ -93,7 +93,7 @@ def compare(results: Path) -> None:
     targets = {"LoRA's mean best dev": sum(r["best_dev"] for r in lora) / len(lora),
                "the lowest LoRA best dev": min(r["best_dev"] for r in lora)}
     # equal wall time: the shortest run's training seconds; each run's last dev reading by then
-    equal_s = min(r["dev_curve"][-1][2] for r in runs)
+    equal_s = min(timed_curve(r)[-1][2] for r in runs)
     for label, target in targets.items():
         hits = [first_hit(r, target) for r in lora]
         lora_s = [hit[1] for hit in hits if hit]
@@ -106,14 +106,14 @@ def compare(results: Path) -> None:
         for r in runs:
             hit = first_hit(r, target)
             speedup = ("-" if not (hit and lora_mean) else "at step 0" if hit[1] == 0 else f"{lora_mean / hit[1]:.1f}x")
-            at_equal = [dev for _, dev, s in r["dev_curve"] if s <= equal_s][-1]
+            at_equal = [dev for _, dev, s in timed_curve(r) if s <= equal_s][-1]
             print(f"| {Path(r['output_dir']).name} | {r.get('seed', 42)} | {r['dev_curve'][0][1]:.1f} | "
                   f"{at_equal:.1f} | {r['best_dev']:.1f} | {r['test']['best']:.1f} / {r['test']['final']:.1f} | "
                   + (f"{hit[0]} | {hit[1]:.0f} | {speedup} |" if hit else "not reached | - | - |"))
 
 
 def plot(out: Path, runs: list[str]) -> None:
-    """Dev curves against steps and against training seconds (the steps' own times, as in `compare`)."""
+    """Dev curves against steps and against training seconds (as in `compare`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,14 +123,15 @@ def plot(out: Path, runs: list[str]) -> None:
     pairs = "?"
     for item in runs:
         label, folder = item.split("=", 1)
-        curve = dev_curve(Path(folder))
         config = json.loads((Path(folder) / "demo_training_config.json").read_text())
+        summary = json.loads((Path(folder) / "train_summary.json").read_text())
+        curve = timed_curve({"dev_curve": dev_curve(Path(folder)), "median_step_s": summary["median_step_time_s"]})
         pairs = config.get("eval_max_pairs") or "all"
         by_step.plot([c[0] for c in curve], [c[1] for c in curve], marker="o", label=label)
         by_time.plot([c[2] for c in curve], [c[1] for c in curve], marker="o", label=label)
     by_step.set(xlabel="step (batch 8)", ylabel=f"STS-B dev Spearman x100 ({pairs} pairs)",
                 title="Transfer to SmolLM2-135M as E': dev from step 0")
-    by_time.set(xlabel="training seconds (sum of step times)", title="the same runs against training time")
+    by_time.set(xlabel="training seconds (steps x median step time)", title="the same runs against training time")
     by_time.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(out, dpi=120)
