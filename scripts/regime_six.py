@@ -10,7 +10,7 @@ already there is skipped, so the queue can be restarted. Every trained row keeps
     python scripts/regime_six.py run ... pe-suffix+plr1e-4+wlr1e-2     # a base row plus levers
     python scripts/regime_six.py table --results docs/regime_results_v2.jsonl
     python scripts/regime_six.py plot --results docs/regime_results_v2.jsonl --out docs/img/regime_six.png
-    python scripts/regime_six.py full --results ... --out docs/img/full_sets.png evaluate_output.json ...
+    python scripts/regime_six.py full --results R.jsonl ... --out docs/img/full_sets.png evaluate_output.json ...
 
 Names: the eval rows `bare-last`, `bare-mean`, `prompteol`, `instr-text` (bare last token, each task's instruction
 as E5-style text); the trained rows `lora`, `pt-suffix`, `pt-prefix`, `pt-deep`, `pe-prefix`, `pe-suffix`,
@@ -194,13 +194,13 @@ def full(args: argparse.Namespace) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    subset = {r["key"]: r for r in rows_of(args.results)}
+    subset = {r["key"]: r for results in args.results for r in rows_of(results)}
     rows = []
     for path in args.evaluations:
         for entry in json.loads(path.read_text())["models"]:
             key = Path(entry["model"]).parent.name  # <runs-dir>/<row>@<E>/final
             if key not in subset:
-                raise SystemExit(f"{path}: {key!r} has no subset row in {args.results}")
+                raise SystemExit(f"{path}: {key!r} has no subset row in {', '.join(map(str, args.results))}")
             scores = {t: entry["scores"][t]["main_score"] for t in TASK_ORDER}
             rows.append((key.split("@")[0], scores, sum(scores.values()) / len(scores), subset[key]))
     lora = next(((mean, sub["mean"]) for name, _, mean, sub in rows if name.startswith("lora")), None)
@@ -233,7 +233,9 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     for command in ("run", "table", "plot", "describe", "generalisation", "probe", "full"):
         p = sub.add_parser(command)
-        if command != "describe":
+        if command == "full":  # rows may come from several rounds' files; where a key repeats, the last wins
+            p.add_argument("--results", type=Path, required=True, nargs="+")
+        elif command != "describe":
             p.add_argument("--results", type=Path, required=True)
     for command in ("run", "probe"):
         sub.choices[command].add_argument("--runs-dir", type=Path, required=True)

@@ -43,6 +43,7 @@ def run(config: TrainingConfig, instructions: bool, full_test: bool) -> None:
     test.setdefault("final", test["best"])
     print("RESULT " + json.dumps({"output_dir": str(out), "method": config.method, "init_from": config.init_from,
                                   "embedding_model": config.embedding_model, "seed": config.seed,
+                                  "alignment_learning_rate": config.alignment_learning_rate,
                                   "prompt_position": config.prompt_position, "best_dev": summary["best_dev_score"],
                                   "test": test, "test_set": "full" if full_test else "subset",
                                   "dev_pairs": config.eval_max_pairs, "trainable": summary.get("trainable_parameters"),
@@ -146,6 +147,7 @@ def main() -> None:
     parser.add_argument("--test", choices=("subset", "full"), default="subset",
                         help="STS-B test: the 300-pair subset or all 1,379 pairs")
     parser.add_argument("--seed", type=int, default=42, help="training seed (batch order, initialisation)")
+    parser.add_argument("--w-lr", type=float, default=TRANSFER_ALIGNMENT_LR, help="W's learning rate (`transfer`)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("transfer")
     p.add_argument("source"), p.add_argument("embedding_model"), p.add_argument("position"), p.add_argument("out")
@@ -164,7 +166,7 @@ def main() -> None:
     full_test = args.test == "full"
     if args.command == "transfer":
         run(TrainingConfig(method="promptembedder", init_from=args.source, embedding_model=args.embedding_model,
-                           prompt_position=args.position, alignment_learning_rate=TRANSFER_ALIGNMENT_LR,
+                           prompt_position=args.position, alignment_learning_rate=args.w_lr,
                            output_dir=args.out, **common(args)), instructions=True, full_test=full_test)
     elif args.command == "scratch":
         run(TrainingConfig(method="prompt-tuning", embedding_model=args.embedding_model, prompt_position=args.position,
