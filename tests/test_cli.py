@@ -69,6 +69,17 @@ def trained(tiny_model_dir, tmp_path_factory) -> Path:
     return out / "run"
 
 
+def test_train_summary_records_the_environment(trained):
+    """What the run was measured on: the versions that decide its numerics, and the device."""
+    import torch
+    import transformers
+
+    environment = json.loads((trained / "train_summary.json").read_text())["environment"]
+    assert environment["libraries"]["transformers"] == transformers.__version__
+    assert environment["libraries"]["torch"] == torch.__version__
+    assert environment["device"] == "cpu" and environment["threads"] >= 1
+
+
 def test_train_writes_a_loadable_model(trained):
     """The trained model reloads through the generic loader and encodes unit vectors."""
     model = load_embedder(trained / "final", device="cpu")

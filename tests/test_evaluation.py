@@ -203,6 +203,7 @@ def test_write_results_round_trips(tmp_path: Path) -> None:
     assert data["models"][0]["average_spearman"] == pytest.approx(79.805)
     assert data["models"][1]["average_spearman"] is None
     assert E.read_results(path) == RESULTS
+    assert data["environment"]["libraries"]["promptembedder"] and data["environment"]["python"]
 
 
 # Calibration against MTEB's published MiniLM scores (STS-B, SICK-R and the other four tasks, one model run) is in

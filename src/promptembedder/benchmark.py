@@ -9,13 +9,11 @@ hits all of them alike.
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from dataclasses import asdict
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -24,6 +22,7 @@ from rich.table import Table
 
 from . import distributed as dist_utils
 from .data import NLI_INSTRUCTION, TrainExample, data_dir, load_snli_triplets, load_sts
+from .environment import environment
 from .numerics import json_safe
 from .plotting import plot_bars
 from .training import TRANSFER_ALIGNMENT_LR, Trainer, TrainingConfig
@@ -38,15 +37,6 @@ METHOD_VARIANTS = {
     "promptembedder-fsdp": {"method": "promptembedder", "prompt_on": "query", "fsdp": "full_shard"},
     "promptembedder-fsdp-grad-op": {"method": "promptembedder", "prompt_on": "query", "fsdp": "shard_grad_op"},
 }
-
-
-def machine_info(device: torch.device) -> dict:
-    info = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
-            "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(), "device": str(device)}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
 
 
 def fixed_length_examples(count: int, seq_len: int) -> list[TrainExample]:
@@ -160,7 +150,7 @@ def bench_train(embedding_model: str, prompting_model: str, batch_size: int, seq
         for values in summary.values():
             values["step_time_vs_lora"] = values["median_step_time_s"] / summary["lora"]["median_step_time_s"]
             values["memory_vs_lora"] = values["peak_memory_mb"] / summary["lora"]["peak_memory_mb"]
-    report = {"kind": "train", "machine": machine_info(dev),
+    report = {"kind": "train", "machine": environment(dev),
               "settings": {"embedding_model": embedding_model, "prompting_model": prompting_model,
                            "batch_size": batch_size, "seq_len": seq_len, "steps": steps, "rounds": rounds,
                            "lora_rank": lora_rank, "nproc_per_node": nproc_per_node,
@@ -219,7 +209,7 @@ def bench_encode(model: str | None, embedding_model: str, prompting_model: str, 
         rates["sentence-transformers"] = _throughput(st.encode, texts, batch_size)
     except Exception as err:  # noqa: BLE001 - optional comparison; say why it is missing
         console.print(f"sentence-transformers comparison skipped: {err}")
-    report = {"kind": "encode", "machine": machine_info(dev), "num_texts": len(texts), "batch_size": batch_size,
+    report = {"kind": "encode", "machine": environment(dev), "num_texts": len(texts), "batch_size": batch_size,
               "texts_per_s": rates,
               "prompt_overhead": rates["bare backbone"] / rates["promptembedder"] - 1}
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -269,7 +259,7 @@ def bench_converge(target_score: float, embedding_model: str, prompting_model: s
     for name, config in runs.items():
         console.print(f"[bold]{name}[/bold]: training to dev {target_score} ...")
         results[name] = time_to_target(config)
-    report = {"kind": "converge", "machine": machine_info(torch.device(device or "cpu")), "target": target_score,
+    report = {"kind": "converge", "machine": environment(torch.device(device or "cpu")), "target": target_score,
               "results": results}
     output_dir.mkdir(parents=True, exist_ok=True)
     # A run that meets the target at step 0 has no step time (NaN): written as null.

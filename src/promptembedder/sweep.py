@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 
-from .benchmark import METHOD_VARIANTS, fill_document_cache, machine_info
+from .benchmark import METHOD_VARIANTS, fill_document_cache
 from .data import TrainExample
+from .environment import environment
 from .training import Trainer, TrainingConfig, build_model
 
 INSTRUCTION = "Retrieve semantically similar text."
@@ -255,7 +256,7 @@ def run_sweep(embedding_model: str, prompting_model: str, methods: list[str], co
             print(f"[sweep] {method} failed (log: {output_dir / f'{method}.log'}):\n{proc.stderr[-1500:]}",
                   file=sys.stderr)
     records = [json.loads(line) for line in results_path.read_text().splitlines() if line.strip()]
-    report = {"kind": "sweep", "machine": machine_info(dev),
+    report = {"kind": "sweep", "machine": environment(dev),
               "settings": {"embedding_model": embedding_model, "prompting_model": prompting_model,
                            "methods": methods, "configs": configs, "seq_len": seq_len, "warmup": warmup,
                            "steps": steps, "lora_rank": lora_rank, "texts": "synthetic triplets",

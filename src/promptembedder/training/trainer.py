@@ -22,6 +22,7 @@ from transformers import get_scheduler
 
 from .. import distributed as dist_utils
 from ..data import TrainExample
+from ..environment import environment
 from ..interrupts import catch_stop_signals, deferred_interrupt, raise_pending, signal_of
 from ..numerics import check_step, json_safe
 from ..plotting import plot_training
@@ -281,7 +282,8 @@ class Trainer:
             **interrupted,
         )
         if self.is_main:
-            summary = json.dumps(json_safe(asdict(result)), indent=2, allow_nan=False)
+            summary = json.dumps(json_safe({**asdict(result), "environment": environment(self.device)}), indent=2,
+                                 allow_nan=False)
             (self.output_dir / "train_summary.json").write_text(summary + "\n")
         return result
 

@@ -1,0 +1,42 @@
+"""What a number was measured on: the machine and the versions of the libraries that decide the numerics.
+
+Training summaries, evaluation results and benchmark reports all carry it. A run that scores differently on
+another machine (round 7 of docs/regime.md: the same code and seed gave PromptEmbedder 60.4 here and 64.2 in an
+earlier install) can then be traced to a changed library or device instead of guessed at.
+"""
+
+from __future__ import annotations
+
+import platform
+from datetime import datetime, timezone
+from importlib import metadata
+
+import torch
+
+#: Distributions whose version can change a score or a timing; those not installed are left out.
+LIBRARIES = ("promptembedder", "torch", "transformers", "peft", "accelerate", "numpy", "scikit-learn",
+             "sentence-transformers")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def environment(device: torch.device | str | None = None) -> dict:
+    """Date, Python, the libraries' versions, the CPU, torch's threads, the device when known, and the GPU's name
+    when there is one."""
+    info = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
+            "libraries": library_versions(), "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads()}
+    if device is not None:
+        info["device"] = str(torch.device(device))
+    if torch.cuda.is_available():
+        cuda = torch.device(device) if device is not None and torch.device(device).type == "cuda" else None
+        info["gpu"] = torch.cuda.get_device_name(cuda)
+    return info
