@@ -1,8 +1,8 @@
 """What a number was measured on: the machine and the versions of the libraries that decide the numerics.
 
-Training summaries, evaluation results and benchmark reports all carry it. A run that scores differently on
-another machine (round 7 of docs/regime.md: the same code and seed gave PromptEmbedder 60.4 here and 64.2 in an
-earlier install) can then be traced to a changed library or device instead of guessed at.
+Training summaries, evaluation results and benchmark reports all carry it, so a run that scores differently on
+another install (round 7 of docs/regime.md: the static prompt, retrained with the same code and seed on a fresh
+machine, scored 60.60 against 60.59) can be traced to a changed library or device instead of guessed at.
 """
 
 from __future__ import annotations
