@@ -9,6 +9,7 @@ STS-B test subset); round 7 used `--steps 20 --dev-pairs 300 --test full`.
     python scripts/transfer_readings.py untrained smollm2-135m gemma3-270m deep OUT    # save an untrained P as a source
     python scripts/transfer_readings.py plot OUT.png LABEL=RUN_DIR ...                 # dev curves
     python scripts/transfer_readings.py compare RESULTS.jsonl                          # time to LoRA's dev target
+    python scripts/transfer_readings.py drift SOURCE_DIR ...                           # is the steering in P or W?
 
 `transfer`, `scratch` and `lora` print one line `RESULT {json}`; `compare` reads those lines.
 """
@@ -113,6 +114,34 @@ def compare(results: Path) -> None:
                   + (f"{hit[0]} | {hit[1]:.0f} | {speedup} |" if hit else "not reached | - | - |"))
 
 
+def drift(sources: list[str]) -> None:
+    """Where a trained PromptEmbedder keeps its steering: in P's soft tokens, or in W? For each saved model, W's
+    distance from the least-squares W that a transfer would start from (on the same E), how much that changes the
+    prompt E reads for each training instruction, and the STS-B test-subset score with P kept and W reset."""
+    import torch
+
+    from promptembedder import PromptEmbedder
+    from promptembedder.data import NLI_INSTRUCTION, STS_INSTRUCTION
+    from promptembedder.evaluation import TASKS
+
+    instructions = {"sts": STS_INSTRUCTION, "nli": NLI_INSTRUCTION, "banking77": TASKS["banking77"].instruction,
+                    "mrpc": TASKS["mrpc"].instruction, "20ng (unseen)": TASKS["twentynewsgroups"].instruction}
+    for source in sources:
+        trained = PromptEmbedder.from_pretrained(source, device="cpu").eval()
+        reset = PromptEmbedder.for_new_backbone(source, trained.config.embedding_model,
+                                                prompt_position=trained.config.prompt_position, device="cpu").eval()
+        w_t, w_0 = trained.alignment.linear.weight, reset.alignment.linear.weight
+        with torch.no_grad():
+            change = {}
+            for name, instruction in instructions.items():
+                soft = trained.generator(instruction).embeddings
+                change[name] = round(float((w_t @ soft.T - w_0 @ soft.T).norm() / (w_t @ soft.T).norm()), 3)
+        scores = {label: score_suite(model, True, ("sts-b",), log=lambda _: None)["scores"]["sts-b"]
+                  for label, model in (("trained", trained), ("P trained, W reset", reset))}
+        print("DRIFT " + json.dumps({"source": source, "w_relative_change": round(float((w_t - w_0).norm()
+                                     / w_0.norm()), 3), "prompt_relative_change": change, "sts-b_subset": scores}))
+
+
 def plot(out: Path, runs: list[str]) -> None:
     """Dev curves against steps and against training seconds (as in `compare`)."""
     import matplotlib
@@ -162,6 +191,8 @@ def main() -> None:
     p.add_argument("out", type=Path), p.add_argument("runs", nargs="+")
     p = sub.add_parser("compare")
     p.add_argument("results", type=Path)
+    p = sub.add_parser("drift")
+    p.add_argument("sources", nargs="+")
     args = parser.parse_args()
     full_test = args.test == "full"
     if args.command == "transfer":
@@ -182,6 +213,8 @@ def main() -> None:
                        device="cpu").save_pretrained(args.out)
     elif args.command == "compare":
         compare(args.results)
+    elif args.command == "drift":
+        drift(args.sources)
     else:
         plot(args.out, args.runs)
 
