@@ -304,8 +304,9 @@ def sweep_markdown(report: dict) -> str:
     steps = {(r["method"], r["batch_size"], r["grad_cache_chunk_size"], r["doc_cache"]): r
              for r in records if r["kind"] == "step"}
     frozen = {r["method"]: r["frozen_e_weights_mb"] for r in records if r["kind"] == "model"}
+    machine = report["machine"]
     lines = [f"# Training-cost sweep: E = {settings['embedding_model']}, P = {settings['prompting_model']}",
-             "", f"{report['machine'].get('gpu', report['machine']['device'])}, torch {report['machine']['torch']}, "
+             "", f"{machine.get('gpu', machine['device'])}, torch {machine['libraries']['torch']}, "
              f"{settings['seq_len']} tokens per text, triplets, {settings['warmup']} warm-up + {settings['steps']} "
              f"timed steps (median), memory = {report['memory_measure']}, autocast {settings['autocast']}.", "",
              "| batch | GradCache chunk | E checkpointed | PE-query step vs LoRA | memory vs LoRA | memory above E's "
