@@ -78,6 +78,7 @@ def test_train_summary_records_the_environment(trained):
     assert environment["libraries"]["transformers"] == transformers.__version__
     assert environment["libraries"]["torch"] == torch.__version__
     assert environment["device"] == "cpu" and environment["threads"] >= 1
+    assert environment["cpu"] and environment["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
 
 def test_train_writes_a_loadable_model(trained):

@@ -28,12 +28,24 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def cpu_name() -> str:
+    """The CPU's model name on Linux (platform.processor() says only "x86_64" there), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(device: torch.device | str | None = None) -> dict:
-    """Date, Python, the libraries' versions, the CPU, torch's threads, the device when known, and the GPU's name
-    when there is one."""
+    """Date, Python, the libraries' versions, the CPU and the vector instructions torch's kernels use there (they
+    change float results), torch's threads, the device when known, and the GPU's name when there is one."""
     info = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
-            "libraries": library_versions(), "cpu": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads()}
+            "libraries": library_versions(), "cpu": cpu_name(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
     if device is not None:
         info["device"] = str(torch.device(device))
     if torch.cuda.is_available():
