@@ -135,7 +135,7 @@ def drift(sources: list[str]) -> None:
             change = {}
             for name, instruction in instructions.items():
                 soft = trained.generator(instruction).embeddings
-                change[name] = round(float((w_t @ soft.T - w_0 @ soft.T).norm() / (w_t @ soft.T).norm()), 3)
+                change[name] = round(float(((w_t - w_0) @ soft.T).norm() / (w_t @ soft.T).norm()), 3)
         scores = {label: score_suite(model, True, ("sts-b",), log=lambda _: None)["scores"]["sts-b"]
                   for label, model in (("trained", trained), ("P trained, W reset", reset))}
         print("DRIFT " + json.dumps({"source": source, "w_relative_change": round(float((w_t - w_0).norm()

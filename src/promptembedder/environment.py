@@ -46,9 +46,9 @@ def environment(device: torch.device | str | None = None) -> dict:
     info = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
             "libraries": library_versions(), "cpu": cpu_name(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
+    device = None if device is None else torch.device(device)
     if device is not None:
-        info["device"] = str(torch.device(device))
-    if torch.cuda.is_available():
-        cuda = torch.device(device) if device is not None and torch.device(device).type == "cuda" else None
-        info["gpu"] = torch.cuda.get_device_name(cuda)
+        info["device"] = str(device)
+    if torch.cuda.is_available():  # the run's GPU, or the current one when the device is not a GPU or not known
+        info["gpu"] = torch.cuda.get_device_name(device if device is not None and device.type == "cuda" else None)
     return info
