@@ -91,7 +91,8 @@ def build_pe(options: dict, embedding_model: str, device: torch.device) -> Promp
         prompting_model=P, embedding_model=embedding_model, num_soft_tokens=options.get("num_soft_tokens", 5),
         tau=options.get("tau_start", 1.0), hard=options.get("hard", False), max_length=BUDGET["max_length"],
         prompt_on="both", prompt_position=options.get("prompt_position", "prefix"),
-        prompting_trainable=options.get("prompting_trainable", "full"), **model_options)
+        prompting_trainable=options.get("prompting_trainable", "full"),
+        train_alignment=options.get("train_alignment", True), **model_options)
     return PromptEmbedder(config, device=device)
 
 

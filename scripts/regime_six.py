@@ -15,9 +15,11 @@ already there is skipped, so the queue can be restarted. Every trained row keeps
 Names: the eval rows `bare-last`, `bare-mean`, `prompteol`, `instr-text` (bare last token, each task's instruction
 as E5-style text); the trained rows `lora`, `pt-suffix`, `pt-prefix`, `pt-deep`, `pe-prefix`, `pe-suffix`,
 `pe-both`, `pe-deep` (`deep`: the prompt at every layer's keys and values, deep_prompt.py); and
-levers appended with "+": plr1e-4 (P's learning rate), wlr1e-2 (W's), lr1e-3 and lr1e-2 (a baseline's learning
-rate), seed7 and seed1234 (other seeds), anneal (tau 1 -> 0.3), hard, k10, k20, plora (P trained through LoRA
-adapters), wrandom (W initialised at random instead of by least squares).
+levers appended with "+": plr1e-4 (P's learning rate), wlr1e-2, wlr1e-3, wlr1e-4 and wlr0 (W's), wfrozen (W kept
+at its least-squares start and out of the optimizer and gradient clipping, so that P alone steers), lr1e-3 and
+lr1e-2 (a baseline's learning rate; P's for PromptEmbedder), seed7 and seed1234 (other seeds), anneal (tau 1 ->
+0.3), hard, k10, k20, plora (P trained through LoRA adapters), wrandom (W initialised at random instead of by least
+squares).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ SOURCES = ["esnli", "sts-train", "banking77-train", "mrpc-train"]
 BUDGET = dict(max_steps=40, batch_size=8, max_length=48, seed=42, train_data=SOURCES,
               task_weights={source: 1.0 for source in SOURCES})
 LEVERS = {"plr1e-4": {"learning_rate": 1e-4}, "wlr1e-2": {"alignment_learning_rate": 1e-2},
+          "wlr1e-3": {"alignment_learning_rate": 1e-3}, "wlr1e-4": {"alignment_learning_rate": 1e-4},
+          "wlr0": {"alignment_learning_rate": 0.0}, "wfrozen": {"train_alignment": False},
           "lr1e-3": {"learning_rate": 1e-3}, "lr1e-2": {"learning_rate": 1e-2}, "seed7": {"seed": 7},
           "seed1234": {"seed": 1234},
           "anneal": {"tau_start": 1.0, "tau_end": 0.3}, "hard": {"hard": True}, "k10": {"num_soft_tokens": 10},

@@ -23,6 +23,7 @@ from transformers import AutoConfig, AutoTokenizer, BertModel
 import promptembedder.training.callbacks as callbacks_mod
 import promptembedder.training.trainer as trainer_mod
 from promptembedder.auto import load_embedder
+from promptembedder.config import PromptEmbedderConfig
 from promptembedder.data import STS_INSTRUCTION, DataError, STSPair, TrainExample, data_dir
 from promptembedder.model import PromptEmbedder
 from promptembedder.training import DEFAULT_LR, Trainer, TrainingConfig, tau_at
@@ -595,6 +596,40 @@ def test_transfer_trains_only_the_alignment(tiny_model_dir: TinyDir, tmp_path: P
     for name, value in model.generator.model.state_dict().items():
         assert torch.equal(value, p_before[name]), f"frozen P changed: {name}"
     assert not torch.allclose(model.alignment.linear.weight, w_before)
+
+
+def test_a_frozen_alignment_trains_p_alone_and_still_transfers(tiny_model_dir: TinyDir, tmp_path: Path) -> None:
+    """train_alignment=False: W stays at its least-squares start, P learns, the flag is saved, and a transfer of
+    that P trains a fresh W (W alone)."""
+    llama = tiny_model_dir("llama")
+    config = make_config(tmp_path, llama, llama, "frozen_w", train_alignment=False, max_steps=3, save_model=True)
+    trainer = Trainer(config, examples=mixed_examples())
+    model = trainer.model
+    w_start = model.alignment.linear.weight.detach().clone()
+    assert model.alignment.init_method.startswith("lstsq")
+    assert not any(p.requires_grad for p in model.alignment.parameters())
+    p_before = {n: v.detach().clone() for n, v in model.generator.model.named_parameters() if v.requires_grad}
+    result = trainer.train()
+    assert torch.equal(model.alignment.linear.weight, w_start)
+    assert any(not torch.equal(v, p_before[n]) for n, v in model.generator.model.named_parameters() if n in p_before)
+    assert result.trainable_parameters == sum(v.numel() for v in p_before.values())  # W is not counted
+
+    final_dir = Path(config.output_dir) / "final"
+    reloaded = PromptEmbedder.from_pretrained(final_dir, device="cpu")
+    assert reloaded.config.train_alignment is False
+    assert "| Alignment (W) | frozen at its least-squares start |" in (final_dir / "README.md").read_text()
+    torch.testing.assert_close(reloaded.alignment.linear.weight, w_start, atol=0, rtol=0)
+    transfer = Trainer(make_config(tmp_path, llama, llama, "transfer", init_from=str(final_dir), max_steps=2))
+    assert {n for n, p in transfer.model.named_parameters() if p.requires_grad} == {"alignment.linear.weight"}
+
+
+def test_a_frozen_alignment_is_refused_where_it_means_nothing(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="train_alignment=False.*'lora'"):
+        TrainingConfig(method="lora", train_alignment=False)
+    with pytest.raises(ValueError, match="train_alignment=False.*transfer"):
+        TrainingConfig(init_from=str(tmp_path), train_alignment=False)
+    with pytest.raises(ValueError, match="random map"):
+        PromptEmbedderConfig(train_alignment=False, alignment_init="random")
 
 
 # ---------------------------------------------------------------------------------------------------

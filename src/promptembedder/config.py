@@ -45,6 +45,9 @@ class PromptEmbedderConfig:
     for PromptEmbedder on the six-task subsets); encoders keep `prefix`. Export to sentence-transformers needs a
     prefix (it cannot append prompts). Configs saved before the field existed load as `prefix`, which is what
     they were trained with.
+
+    `train_alignment=False` keeps W at its least-squares start while P trains, so that P alone carries the
+    steering: a W trained on E absorbs most of it, and a transfer to a new E replaces W (docs/regime.md, round 8).
     """
 
     prompting_model: str = "gemma3-270m"
@@ -63,10 +66,14 @@ class PromptEmbedderConfig:
     lora_alpha: int = 16
     default_instruction: str = ""
     alignment_init: str = "auto"
+    train_alignment: bool = True
 
     def __post_init__(self) -> None:
         if self.tau <= 0:
             raise ValueError(f"tau must be > 0, got {self.tau}")
+        if not self.train_alignment and self.alignment_init == "random":
+            raise ValueError("train_alignment=False keeps W at its start, and alignment_init='random' makes that a "
+                             "random map: use alignment_init 'auto' or 'lstsq', or train W")
         check_settings(self, (("prompting_trainable", PROMPTING_TRAINABLE),
                               ("alignment_init", ("auto", "lstsq", "random"))))
 

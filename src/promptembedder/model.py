@@ -77,10 +77,15 @@ class PromptEmbedder(TrainableEmbedder):
         deep = self.backbone.kv_layout if self.backbone.prompt_position == "deep" else None
         self.alignment = Alignment(self.generator.hidden_size, self.backbone.hidden_size, layout=deep).to(device)
         if _init_alignment:
-            self.alignment.init_from_vocabularies(
+            init = self.alignment.init_from_vocabularies(
                 p_tokenizer, self.generator.embedding_matrix, self.backbone.tokenizer,
                 self.backbone.model.get_input_embeddings(), config.alignment_init,
             )
+            if not config.train_alignment and init == "random":
+                raise ValueError(f"train_alignment=False keeps W at its start, but {config.prompting_model} and "
+                                 f"{config.embedding_model} share too few tokens for a least-squares W (it would "
+                                 "stay random): train W, or pick a P whose vocabulary overlaps E's")
+        self.alignment.requires_grad_(config.train_alignment)
         self.eval()  # as transformers' from_pretrained: ready to encode; the trainer switches to train mode
 
     # --- construction -------------------------------------------------------------------------------
@@ -192,7 +197,7 @@ class PromptEmbedder(TrainableEmbedder):
         trainable = "full" if source.prompting_trainable == "lora" else source.prompting_trainable
         config = PromptEmbedderConfig.from_dict({**source.to_dict(), "embedding_model": embedding_model,
                                                  "pooling": pooling, "prompt_position": prompt_position,
-                                                 "prompting_trainable": trainable})
+                                                 "prompting_trainable": trainable, "train_alignment": True})
         model = cls(config, device=device)
         if source.prompting_trainable == "lora":
             model.generator.model = load_lora(model.generator.model, directory / ADAPTER_DIR).merge_and_unload()

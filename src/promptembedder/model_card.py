@@ -47,6 +47,7 @@ def _model_lines(config: PromptEmbedderConfig, record: dict) -> list[str]:
         "| | |", "|---|---|",
         f"| Prompting LLM (P) | `{config.prompting_model}` ({config.prompting_trainable}) |",
         f"| Embedding LLM (E, frozen) | `{config.embedding_model}` |",
+        f"| Alignment (W) | {'trained' if config.train_alignment else 'frozen at its least-squares start'} |",
         f"| Soft tokens (K) | {config.num_soft_tokens} |",
         f"| Pooling | {config.pooling} (soft prompt left out of the pool) |",
         f"| Normalised | {config.normalize} |",

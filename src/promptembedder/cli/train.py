@@ -43,6 +43,9 @@ def train(
     gradient_accumulation_steps: Annotated[int | None, Opt()] = None,
     learning_rate: Annotated[float | None, Opt()] = None,
     alignment_learning_rate: Annotated[float | None, Opt()] = None,
+    train_alignment: Annotated[bool | None, Opt("--train-alignment/--freeze-alignment",
+                                                help="freeze W at its least-squares start: P alone steers E, "
+                                                     "and that is what a transfer keeps")] = None,
     tau_start: Annotated[float | None, Opt()] = None,
     tau_end: Annotated[float | None, Opt()] = None,
     hard: Annotated[bool | None, Opt("--hard/--soft", help="straight-through hard Gumbel sample")] = None,

@@ -43,6 +43,7 @@ class TrainingConfig:
     hard: bool = PromptEmbedderConfig.hard
     tau_start: float = PromptEmbedderConfig.tau
     tau_end: float = PromptEmbedderConfig.tau
+    train_alignment: bool = PromptEmbedderConfig.train_alignment
     train_data: list = field(default_factory=lambda: ["snli", "sts-train"])
     skip_invalid: bool = False
     output_dir: str = "runs/promptembedder"
@@ -95,6 +96,9 @@ class TrainingConfig:
                              "the text to the deep prompt's KV cache a second time; turn one of them off")
         if self.fsdp is not None and self.fsdp not in FSDP_STRATEGIES:
             raise ValueError(f"fsdp must be one of {FSDP_STRATEGIES} or None, got {self.fsdp!r}")
+        if not self.train_alignment and (self.method != "promptembedder" or self.init_from):
+            raise ValueError("train_alignment=False freezes PromptEmbedder's W while P trains: not for method "
+                             f"{self.method!r}, nor for a transfer (init_from), where W is all that trains")
         if self.fsdp and self.method != "promptembedder":
             raise ValueError(f"fsdp shards the prompting model P: method 'promptembedder' only, not {self.method!r}")
         self.eval_task = check_eval_task(self.eval_task)
