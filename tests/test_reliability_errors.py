@@ -137,6 +137,24 @@ def test_manifest_refuses_an_edited_config_or_another_backbone(saved, models, ti
         PromptEmbedder.from_pretrained(model, device="cpu")
 
 
+def test_a_model_saved_before_a_config_field_existed_still_loads(saved, tmp_path):
+    """A save from before `train_alignment` existed: its config file and manifest lack the field, and it loads
+    with the field's default (the manifest checks the config as saved, not as re-serialised with new defaults)."""
+    from promptembedder.serialization import config_hash
+
+    model = tmp_path / "model"
+    shutil.copytree(saved / "final", model)
+    path, manifest_path = model / "promptembedder_config.json", model / MANIFEST_FILE
+    older = {k: v for k, v in json.loads(path.read_text()).items() if k != "train_alignment"}
+    path.write_text(json.dumps(older))
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "config_hash": config_hash(older)}))
+    assert PromptEmbedder.from_pretrained(model, device="cpu").config.train_alignment is True
+    path.write_text(json.dumps({**older, "train_alignment": False}))  # and an edit is still an edit
+    with pytest.raises(ValueError, match="config was edited"):
+        PromptEmbedder.from_pretrained(model, device="cpu")
+
+
 def test_baseline_manifest_round_trips_and_refuses_an_edit(models, tmp_path):
     """A fully fine-tuned baseline (E saved as a copy) reloads cleanly; an edited config is refused."""
     import warnings

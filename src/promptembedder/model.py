@@ -280,7 +280,7 @@ class PromptEmbedder(TrainableEmbedder):
         The manifest's hashes must match the saved config and the rebuilt P and E; `strict=False` only warns."""
         directory = Path(directory)
         config = PromptEmbedderConfig.load(directory)
-        saved_config = config.to_dict()
+        saved_config = PromptEmbedderConfig.saved_fields(directory)  # to_dict() would add newer fields
         if overrides:
             config = PromptEmbedderConfig.from_dict({**config.to_dict(), **overrides})
         lora = config.prompting_trainable == "lora"
