@@ -623,6 +623,33 @@ def test_a_frozen_alignment_trains_p_alone_and_still_transfers(tiny_model_dir: T
     assert {n for n, p in transfer.model.named_parameters() if p.requires_grad} == {"alignment.linear.weight"}
 
 
+def test_the_summary_reports_each_instructions_prompt_and_warns_when_p_writes_one_for_all(
+    tiny_model_dir: TinyDir, tmp_path: Path
+) -> None:
+    """train_summary.json decodes P's prompt per training instruction with their soft-token cosine; a P whose
+    output rows are all equal writes one prompt for every instruction, and the run says so."""
+    llama = tiny_model_dir("llama")
+    config = make_config(tmp_path, llama, llama, "apart", max_steps=1)
+    trainer = Trainer(config, examples=mixed_examples())
+    with torch.no_grad():  # sharpen P's random distributions so that the two instructions' prompts differ
+        trainer.model.generator.model.get_output_embeddings().weight.mul_(50.0)
+    trainer.train()
+    report = json.loads((Path(config.output_dir) / "train_summary.json").read_text())["instructions"]
+    assert set(report["prompts"]) == {INSTRUCTION, OTHER_INSTRUCTION}
+    assert report["prompt_cosine"]["min"] < 0.99
+
+    config = make_config(tmp_path, llama, llama, "collapsed", max_steps=1)
+    trainer = Trainer(config, examples=mixed_examples())
+    with torch.no_grad():  # every vocabulary row alike: the same distribution whatever the instruction
+        head = trainer.model.generator.model.get_output_embeddings().weight
+        head.copy_(head[:1].expand_as(head))
+    with pytest.warns(UserWarning, match="same prompt for all 2 training instructions"):
+        trainer.train()
+    report = json.loads((Path(config.output_dir) / "train_summary.json").read_text())["instructions"]
+    assert report["prompt_cosine"]["min"] > 0.999
+    assert len(set(report["prompts"].values())) == 1
+
+
 def test_a_frozen_alignment_is_refused_where_it_means_nothing(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="train_alignment=False.*'lora'"):
         TrainingConfig(method="lora", train_alignment=False)

@@ -183,6 +183,26 @@ class PromptEmbedder(TrainableEmbedder):
         finally:
             self.generator.train(was_training)
 
+    @torch.no_grad()
+    def instruction_report(self, instructions: list[str | None]) -> dict:
+        """The prompt P writes for each instruction, decoded, and how alike P's soft tokens are across them (cosine).
+        Near 1 everywhere, P has collapsed into one static prompt and the instruction no longer steers E."""
+        if self.generator is None:
+            return {}
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            texts = list(dict.fromkeys(self.config.default_instruction if i is None else i for i in instructions))
+            prompts = [self.generator(text) for text in texts]
+        finally:
+            self.generator.train(was_training)
+        report: dict = {"prompts": {t: self.generator.decode(p.token_ids) for t, p in zip(texts, prompts, strict=True)}}
+        if len(prompts) > 1:
+            flat = torch.nn.functional.normalize(torch.stack([p.embeddings.flatten().float() for p in prompts]), dim=1)
+            pairs = (flat @ flat.T)[torch.triu_indices(len(prompts), len(prompts), 1).unbind()]
+            report["prompt_cosine"] = {"min": float(pairs.min()), "mean": float(pairs.mean())}
+        return report
+
     @classmethod
     def for_new_backbone(cls, directory: str | Path, embedding_model: str, pooling: str | None = None,
                          prompt_position: str = "auto", device: str | torch.device | None = None) -> PromptEmbedder:

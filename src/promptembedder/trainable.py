@@ -33,6 +33,10 @@ class TrainableEmbedder(Embedder):
         """The optimizer's parameter groups; one group at the run's learning rate unless a model says otherwise."""
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
+    def instruction_report(self, instructions: list[str | None]) -> dict:
+        """What the model makes of each training instruction, for train_summary.json; nothing without a P."""
+        return {}
+
     def set_tau(self, tau: float) -> None:
         """The Gumbel-softmax temperature of this step; a model without a relaxation ignores it."""
 

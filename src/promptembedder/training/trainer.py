@@ -38,6 +38,11 @@ from .config import TrainingConfig, tau_at
 from .grad_cache import CachedContrastiveLoss
 from .losses import ContrastiveLoss, DocumentCache, gradient_sync
 
+#: The training instructions whose prompts train_summary.json reports (the first ones seen).
+INSTRUCTIONS_REPORTED = 20
+#: P's prompts this alike across every training instruction (cosine of its soft tokens) count as one prompt.
+COLLAPSED_COSINE = 0.99
+
 
 def peak_memory_mb(device: torch.device) -> float:
     """CUDA max allocated on GPU; peak resident set size of this process on CPU."""
@@ -282,10 +287,23 @@ class Trainer:
             **interrupted,
         )
         if self.is_main:
-            summary = json.dumps(json_safe({**asdict(result), "environment": environment(self.device)}), indent=2,
-                                 allow_nan=False)
+            instructions = list(dict.fromkeys(e.instruction for e in self.examples))[:INSTRUCTIONS_REPORTED]
+            report = {} if self.sharded else self.model.instruction_report(instructions)
+            warn_if_collapsed(report)
+            summary = json.dumps(json_safe({**asdict(result), "instructions": report,
+                                            "environment": environment(self.device)}), indent=2, allow_nan=False)
             (self.output_dir / "train_summary.json").write_text(summary + "\n")
         return result
+
+
+def warn_if_collapsed(report: dict) -> None:
+    """P writing one prompt for every instruction makes PromptEmbedder a static prompt: say so, it is silent."""
+    cosine = report.get("prompt_cosine")
+    if cosine and cosine["min"] >= COLLAPSED_COSINE:
+        warnings.warn(f"P writes the same prompt for all {len(report['prompts'])} training instructions (soft-token "
+                      f"cosine >= {cosine['min']:.3f}): the instruction no longer steers E, so the model acts as one "
+                      "static prompt. A lower P learning rate kept them apart in docs/regime.md (round 8)",
+                      UserWarning, stacklevel=2)
 
 
 def train(config: TrainingConfig, **kwargs) -> TrainResult:
