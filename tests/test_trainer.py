@@ -650,7 +650,13 @@ def test_the_summary_reports_each_instructions_prompt_and_warns_when_p_writes_on
     assert len(set(report["prompts"].values())) == 1
 
 
-def test_a_frozen_alignment_is_refused_where_it_means_nothing(tmp_path: Path) -> None:
+def test_a_frozen_alignment_is_refused_where_it_means_nothing(
+    tiny_model_dir: TinyDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    llama = str(tiny_model_dir("llama"))
+    monkeypatch.setattr("promptembedder.alignment.MIN_SHARED_TOKENS", 10**9)  # too few shared tokens: W random
+    with pytest.raises(ValueError, match="share too few tokens"):
+        PromptEmbedder(prompting_model=llama, embedding_model=llama, train_alignment=False, device="cpu")
     with pytest.raises(ValueError, match="train_alignment=False.*'lora'"):
         TrainingConfig(method="lora", train_alignment=False)
     with pytest.raises(ValueError, match="train_alignment=False.*transfer"):
