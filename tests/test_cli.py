@@ -107,6 +107,9 @@ def test_train_flags_reach_the_config(tmp_path):
     assert result.exit_code == 2 and "fsdp must be one of" in result.output.replace("\n", " ")
     result = runner.invoke(app, ["train", "--grad-cache-chunk-size", "0", "--output-dir", str(tmp_path / "run")])
     assert result.exit_code == 2 and "grad_cache_chunk_size must be >= 1" in result.output.replace("\n", " ")
+    result = runner.invoke(app, ["train", "--method", "lora", "--freeze-alignment", "--output-dir",
+                                 str(tmp_path / "run")])
+    assert result.exit_code == 2 and "train_alignment=False freezes" in result.output.replace("\n", " ")
 
 
 @needs_data
