@@ -156,8 +156,11 @@ def test_a_model_saved_before_a_config_field_existed_still_loads(saved, tmp_path
 
 
 def test_baseline_manifest_round_trips_and_refuses_an_edit(models, tmp_path):
-    """A fully fine-tuned baseline (E saved as a copy) reloads cleanly; an edited config is refused."""
+    """A fully fine-tuned baseline (E saved as a copy) reloads cleanly, so does a save from before a config field
+    existed; an edited config is refused."""
     import warnings
+
+    from promptembedder.serialization import config_hash
 
     run(models, tmp_path / "run", method="full", max_steps=1)
     final = tmp_path / "run" / "final"
@@ -165,6 +168,16 @@ def test_baseline_manifest_round_trips_and_refuses_an_edit(models, tmp_path):
         warnings.simplefilter("error", ManifestWarning)
         auto.load_embedder(final, device="cpu")
     path = final / "embedder_config.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "pooling": "cls"}))
+    original = json.loads(path.read_text())
+    older = {k: v for k, v in original.items() if k != "template"}  # a save from before `template` existed
+    path.write_text(json.dumps(older))
+    manifest_path = final / MANIFEST_FILE
+    saved_manifest = manifest_path.read_text()
+    manifest_path.write_text(json.dumps({**json.loads(saved_manifest), "config_hash": config_hash(older)}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ManifestWarning)
+        auto.load_embedder(final, device="cpu")
+    manifest_path.write_text(saved_manifest)
+    path.write_text(json.dumps({**original, "pooling": "cls"}))
     with pytest.raises(ValueError, match="config was edited"):
         auto.load_embedder(final, device="cpu")

@@ -164,9 +164,8 @@ def baseline_from_pretrained(directory: str | Path, device=None, strict: bool = 
         config = BaselineConfig(**data)
     except (OSError, ValueError, TypeError, AttributeError) as err:
         raise ValueError(f"{path}: not a readable baseline config: {err}") from err
-    saved = asdict(config)
+    reference = config.embedding_model  # before load: a full fine-tune points it at its saved copy
     loader = PromptTuningEmbedder if config.method == "prompt-tuning" else BackboneEmbedder
     model = loader.load(directory, config, device)
-    verify_manifest(directory, saved, {"embedding_model": (saved["embedding_model"], model.backbone.model.config)},
-                    strict)
+    verify_manifest(directory, BASELINE_CONFIG, {"embedding_model": (reference, model.backbone.model.config)}, strict)
     return model

@@ -91,11 +91,6 @@ class PromptEmbedderConfig:
     def save(self, directory: str | Path) -> None:
         Path(directory, CONFIG_NAME).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
-    @staticmethod
-    def saved_fields(directory: str | Path) -> dict:
-        """The config exactly as saved (the manifest's hash covers this): a field added since then is absent."""
-        return json.loads(Path(directory, CONFIG_NAME).read_text())
-
     @classmethod
     def load(cls, directory: str | Path) -> PromptEmbedderConfig:
         path = Path(directory, CONFIG_NAME)

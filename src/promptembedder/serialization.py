@@ -79,8 +79,10 @@ def write_manifest(directory: Path, config: dict, references: dict[str, object])
     (directory / MANIFEST_FILE).write_text(json.dumps(manifest(config, references), indent=2) + "\n")
 
 
-def verify_manifest(directory: Path, config: dict, references: dict[str, object], strict: bool = True) -> None:
-    """Compare a saved model's manifest with what was just rebuilt; refuse a mismatch unless `strict=False`."""
+def verify_manifest(directory: Path, config_file: str, references: dict[str, object], strict: bool = True) -> None:
+    """Compare a saved model's manifest with its config file and what was just rebuilt; refuse a mismatch unless
+    `strict=False`. The config is hashed as the file has it: a config field added since the save is absent there,
+    so older saves keep matching (hashing the loaded dataclass would add the new field's default)."""
     path = directory / MANIFEST_FILE
     if not path.is_file():
         warnings.warn(f"{directory} has no {MANIFEST_FILE} (saved before format version {FORMAT_VERSION}): its "
@@ -95,7 +97,7 @@ def verify_manifest(directory: Path, config: dict, references: dict[str, object]
     if not isinstance(version, int) or version > FORMAT_VERSION:
         problems.append(f"format version {version!r} is newer than this promptembedder's ({FORMAT_VERSION}): "
                         "upgrade promptembedder")
-    current = manifest(config, references)
+    current = manifest(json.loads((directory / config_file).read_text()), references)
     if saved.get("config_hash") != current["config_hash"]:
         problems.append("its config was edited after saving")
     for field, entry in current["models"].items():
