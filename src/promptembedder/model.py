@@ -12,9 +12,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from .alignment import Alignment
 from .backbone import EmbeddingBackbone
 from .compatibility import check_context, check_prompting_model
-from .config import PromptEmbedderConfig
+from .config import CONFIG_NAME, PromptEmbedderConfig
 from .deep_prompt import DeepPrompt
-from .generator import PromptGenerator
+from .generator import PromptGenerator, SoftPrompt
 from .model_card import write_saved_model_card
 from .modeling import add_lora, default_device, frozen_dtype, load_lora
 from .registry import load_pretrained
@@ -171,17 +171,22 @@ class PromptEmbedder(TrainableEmbedder):
         return self.backbone(texts, context if self.uses_prompt(prompt_type) else None)
 
     @torch.no_grad()
+    def _read_prompts(self, instructions: list[str | None]) -> dict[str, SoftPrompt]:
+        """P's prompt for each distinct instruction, in eval mode (no Gumbel noise), P's mode restored after."""
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            texts = dict.fromkeys(self.config.default_instruction if i is None else i for i in instructions)
+            return {text: self.generator(text) for text in texts}
+        finally:
+            self.generator.train(was_training)
+
     def decode_prompt(self, instruction: str | None = None) -> str:
         """The text the soft prompt is closest to (argmax of each step's distribution), to read what it says."""
         if self.generator is None:
             return ""
-        was_training = self.generator.training
-        self.generator.eval()
-        try:
-            instruction = self.config.default_instruction if instruction is None else instruction
-            return self.generator.decode(self.generator(instruction).token_ids)
-        finally:
-            self.generator.train(was_training)
+        (prompt,) = self._read_prompts([instruction]).values()
+        return self.generator.decode(prompt.token_ids)
 
     @torch.no_grad()
     def instruction_report(self, instructions: list[str | None]) -> dict:
@@ -189,16 +194,11 @@ class PromptEmbedder(TrainableEmbedder):
         Near 1 everywhere, P has collapsed into one static prompt and the instruction no longer steers E."""
         if self.generator is None:
             return {}
-        was_training = self.generator.training
-        self.generator.eval()
-        try:
-            texts = list(dict.fromkeys(self.config.default_instruction if i is None else i for i in instructions))
-            prompts = [self.generator(text) for text in texts]
-        finally:
-            self.generator.train(was_training)
-        report: dict = {"prompts": {t: self.generator.decode(p.token_ids) for t, p in zip(texts, prompts, strict=True)}}
+        prompts = self._read_prompts(instructions)
+        report: dict = {"prompts": {text: self.generator.decode(p.token_ids) for text, p in prompts.items()}}
         if len(prompts) > 1:
-            flat = torch.nn.functional.normalize(torch.stack([p.embeddings.flatten().float() for p in prompts]), dim=1)
+            flat = torch.nn.functional.normalize(torch.stack([p.embeddings.flatten().float()
+                                                              for p in prompts.values()]), dim=1)
             pairs = (flat @ flat.T)[torch.triu_indices(len(prompts), len(prompts), 1).unbind()]
             report["prompt_cosine"] = {"min": float(pairs.min()), "mean": float(pairs.mean())}
         return report
@@ -300,14 +300,13 @@ class PromptEmbedder(TrainableEmbedder):
         The manifest's hashes must match the saved config and the rebuilt P and E; `strict=False` only warns."""
         directory = Path(directory)
         config = PromptEmbedderConfig.load(directory)
-        saved_config = PromptEmbedderConfig.saved_fields(directory)  # to_dict() would add newer fields
         if overrides:
             config = PromptEmbedderConfig.from_dict({**config.to_dict(), **overrides})
         lora = config.prompting_trainable == "lora"
         base = PromptEmbedderConfig.from_dict({**config.to_dict(), "prompting_trainable": "frozen"}) if lora \
             else config
         model = cls(base, device=device, _init_alignment=False)
-        verify_manifest(directory, saved_config, model._references(), strict)
+        verify_manifest(directory, CONFIG_NAME, model._references(), strict)
         if model.generator is None:
             return model
         alignment = read_safetensors(directory / ALIGNMENT_FILE)[0]
