@@ -46,7 +46,7 @@ LEVERS = {"plr1e-4": {"learning_rate": 1e-4}, "wlr1e-2": {"alignment_learning_ra
           "wlr1e-3": {"alignment_learning_rate": 1e-3}, "wlr1e-4": {"alignment_learning_rate": 1e-4},
           "wlr0": {"alignment_learning_rate": 0.0}, "wfrozen": {"train_alignment": False},
           "lr1e-3": {"learning_rate": 1e-3}, "lr1e-2": {"learning_rate": 1e-2}, "seed7": {"seed": 7},
-          "seed1234": {"seed": 1234},
+          "seed1234": {"seed": 1234}, "div1": {"prompt_diversity": 1.0}, "div5": {"prompt_diversity": 5.0},
           "anneal": {"tau_start": 1.0, "tau_end": 0.3}, "hard": {"hard": True}, "k10": {"num_soft_tokens": 10},
           "k20": {"num_soft_tokens": 20}, "plora": {"prompting_trainable": "lora"},
           "wrandom": {"model": {"alignment_init": "random"}}}

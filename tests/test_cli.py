@@ -110,6 +110,9 @@ def test_train_flags_reach_the_config(tmp_path):
     result = runner.invoke(app, ["train", "--method", "lora", "--freeze-alignment", "--output-dir",
                                  str(tmp_path / "run")])
     assert result.exit_code == 2 and "train_alignment=False freezes" in result.output.replace("\n", " ")
+    result = runner.invoke(app, ["train", "--method", "lora", "--prompt-diversity", "1", "--output-dir",
+                                 str(tmp_path / "run")])
+    assert result.exit_code == 2 and "prompt_diversity keeps" in result.output.replace("\n", " ")
 
 
 @needs_data

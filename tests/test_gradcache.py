@@ -21,13 +21,15 @@ def examples() -> list[TrainExample]:
     return [TrainExample(CORPUS[i], CORPUS[i + 1], (CORPUS[i + 2],), INSTRUCTION) for i in range(16)]
 
 
-def make_trainer(tiny_model_dir, tmp_path, method: str, prompt_on: str) -> Trainer:
+def make_trainer(tiny_model_dir, tmp_path, method: str, prompt_on: str, prompt_diversity: float = 0.0) -> Trainer:
     config = TrainingConfig(
         method=method, prompting_model=str(tiny_model_dir("llama")), embedding_model=str(tiny_model_dir("bert")),
         output_dir=str(tmp_path / method), batch_size=16, do_eval=False, device="cpu", prompt_on=prompt_on,
-        grad_cache_chunk_size=5,
+        grad_cache_chunk_size=5, prompt_diversity=prompt_diversity,
     )
-    trainer = Trainer(config, examples=examples())
+    # A second instruction for the diversity term to keep the batch's prompt apart from.
+    other = TrainExample(CORPUS[20], CORPUS[21], (), "Classify the topic of the text.")
+    trainer = Trainer(config, examples=[*examples(), other])
     for module in trainer.model.modules():  # dropout draws differ with the batch's shape; switch it off
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
@@ -48,11 +50,13 @@ def gradients(trainer: Trainer, cached: bool) -> tuple[float, dict[str, torch.Te
     return loss, grads
 
 
-@pytest.mark.parametrize(("method", "prompt_on"), [("promptembedder", "both"), ("promptembedder", "query"),
-                                                   ("lora", "both"), ("lora", "query"), ("prompt-tuning", "both")])
-def test_grad_cache_gives_the_plain_gradients(tiny_model_dir, tmp_path, method, prompt_on):
-    """Chunks of 5 texts give the loss and the gradient of every trainable parameter of the whole batch."""
-    trainer = make_trainer(tiny_model_dir, tmp_path, method, prompt_on)
+@pytest.mark.parametrize(("method", "prompt_on", "prompt_diversity"), [
+    ("promptembedder", "both", 0.0), ("promptembedder", "query", 0.0), ("promptembedder", "query", 0.5),
+    ("lora", "both", 0.0), ("lora", "query", 0.0), ("prompt-tuning", "both", 0.0)])
+def test_grad_cache_gives_the_plain_gradients(tiny_model_dir, tmp_path, method, prompt_on, prompt_diversity):
+    """Chunks of 5 texts give the loss and the gradient of every trainable parameter of the whole batch, the
+    prompt-diversity term's included."""
+    trainer = make_trainer(tiny_model_dir, tmp_path, method, prompt_on, prompt_diversity)
     plain_loss, plain = gradients(trainer, cached=False)
     cached_loss, cached = gradients(trainer, cached=True)
     assert cached_loss == pytest.approx(plain_loss, rel=1e-5)

@@ -34,10 +34,27 @@ class PromptHead(nn.Module):
     def __init__(self, model: PromptEmbedder):
         super().__init__()
         self.generator, self.alignment = model.generator, model.alignment
-        self._soft_prompt = model.soft_prompt
+        self.default_instruction = model.config.default_instruction
 
-    def forward(self, instruction: str | None) -> torch.Tensor:
-        return self._soft_prompt(instruction)
+    def forward(self, instruction: str | None, contrast: tuple[str | None, ...] = ()
+                ) -> tuple[torch.Tensor | DeepPrompt, torch.Tensor | None]:
+        """The aligned prompt for `instruction` and, with `contrast`, the mean cosine of P's soft tokens for it
+        against those for each contrast instruction (the prompt-diversity term); None without."""
+        tokens = self.generator(self._text(instruction)).embeddings
+        prompt = self.alignment(tokens)
+        if not contrast:
+            return prompt, None
+        others = [self.generator(self._text(other)).embeddings for other in contrast]
+        unit = unit_prompts([tokens, *others])
+        return prompt, (unit[1:] @ unit[0]).mean()
+
+    def _text(self, instruction: str | None) -> str:
+        return self.default_instruction if instruction is None else instruction
+
+
+def unit_prompts(prompts: list[torch.Tensor]) -> torch.Tensor:
+    """Each (K, d) prompt flattened to a unit vector, one row each: their dot products are how alike they are."""
+    return torch.nn.functional.normalize(torch.stack([p.flatten().float() for p in prompts]), dim=1)
 
 
 class PromptEmbedder(TrainableEmbedder):
@@ -162,9 +179,11 @@ class PromptEmbedder(TrainableEmbedder):
     def sharded_modules(self) -> dict[str, nn.Module]:
         return {"generator": self.generator, "alignment": self.alignment}
 
-    def training_context(self, module: nn.Module, instruction: str | None) -> torch.Tensor | None:
-        """The batch's soft prompt, made once through `module` (the wrapped PromptHead)."""
-        return module(instruction)
+    def training_context(self, module: nn.Module, instruction: str | None, contrast: tuple[str | None, ...] = ()
+                         ) -> tuple[torch.Tensor | DeepPrompt, torch.Tensor | None]:
+        """The batch's soft prompt and its similarity to the contrast instructions' prompts, made in one forward
+        of `module` (the wrapped PromptHead): data parallelism allows one per backward."""
+        return module(instruction, contrast)
 
     def embed_in_context(self, module: nn.Module, texts: list[str], prompt_type: str, context: torch.Tensor | None,
                          instruction: str | None) -> torch.Tensor:
@@ -197,8 +216,7 @@ class PromptEmbedder(TrainableEmbedder):
         prompts = self._read_prompts(instructions)
         report: dict = {"prompts": {text: self.generator.decode(p.token_ids) for text, p in prompts.items()}}
         if len(prompts) > 1:
-            flat = torch.nn.functional.normalize(torch.stack([p.embeddings.flatten().float()
-                                                              for p in prompts.values()]), dim=1)
+            flat = unit_prompts([p.embeddings for p in prompts.values()])
             pairs = (flat @ flat.T)[torch.triu_indices(len(prompts), len(prompts), 1).unbind()]
             report["prompt_cosine"] = {"min": float(pairs.min()), "mean": float(pairs.mean())}
         return report

@@ -52,9 +52,13 @@ class TrainableEmbedder(Embedder):
         """The submodules FSDP shards, by attribute name (their gathered weights are saved under that prefix)."""
         raise ValueError(f"{type(self).__name__} cannot be sharded: fsdp shards PromptEmbedder's P and W only")
 
-    def training_context(self, module: nn.Module, instruction: str | None) -> torch.Tensor | None:
-        """What the whole batch shares and gradients flow back into (PromptEmbedder's soft prompt); None here."""
-        return None
+    def training_context(self, module: nn.Module, instruction: str | None, contrast: tuple[str | None, ...] = ()
+                         ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """What the whole batch shares and gradients flow back into (PromptEmbedder's soft prompt), and how alike
+        it is to the contexts of the `contrast` instructions (a regulariser keeps them apart); None, None here."""
+        if contrast:
+            raise ValueError(f"{type(self).__name__} makes no prompt per instruction: prompt_diversity needs a P")
+        return None, None
 
     def embed_in_context(self, module: nn.Module, texts: list[str], prompt_type: str, context: torch.Tensor | None,
                          instruction: str | None) -> torch.Tensor:
@@ -62,16 +66,18 @@ class TrainableEmbedder(Embedder):
         return module(texts, instruction, prompt_type)
 
     def embed_batch(self, module: nn.Module, queries: list[str], documents: list[str], instruction: str | None,
-                    cached_documents: DocumentLookup) -> tuple[torch.Tensor, torch.Tensor]:
-        """(query, document) embeddings of one batch: documents from the cache when they need no gradient, and
-        one forward for both sides when they are treated alike."""
-        context = self.training_context(module, instruction)
+                    cached_documents: DocumentLookup, contrast: tuple[str | None, ...] = ()
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(query, document) embeddings of one batch, and the context's similarity to `contrast`'s (see
+        `training_context`): documents from the cache when they need no gradient, and one forward for both
+        sides when they are treated alike."""
+        context, similarity = self.training_context(module, instruction, contrast)
         if not self.document_side_trainable:
             docs = cached_documents(documents, instruction)
-            return self.embed_in_context(module, queries, "query", context, instruction), docs
+            return self.embed_in_context(module, queries, "query", context, instruction), docs, similarity
         if self.uses_prompt("document"):
             everything = self.embed_in_context(module, queries + documents, "query", context, instruction)
-            return everything[: len(queries)], everything[len(queries) :]
+            return everything[: len(queries)], everything[len(queries) :], similarity
         # Documents outside `module`: data parallelism allows one forward of the wrapped module per backward.
         q = self.embed_in_context(module, queries, "query", context, instruction)
-        return q, self.embed(documents, instruction, "document")
+        return q, self.embed(documents, instruction, "document"), similarity

@@ -50,6 +50,8 @@ def train(
     tau_end: Annotated[float | None, Opt()] = None,
     hard: Annotated[bool | None, Opt("--hard/--soft", help="straight-through hard Gumbel sample")] = None,
     temperature: Annotated[float | None, Opt(help="InfoNCE temperature")] = None,
+    prompt_diversity: Annotated[float | None, Opt(help="weight of a term keeping P's prompts for different "
+                                                       "instructions apart (0: off)")] = None,
     eval_steps: Annotated[int | None, Opt()] = None,
     eval_on_start: Annotated[bool | None, Opt("--eval-on-start", help="also score dev at step 0, before training")]
     = None,

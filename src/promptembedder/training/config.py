@@ -58,6 +58,9 @@ class TrainingConfig:
     max_grad_norm: float = 1.0
     temperature: float = 0.05
     symmetric: bool = False
+    #: Weight of a term that keeps P's prompts for different training instructions apart (the mean cosine of P's
+    #: soft tokens, see training.losses): against P writing one prompt for all of them. 0 = off.
+    prompt_diversity: float = 0.0
     seed: int = 42
     eval_steps: int = 50
     #: Also evaluate before the first update (transformers' name): a transferred start is scored, can be `best/`
@@ -99,6 +102,11 @@ class TrainingConfig:
         if not self.train_alignment and (self.method != "promptembedder" or self.init_from):
             raise ValueError("train_alignment=False freezes PromptEmbedder's W while P trains: not for method "
                              f"{self.method!r}, nor for a transfer (init_from), where W is all that trains")
+        if self.prompt_diversity < 0:
+            raise ValueError(f"prompt_diversity must be >= 0, got {self.prompt_diversity}")
+        if self.prompt_diversity and (self.method != "promptembedder" or self.init_from or not self.num_soft_tokens):
+            raise ValueError("prompt_diversity keeps a trained P's prompts for different instructions apart: "
+                             f"not for method {self.method!r}, a transfer (init_from: P is frozen) or 0 soft tokens")
         if self.fsdp and self.method != "promptembedder":
             raise ValueError(f"fsdp shards the prompting model P: method 'promptembedder' only, not {self.method!r}")
         self.eval_task = check_eval_task(self.eval_task)

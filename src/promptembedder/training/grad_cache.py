@@ -30,7 +30,8 @@ class CachedContrastiveLoss(ContrastiveLoss):
         model, size = self.model, self.chunk_size
         instruction, queries, documents = split_batch(batch)
         with self.autocast_context():
-            context = model.training_context(self.module, instruction)
+            context, similarity = model.training_context(self.module, instruction, self.contrast(instruction))
+        penalty = self.diversity_term(similarity)
         leaf = context.detach().requires_grad_() if context is not None else None
 
         def embed(texts: list[str], prompt_type: str) -> torch.Tensor:
@@ -59,9 +60,12 @@ class CachedContrastiveLoss(ContrastiveLoss):
                         torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                     set_rng_state(state)
                     embed(texts, prompt_type).backward(rep.grad)
-            if context is not None and leaf.grad is not None:
-                context.backward(leaf.grad)
+            # P's graph is walked once, for the prompt's gradient and the diversity term's together.
+            ends = [(context, leaf.grad)] if context is not None and leaf.grad is not None else []
+            ends += [(penalty, grad)] if torch.is_tensor(penalty) else []
+            if ends:
+                torch.autograd.backward(*zip(*ends, strict=True))
 
-        result = loss.detach().requires_grad_()
+        result = (loss + penalty).detach().requires_grad_()
         result.register_hook(backward)
         return result

@@ -43,10 +43,19 @@ def split_batch(batch: list[TrainExample]) -> tuple[str | None, list[str], list[
     return batch[0].instruction, [e.query for e in batch], documents
 
 
+#: The most other instructions whose prompts a step's prompt is kept apart from (`prompt_diversity`), drawn anew
+#: each step: each costs one more generation by P.
+DIVERSITY_CONTRAST = 3
+
+
 @dataclass(eq=False)
 class ContrastiveLoss:
     """InfoNCE of one batch (its instruction shared), embedded by `model` through `module` (its wrapped
-    `training_module`); under data parallelism the loss is global when `gather` concatenates over ranks."""
+    `training_module`); under data parallelism the loss is global when `gather` concatenates over ranks.
+
+    With `prompt_diversity` > 0, the loss adds that weight times the mean cosine of P's soft tokens for the batch's
+    instruction against those for up to DIVERSITY_CONTRAST other training `instructions`: a term against P writing
+    one prompt for every instruction (docs/regime.md, round 8)."""
 
     model: TrainableEmbedder
     module: nn.Module
@@ -56,12 +65,26 @@ class ContrastiveLoss:
     gather: Gather | None = None
     autocast: bool = False
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    prompt_diversity: float = 0.0
+    instructions: tuple[str | None, ...] = ()
 
     def __call__(self, batch: list[TrainExample]) -> torch.Tensor:
         instruction, queries, documents = split_batch(batch)
         with self.autocast_context():
-            q, docs = self.model.embed_batch(self.module, queries, documents, instruction, self.documents)
-        return self.info_nce(q, docs, len(batch))
+            q, docs, similarity = self.model.embed_batch(self.module, queries, documents, instruction, self.documents,
+                                                         self.contrast(instruction))
+        return self.info_nce(q, docs, len(batch)) + self.diversity_term(similarity)
+
+    def contrast(self, instruction: str | None) -> tuple[str | None, ...]:
+        """The other instructions this step's prompt is kept apart from (a seeded draw: resuming repeats it)."""
+        if not self.prompt_diversity:
+            return ()
+        others = [i for i in self.instructions if i != instruction]
+        picks = torch.randperm(len(others))[:DIVERSITY_CONTRAST].tolist()
+        return tuple(others[i] for i in sorted(picks))
+
+    def diversity_term(self, similarity: torch.Tensor | None) -> torch.Tensor | float:
+        return 0.0 if similarity is None else self.prompt_diversity * similarity
 
     def info_nce(self, q: torch.Tensor, docs: torch.Tensor, num_positives: int) -> torch.Tensor:
         # With a gather every rank must take part, even one whose slice of the batch has no hard negatives.

@@ -139,10 +139,16 @@ class Trainer:
         config = self.config
         gather = dist_utils.gather_with_grad if self.gathered else None
         parts = dict(model=self.model, module=self.wrapped, documents=self.documents, temperature=config.temperature,
-                     symmetric=config.symmetric, gather=gather, autocast=self.autocast, device=self.device)
+                     symmetric=config.symmetric, gather=gather, autocast=self.autocast, device=self.device,
+                     prompt_diversity=config.prompt_diversity, instructions=self.instructions)
         if config.grad_cache_chunk_size:
             return CachedContrastiveLoss(**parts, chunk_size=config.grad_cache_chunk_size)
         return ContrastiveLoss(**parts)
+
+    @property
+    def instructions(self) -> tuple[str | None, ...]:
+        """The distinct training instructions, in the order first seen."""
+        return tuple(dict.fromkeys(e.instruction for e in self.examples))
 
     @property
     def gathered(self) -> bool:
@@ -287,7 +293,7 @@ class Trainer:
             **interrupted,
         )
         if self.is_main:
-            instructions = list(dict.fromkeys(e.instruction for e in self.examples))[:INSTRUCTIONS_REPORTED]
+            instructions = list(self.instructions[:INSTRUCTIONS_REPORTED])
             report = {} if self.sharded else self.model.instruction_report(instructions)
             warn_if_collapsed(report)
             summary = json.dumps(json_safe({**asdict(result), "instructions": report,
