@@ -74,6 +74,9 @@ VARIANTS: dict[str, dict] = {
     "fsdp": {"fsdp": "full_shard"},
     "fsdp-grad-cache": {"fsdp": "shard_grad_op", "grad_cache_chunk_size": 3},
     "fsdp-lora-p": {"fsdp": "full_shard", "prompting_trainable": "lora"},
+    # The prompt-diversity term generates the other instruction's prompt in the same forward of P and W.
+    "ddp-diversity": {"prompt_diversity": 1.0},
+    "fsdp-diversity-grad-cache": {"fsdp": "full_shard", "grad_cache_chunk_size": 3, "prompt_diversity": 1.0},
     "lora-grad-cache": {"method": "lora", "grad_cache_chunk_size": 3, "learning_rate": 1e-2},
     # E checkpointed inside DDP (the LoRA baseline is wrapped whole), with GradCache's second pass recomputing it.
     "lora-checkpointing": {"method": "lora", "grad_cache_chunk_size": 3, "learning_rate": 1e-3,
@@ -128,16 +131,17 @@ def local_elements(model: torch.nn.Module) -> int:
 
 
 def record_losses(trainer: Trainer) -> list[float]:
-    """Wrap the loss's InfoNCE (one call per step here, plain or GradCache): the loss the step optimises."""
+    """Wrap the loss (one call per micro-batch, plain or GradCache): the loss the step optimises, InfoNCE and any
+    prompt-diversity term."""
     losses: list[float] = []
-    original = trainer.loss.info_nce
+    original = trainer.loss
 
     def loss(*args):
         value = original(*args)
         losses.append(value.item())
         return value
 
-    trainer.loss.info_nce = loss
+    trainer.loss = loss
     return losses
 
 

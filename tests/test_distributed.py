@@ -3,7 +3,8 @@
 The worker (tests/dist_worker.py) trains with the Trainer for a few steps with BATCH_PER_RANK examples per
 rank; here the same model is trained single-process on the global batch of 2 * BATCH_PER_RANK to compare.
 Each variant (DDP, GradCache under DDP, gradient accumulation under DDP, FSDP, GradCache under FSDP, FSDP of a
-LoRA-adapted P, a LoRA baseline with GradCache) must give the plain single-process result. The last test
+LoRA-adapted P, the prompt-diversity term under DDP and under FSDP with GradCache, a LoRA baseline with
+GradCache) must give the plain single-process result. The last test
 launches the `promptembedder train` command itself with `accelerate launch`.
 """
 

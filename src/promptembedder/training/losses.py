@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..data import TrainExample
+from ..distributed import world_size
 from ..loss import Gather, info_nce
 from ..trainable import TrainableEmbedder
 
@@ -84,7 +85,15 @@ class ContrastiveLoss:
         return tuple(others[i] for i in sorted(picks))
 
     def diversity_term(self, similarity: torch.Tensor | None) -> torch.Tensor | float:
-        return 0.0 if similarity is None else self.prompt_diversity * similarity
+        if similarity is None:
+            return 0.0
+        term = self.prompt_diversity * similarity
+        if self.gather is None:
+            return term
+        # Every rank computes this same term, and the step scales a gathered loss by the world size before DDP
+        # averages (see Trainer._update): each rank back-propagates its 1/world share, at the term's full value.
+        share = term / world_size()
+        return share + (term - share).detach()
 
     def info_nce(self, q: torch.Tensor, docs: torch.Tensor, num_positives: int) -> torch.Tensor:
         # With a gather every rank must take part, even one whose slice of the batch has no hard negatives.
