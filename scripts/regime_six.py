@@ -46,7 +46,7 @@ LEVERS = {"plr1e-4": {"learning_rate": 1e-4}, "wlr1e-2": {"alignment_learning_ra
           "wlr1e-3": {"alignment_learning_rate": 1e-3}, "wlr1e-4": {"alignment_learning_rate": 1e-4},
           "wlr0": {"alignment_learning_rate": 0.0}, "wfrozen": {"train_alignment": False},
           "lr1e-3": {"learning_rate": 1e-3}, "lr1e-2": {"learning_rate": 1e-2}, "seed7": {"seed": 7},
-          "seed1234": {"seed": 1234}, "div1": {"prompt_diversity": 1.0}, "div5": {"prompt_diversity": 5.0},
+          "seed1234": {"seed": 1234}, "div1": {"prompt_diversity": 1.0}, "div2": {"prompt_diversity": 2.0}, "div5": {"prompt_diversity": 5.0},
           "anneal": {"tau_start": 1.0, "tau_end": 0.3}, "hard": {"hard": True}, "k10": {"num_soft_tokens": 10},
           "k20": {"num_soft_tokens": 20}, "plora": {"prompting_trainable": "lora"},
           "wrandom": {"model": {"alignment_init": "random"}}}
@@ -119,18 +119,21 @@ def run(args: argparse.Namespace) -> None:
 
 
 def probe(args: argparse.Namespace) -> None:
-    """A saved PromptEmbedder row scored on 20NG with other instructions: a seen one (STS's) and none at all."""
+    """A saved PromptEmbedder row scored on 20NG (or `--tasks`) with other instructions: a seen one (STS's) and none
+    at all. Where P writes one prompt for all instructions, the scores do not move."""
     from promptembedder import PromptEmbedder
 
     model = PromptEmbedder.from_pretrained(args.runs_dir / f"{args.row}@{E}" / "final", device="cpu")
-    for label, instruction in (("sts-instruction", STS_INSTRUCTION), ("no-instruction", None)):
-        key = f"{args.row}@{E}[20ng:{label}]"
-        if key in done(args.results):
-            continue
-        started = time.perf_counter()
-        scored = score_suite(model, {"twentynewsgroups": instruction}, ("twentynewsgroups",))
-        append(args.results, {"key": key, "name": args.row, "instructions": True, "instruction_20ng": label,
-                              **scored, "wall_s": time.perf_counter() - started})
+    for task in args.tasks.split(","):
+        short = "20ng" if task == "twentynewsgroups" else task  # round 3's keys
+        for label, instruction in (("sts-instruction", STS_INSTRUCTION), ("no-instruction", None)):
+            key = f"{args.row}@{E}[{short}:{label}]"
+            if key in done(args.results):
+                continue
+            started = time.perf_counter()
+            scored = score_suite(model, {task: instruction}, (task,))
+            append(args.results, {"key": key, "name": args.row, "instructions": True, f"instruction_{short}": label,
+                                  **scored, "wall_s": time.perf_counter() - started})
 
 
 def rows_of(results: Path) -> list[dict]:
@@ -244,6 +247,7 @@ def main() -> None:
     for command in ("run", "probe"):
         sub.choices[command].add_argument("--runs-dir", type=Path, required=True)
     sub.choices["probe"].add_argument("row", help="a PromptEmbedder row already run, e.g. pe-prefix")
+    sub.choices["probe"].add_argument("--tasks", default="twentynewsgroups", help="comma-separated, of the six")
     sub.choices["run"].add_argument("rows", nargs="+")
     sub.choices["run"].add_argument("--tasks", help="comma-separated subset of the six (evaluation-only rows)")
     sub.choices["plot"].add_argument("--out", type=Path, required=True)

@@ -83,18 +83,19 @@ def test_synthetic_examples_have_the_asked_length():
 
 def test_sweep_measures_every_configuration(tmp_path):
     """The GPU bench script's code path on CPU: both methods, a GradCache configuration, the warm cache, phases."""
-    report = run_sweep("arch:tiny-llama", "arch:tiny-qwen2", ["lora", "promptembedder-query"], [(2, None), (4, 2)],
+    methods = ["lora", "promptembedder-query", "promptembedder-query-diversity"]
+    report = run_sweep("arch:tiny-llama", "arch:tiny-qwen2", methods, [(2, None), (4, 2)],
                        seq_len=8, warmup=1, steps=1, lora_rank=4, output_dir=tmp_path, device="cpu")
     assert not report["failures"]
     steps = [r for r in report["records"] if r["kind"] == "step"]
     assert {(r["method"], r["batch_size"], r["grad_cache_chunk_size"], r["doc_cache"]) for r in steps} == {
-        ("lora", 2, None, "cold"), ("lora", 4, 2, "cold"), ("promptembedder-query", 2, None, "cold"),
-        ("promptembedder-query", 4, 2, "cold"), ("promptembedder-query", 2, None, "warm"),
-        ("promptembedder-query", 4, 2, "warm")}
+        ("lora", 2, None, "cold"), ("lora", 4, 2, "cold"),
+        *((m, b, c, cache) for m in methods[1:] for b, c in ((2, None), (4, 2)) for cache in ("cold", "warm"))}
     assert all(r["step_s"] > 0 and r["peak_memory_mb"] > 0 for r in steps)
     phases = next(r for r in report["records"] if r["kind"] == "phases")
     assert set(phases["phases_s"]) >= {"generation", "loss + backward"}
     assert (tmp_path / "promptembedder-query" / "profile_step.txt").read_text().count("\n") > 10
     markdown = (tmp_path / "sweep.md").read_text()
     assert "| 4 | 2 |" in markdown and "generation" in markdown
+    assert "The prompt-diversity term" in markdown and markdown.count("x |") >= 4
     assert json.loads((tmp_path / "sweep.json").read_text())["settings"]["configs"] == [[2, None], [4, 2]]

@@ -30,6 +30,8 @@ from .training import TRANSFER_ALIGNMENT_LR, Trainer, TrainingConfig
 METHOD_VARIANTS = {
     "promptembedder-query": {"method": "promptembedder", "prompt_on": "query"},
     "promptembedder-both": {"method": "promptembedder", "prompt_on": "both"},
+    # The prompt-diversity term: each step also generates P's prompts for 3 other instructions (see training.losses).
+    "promptembedder-query-diversity": {"method": "promptembedder", "prompt_on": "query", "prompt_diversity": 1.0},
     "lora": {"method": "lora"},
     "prompt-tuning": {"method": "prompt-tuning"},
     "full": {"method": "full"},

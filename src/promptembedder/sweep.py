@@ -46,13 +46,26 @@ def parse_configs(spec: str) -> list[tuple[int, int | None]]:
     return configs
 
 
-def synthetic_examples(count: int, seq_len: int, seed: int = 0) -> list[TrainExample]:
-    """Triplets of distinct texts of `seq_len` random common words (one token each for an `arch:` tokenizer)."""
+def synthetic_examples(count: int, seq_len: int, seed: int = 0, instructions: tuple[str, ...] = (INSTRUCTION,),
+                       batch: int = 1) -> list[TrainExample]:
+    """Triplets of distinct texts of `seq_len` random common words (one token each for an `arch:` tokenizer), the
+    instructions taken in turn, one per `batch` examples (a batch holds one instruction)."""
     from .architectures import WORDS
 
     rng = random.Random(seed)
     text = lambda: " ".join(rng.choices(WORDS, k=seq_len))  # noqa: E731
-    return [TrainExample(text(), text(), (text(),), INSTRUCTION) for _ in range(count)]
+    return [TrainExample(text(), text(), (text(),), instructions[i // batch % len(instructions)])
+            for i in range(count)]
+
+
+def instructions_for(variant: dict) -> tuple[str, ...]:
+    """One instruction, or with the prompt-diversity term the six tasks' five distinct ones, so that each step's
+    prompt has others to be kept apart from."""
+    if not variant.get("prompt_diversity"):
+        return (INSTRUCTION,)
+    from .evaluation import TASKS
+
+    return tuple(dict.fromkeys(spec.instruction for spec in TASKS.values()))
 
 
 def _sync(device: torch.device) -> None:
@@ -98,7 +111,8 @@ def measure(args: dict, model, variant: dict, batch: int, chunk: int | None, war
     """Median synchronised step time of `steps` steps after `warmup`, and peak memory, of one configuration."""
     device = torch.device(args["device"])
     steps = args["warmup"] + args["steps"]
-    examples = synthetic_examples(batch * steps, args["seq_len"], seed=batch)
+    examples = synthetic_examples(batch * steps, args["seq_len"], seed=batch, instructions=instructions_for(variant),
+                                  batch=batch)
     _fresh(device)
     trainer = _trainer(args, model, variant, batch, chunk, examples)
     if warm_cache:  # the documents of every step embedded once before, as in any epoch after the first
@@ -223,7 +237,8 @@ def worker(args: dict) -> None:
         model.zero_grad(set_to_none=True)  # an interrupted step leaves gradients behind
         _fresh(device)
         emit(record)
-    if args["profile"] and model.__class__.__name__ == "PromptEmbedder" and cached:
+    profiled = model.__class__.__name__ == "PromptEmbedder" and cached and not variant.get("prompt_diversity")
+    if args["profile"] and profiled:
         try:
             emit({"kind": "phases", **phase_profile(args, model, args["configs"][0][0])})
         except Exception as err:  # noqa: BLE001 - OOM or a profiler failure must not lose the step table
@@ -297,6 +312,25 @@ def _pair_rows(steps: dict, frozen: dict, configs: list, pe: str, base: str, lab
     return rows
 
 
+def _diversity_rows(steps: dict, configs: list) -> list[str]:
+    """What the prompt-diversity term adds to a PE-query step (cold document cache), where both were measured."""
+    rows = []
+    for batch, chunk in configs:
+        plain = steps.get(("promptembedder-query", batch, chunk, "cold"))
+        diverse = steps.get(("promptembedder-query-diversity", batch, chunk, "cold"))
+        if plain is None or diverse is None:
+            continue
+        ok = "error" not in plain and "error" not in diverse
+        ratios = [f"{diverse[k] / plain[k]:.2f}x" if ok else "–" for k in ("step_s", "peak_memory_mb")]
+        rows.append(f"| {batch} | {chunk or '–'} | {_cell(plain)} | {_cell(diverse)} | {' | '.join(ratios)} |")
+    if not rows:
+        return []
+    return ["", "The prompt-diversity term (`prompt_diversity`: each step also generates P's prompts for 3 other "
+            "instructions) against the same PE-query step without it:", "",
+            "| batch | GradCache chunk | PE-query step, peak | with the term | step ratio | memory ratio |",
+            "|---|---|---|---|---|---|", *rows]
+
+
 def sweep_markdown(report: dict) -> str:
     """The issue's table: PromptEmbedder (query) vs LoRA per configuration (and both with E checkpointed, where
     measured), the steady state, the phases."""
@@ -314,6 +348,7 @@ def sweep_markdown(report: dict) -> str:
              "| steady vs LoRA |", "|---|---|---|---|---|---|---|---|---|---|"]
     for suffix, label in (("", "no"), ("+gc", "yes")):
         lines += _pair_rows(steps, frozen, settings["configs"], "promptembedder-query" + suffix, "lora" + suffix, label)
+    lines += _diversity_rows(steps, settings["configs"])
     for phases in (r for r in records if r["kind"] == "phases" and "phases_s" in r):
         lines += ["", f"Where a batch-{phases['batch_size']} {phases['method']} step goes (synchronised, median):",
                   "", "| phase | time |", "|---|---|"]
