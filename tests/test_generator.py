@@ -197,3 +197,25 @@ def test_instruction_longer_than_context_is_rejected(tiny_model_dir):
         generator("word " * 200)
     fits = " ".join(["man"] * (128 - K - 1))
     assert len(generator.instruction_ids(fits)[0]) == 128 - K
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "gemma3", "gpt2"])
+def test_batched_generation_gives_each_instructions_own_prompt(tiny_model_dir, kind):
+    """Instructions of different lengths, left-padded into one batch: in eval mode each gets the prompt that
+    generating it alone gives (the padding is masked, positions start at each instruction's first token)."""
+    generator = make_generator(tiny_model_dir, kind, tau=0.5).eval()
+    texts = [INSTRUCTION, "Classify it.", "Find a question that is a duplicate of the given question, please."]
+    batched = generator.generate(texts)
+    for text, prompt in zip(texts, batched, strict=True):
+        alone = generator(text)
+        torch.testing.assert_close(prompt.embeddings, alone.embeddings, atol=1e-5, rtol=1e-4)
+        assert prompt.token_ids == alone.token_ids
+    assert not torch.allclose(batched[0].embeddings, batched[1].embeddings, atol=1e-4, rtol=0)  # a real check
+
+
+def test_batched_generation_is_differentiable(tiny_model_dir):
+    generator = make_generator(tiny_model_dir).train()
+    torch.manual_seed(0)
+    first, second = generator.generate([INSTRUCTION, "Classify it."])
+    (first.embeddings.sum() - second.embeddings.sum()).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in generator.model.parameters())

@@ -93,10 +93,11 @@ def fully_shard_modules(modules: list[nn.Module], device: torch.device, reshard_
     become DTensors. Every transformer block inside (a class the HF model lists in `_no_split_modules`) is its
     own unit; each module is then a root for the rest. With `reshard_after_forward` (ZeRO-3, FSDP's
     FULL_SHARD) a unit's weights are whole only while it runs, and gathered again for every call and for
-    backward; without it (SHARD_GRAD_OP) they stay whole from their first call until backward is done."""
+    backward; without it (SHARD_GRAD_OP) they stay whole from their first call until backward is done. A module's
+    `fsdp_forward_methods` (e.g. the generator's batched `generate`) gather its weights as `forward` does."""
     try:
         from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
     except ImportError as err:
         raise RuntimeError(f"fsdp needs torch>=2.6 (torch.distributed.fsdp.fully_shard): {err}") from err
     mesh = init_device_mesh(device.type, (world_size(),))
@@ -108,3 +109,5 @@ def fully_shard_modules(modules: list[nn.Module], device: torch.device, reshard_
             if sub is not module and type(sub).__name__ in blocks:
                 fully_shard(sub, mesh=mesh, reshard_after_forward=reshard_after_forward)
         fully_shard(module, mesh=mesh, reshard_after_forward=reshard_after_forward)
+        for method in getattr(module, "fsdp_forward_methods", ()):  # gathers its weights as `forward` does
+            register_fsdp_forward_method(module, method)

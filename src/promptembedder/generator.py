@@ -36,6 +36,9 @@ def relax(logits: torch.Tensor, tau: float, hard: bool, stochastic: bool) -> tor
 class PromptGenerator(nn.Module):
     """Wraps any Hugging Face causal LM and its tokenizer as the soft-prompt generator."""
 
+    #: Entry points besides `forward` that FSDP must gather the sharded weights for (distributed.py).
+    fsdp_forward_methods = ("generate",)
+
     def __init__(self, model: nn.Module, tokenizer, num_soft_tokens: int, tau: float = 1.0, hard: bool = False):
         super().__init__()
         self.model = model
@@ -121,6 +124,35 @@ class PromptGenerator(nn.Module):
                 step_input = (soft * self.embed_scale).to(weight.dtype).unsqueeze(1)
                 out = self.model(inputs_embeds=step_input, use_cache=True, logits_to_keep=1, **cache_of(out))
         return SoftPrompt(torch.cat(soft_tokens, 0), torch.cat(token_ids).tolist() if token_ids else [])
+
+    def generate(self, instructions: list[str]) -> list[SoftPrompt]:
+        """K soft tokens for each instruction, generated side by side: the instructions left-padded into one batch,
+        so each of the K steps is one forward for all of them (what the prompt-diversity term asks for every step).
+        In eval mode the prompts are those of one-at-a-time `forward`, up to rounding."""
+        rows = [self.instruction_ids(text)[0] for text in instructions]
+        length = max(len(r) for r in rows)
+        device = self.embedding_matrix.device
+        pad = torch.zeros(length, dtype=torch.long, device=device)  # any id: the mask hides it
+        ids = torch.stack([torch.cat([pad[: length - len(r)], r]) for r in rows])
+        mask = torch.stack([torch.arange(length, device=device) >= length - len(r) for r in rows]).long()
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        weight = self.embedding_matrix
+        mixture = self.low_precision(weight)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+        soft_tokens, token_ids = [], []
+        for step in range(self.num_soft_tokens):
+            probs = relax(out.logits[:, -1].float(), self.tau, self.hard, stochastic=self.training)
+            soft = probs.to(mixture.dtype) @ mixture  # (B, d_P)
+            soft_tokens.append(soft)
+            token_ids.append(probs.argmax(-1))
+            if step + 1 < self.num_soft_tokens:
+                mask = torch.cat([mask, mask.new_ones(len(rows), 1)], 1)
+                positions = positions[:, -1:] + 1
+                step_input = (soft * self.embed_scale).to(weight.dtype).unsqueeze(1)
+                out = self.model(inputs_embeds=step_input, attention_mask=mask, position_ids=positions,
+                                 use_cache=True, logits_to_keep=1, **cache_of(out))
+        embeddings, chosen = torch.stack(soft_tokens, 1), torch.stack(token_ids, 1).tolist()
+        return [SoftPrompt(embeddings[i], chosen[i]) for i in range(len(rows))]
 
     def decode(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids)

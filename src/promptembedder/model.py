@@ -40,13 +40,11 @@ class PromptHead(nn.Module):
                 ) -> tuple[torch.Tensor | DeepPrompt, torch.Tensor | None]:
         """The aligned prompt for `instruction` and, with `contrast`, the mean cosine of P's soft tokens for it
         against those for each contrast instruction (the prompt-diversity term); None without."""
-        tokens = self.generator(self._text(instruction)).embeddings
-        prompt = self.alignment(tokens)
         if not contrast:
-            return prompt, None
-        others = [self.generator(self._text(other)).embeddings for other in contrast]
-        unit = unit_prompts([tokens, *others])
-        return prompt, (unit[1:] @ unit[0]).mean()
+            return self.alignment(self.generator(self._text(instruction)).embeddings), None
+        tokens = [p.embeddings for p in self.generator.generate([self._text(i) for i in (instruction, *contrast)])]
+        unit = unit_prompts(tokens)
+        return self.alignment(tokens[0]), (unit[1:] @ unit[0]).mean()
 
     def _text(self, instruction: str | None) -> str:
         return self.default_instruction if instruction is None else instruction
