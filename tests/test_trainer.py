@@ -637,6 +637,7 @@ def test_the_summary_reports_each_instructions_prompt_and_warns_when_p_writes_on
     report = json.loads((Path(config.output_dir) / "train_summary.json").read_text())["instructions"]
     assert set(report["prompts"]) == {INSTRUCTION, OTHER_INSTRUCTION}
     assert report["prompt_cosine"]["min"] < 0.99
+    assert report["prompt_cosine"]["min"] == report["prompt_cosine"]["mean"] == report["prompt_cosine"]["max"]  # 1 pair
 
     config = make_config(tmp_path, llama, llama, "collapsed", max_steps=1)
     trainer = Trainer(config, examples=mixed_examples())

@@ -216,7 +216,7 @@ class PromptEmbedder(TrainableEmbedder):
         if len(prompts) > 1:
             flat = unit_prompts([p.embeddings for p in prompts.values()])
             pairs = (flat @ flat.T)[torch.triu_indices(len(prompts), len(prompts), 1).unbind()]
-            report["prompt_cosine"] = {"min": float(pairs.min()), "mean": float(pairs.mean())}
+            report["prompt_cosine"] = {name: float(getattr(pairs, name)()) for name in ("min", "mean", "max")}
         return report
 
     @classmethod

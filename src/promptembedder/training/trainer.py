@@ -308,7 +308,8 @@ def warn_if_collapsed(report: dict) -> None:
     if cosine and cosine["min"] >= COLLAPSED_COSINE:
         warnings.warn(f"P writes the same prompt for all {len(report['prompts'])} training instructions (soft-token "
                       f"cosine >= {cosine['min']:.3f}): the instruction no longer steers E, so the model acts as one "
-                      "static prompt. A lower P learning rate kept them apart in docs/regime.md (round 8)",
+                      "static prompt. A lower P learning rate or prompt_diversity kept them apart (docs/regime.md, "
+                      "rounds 8-9)",
                       UserWarning, stacklevel=2)
 
 
