@@ -670,7 +670,12 @@ def test_prompt_diversity_pushes_ps_prompts_for_different_instructions_apart(
     assert cosines[100.0] < cosines[0.0] - 0.2, cosines
 
 
-def test_prompt_diversity_is_refused_where_p_makes_no_prompts_or_cannot_change(tmp_path: Path) -> None:
+def test_prompt_diversity_is_refused_where_p_makes_no_prompts_or_cannot_change(
+    tiny_model_dir: TinyDir, tmp_path: Path
+) -> None:
+    llama = tiny_model_dir("llama")
+    with pytest.raises(ValueError, match="training data has one instruction"):
+        Trainer(make_config(tmp_path, llama, llama, prompt_diversity=1.0), examples=paraphrase_examples())
     with pytest.raises(ValueError, match="prompt_diversity must be >= 0"):
         TrainingConfig(prompt_diversity=-1.0)
     with pytest.raises(ValueError, match="prompt_diversity.*'lora'"):

@@ -45,7 +45,7 @@ def split_batch(batch: list[TrainExample]) -> tuple[str | None, list[str], list[
 
 
 #: The most other instructions whose prompts a step's prompt is kept apart from (`prompt_diversity`), drawn anew
-#: each step: each costs one more generation by P.
+#: each step: each adds a row to P's batched generation.
 DIVERSITY_CONTRAST = 3
 
 

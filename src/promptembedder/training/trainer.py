@@ -137,6 +137,10 @@ class Trainer:
         """The loss the step back-propagates: GradCache's when chunks are asked for; global over ranks when
         gathered (DDP then averages gradients over ranks: the loss is scaled by the world size, see `_run`)."""
         config = self.config
+        if config.prompt_diversity and len(self.instructions) < 2:
+            raise ValueError(f"prompt_diversity keeps P's prompts for different instructions apart, but the training "
+                             f"data has one instruction ({self.instructions[0]!r}): add a source with another one, "
+                             "or set prompt_diversity to 0")
         gather = dist_utils.gather_with_grad if self.gathered else None
         parts = dict(model=self.model, module=self.wrapped, documents=self.documents, temperature=config.temperature,
                      symmetric=config.symmetric, gather=gather, autocast=self.autocast, device=self.device,
