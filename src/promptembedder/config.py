@@ -68,6 +68,10 @@ class PromptEmbedderConfig:
     alignment_init: str = "auto"
     train_alignment: bool = True
 
+    def instruction_text(self, instruction: str | None) -> str:
+        """What P reads for `instruction`: the default instruction where none is given."""
+        return self.default_instruction if instruction is None else instruction
+
     def __post_init__(self) -> None:
         if self.tau <= 0:
             raise ValueError(f"tau must be > 0, got {self.tau}")

@@ -109,21 +109,8 @@ class PromptGenerator(nn.Module):
 
     def forward(self, instruction: str) -> SoftPrompt:
         """Generate K soft tokens for one instruction (stochastic while training, deterministic in eval)."""
-        ids = self.instruction_ids(instruction)
-        weight = self.embedding_matrix
-        mixture = self.low_precision(weight)
-        out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
-        soft_tokens, token_ids = [], []
-        for step in range(self.num_soft_tokens):
-            logits = out.logits[:, -1].float()
-            probs = relax(logits, self.tau, self.hard, stochastic=self.training)
-            soft = probs.to(mixture.dtype) @ mixture
-            soft_tokens.append(soft)
-            token_ids.append(probs.argmax(-1))  # read once at the end: no device sync inside the loop
-            if step + 1 < self.num_soft_tokens:
-                step_input = (soft * self.embed_scale).to(weight.dtype).unsqueeze(1)
-                out = self.model(inputs_embeds=step_input, use_cache=True, logits_to_keep=1, **cache_of(out))
-        return SoftPrompt(torch.cat(soft_tokens, 0), torch.cat(token_ids).tolist() if token_ids else [])
+        embeddings, token_ids = self._generate(self.instruction_ids(instruction))
+        return SoftPrompt(embeddings[0], token_ids[0])
 
     def generate(self, instructions: list[str]) -> list[SoftPrompt]:
         """K soft tokens for each instruction, generated side by side: the instructions left-padded into one batch,
@@ -135,24 +122,31 @@ class PromptGenerator(nn.Module):
         pad = torch.zeros(length, dtype=torch.long, device=device)  # any id: the mask hides it
         ids = torch.stack([torch.cat([pad[: length - len(r)], r]) for r in rows])
         mask = torch.stack([torch.arange(length, device=device) >= length - len(r) for r in rows]).long()
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        embeddings, token_ids = self._generate(ids, mask)
+        return [SoftPrompt(embeddings[i], token_ids[i]) for i in range(len(rows))]
+
+    def _generate(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, list[list[int]]]:
+        """The K-step loop over a batch of instruction ids: soft tokens (B, K, d_P) and their argmax ids. With a
+        left-padding `mask`, each row's positions start at its first real token; without one (a single unpadded
+        instruction) the model gets neither, as it always did."""
         weight = self.embedding_matrix
         mixture = self.low_precision(weight)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+        padding = {} if mask is None else {"attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+        out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **padding)
         soft_tokens, token_ids = [], []
         for step in range(self.num_soft_tokens):
             probs = relax(out.logits[:, -1].float(), self.tau, self.hard, stochastic=self.training)
             soft = probs.to(mixture.dtype) @ mixture  # (B, d_P)
             soft_tokens.append(soft)
-            token_ids.append(probs.argmax(-1))
+            token_ids.append(probs.argmax(-1))  # read once at the end: no device sync inside the loop
             if step + 1 < self.num_soft_tokens:
-                mask = torch.cat([mask, mask.new_ones(len(rows), 1)], 1)
-                positions = positions[:, -1:] + 1
+                if mask is not None:
+                    mask = torch.cat([mask, mask.new_ones(len(ids), 1)], 1)
+                    padding = {"attention_mask": mask, "position_ids": padding["position_ids"][:, -1:] + 1}
                 step_input = (soft * self.embed_scale).to(weight.dtype).unsqueeze(1)
-                out = self.model(inputs_embeds=step_input, attention_mask=mask, position_ids=positions,
-                                 use_cache=True, logits_to_keep=1, **cache_of(out))
-        embeddings, chosen = torch.stack(soft_tokens, 1), torch.stack(token_ids, 1).tolist()
-        return [SoftPrompt(embeddings[i], chosen[i]) for i in range(len(rows))]
+                out = self.model(inputs_embeds=step_input, use_cache=True, logits_to_keep=1, **padding,
+                                 **cache_of(out))
+        return torch.stack(soft_tokens, 1), torch.stack(token_ids, 1).tolist()
 
     def decode(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids)

@@ -34,7 +34,7 @@ class PromptHead(nn.Module):
     def __init__(self, model: PromptEmbedder):
         super().__init__()
         self.generator, self.alignment = model.generator, model.alignment
-        self.default_instruction = model.config.default_instruction
+        self._text = model.config.instruction_text
 
     def forward(self, instruction: str | None, contrast: tuple[str | None, ...] = ()
                 ) -> tuple[torch.Tensor | DeepPrompt, torch.Tensor | None]:
@@ -45,9 +45,6 @@ class PromptHead(nn.Module):
         tokens = [p.embeddings for p in self.generator.generate([self._text(i) for i in (instruction, *contrast)])]
         unit = unit_prompts(tokens)
         return self.alignment(tokens[0]), (unit[1:] @ unit[0]).mean()
-
-    def _text(self, instruction: str | None) -> str:
-        return self.default_instruction if instruction is None else instruction
 
 
 def unit_prompts(prompts: list[torch.Tensor]) -> torch.Tensor:
@@ -143,7 +140,7 @@ class PromptEmbedder(TrainableEmbedder):
         cached per instruction at inference."""
         if self.generator is None:
             return None
-        instruction = self.config.default_instruction if instruction is None else instruction
+        instruction = self.config.instruction_text(instruction)
         cacheable = not self.training and not torch.is_grad_enabled()
         if cacheable and instruction in self._prompt_cache:
             return self._prompt_cache[instruction]
@@ -193,7 +190,7 @@ class PromptEmbedder(TrainableEmbedder):
         was_training = self.generator.training
         self.generator.eval()
         try:
-            texts = dict.fromkeys(self.config.default_instruction if i is None else i for i in instructions)
+            texts = dict.fromkeys(map(self.config.instruction_text, instructions))
             return {text: self.generator(text) for text in texts}
         finally:
             self.generator.train(was_training)
