@@ -41,7 +41,7 @@ PAPER_CLAIMS = ("paper: 96-99.8 % of LoRA's MTEB score, 40 % less GPU memory, 3.
                 "3.8x faster convergence on transfer")
 #: The multi-task training data: one instruction per source and batch, equal weights.
 SOURCES = ("esnli", "sts-train", "banking77-train", "mrpc-train")
-#: What won the regime ablation (docs/regime.md, round 2) for a decoder E: the prompt after the text, higher rates.
+#: What won the regime ablation (experiments/regime/LOG.md) for a decoder E: the prompt after the text, higher rates.
 PROMPTEMBEDDER_SETTINGS = {"prompt_position": "suffix", "learning_rate": 1e-4, "alignment_learning_rate": 1e-2}
 SHORT = {"pair_classification": "pair", "classification": "classif."}
 W_ONLY, LORA_FROM_SCRATCH = "transfer: P frozen, new W only", "LoRA from scratch on E'"
@@ -319,7 +319,7 @@ def type_scores(scores: dict[str, float]) -> dict[str, float]:
 def results_table(results: Results, config: DemoConfig, tasks: tuple[str, ...]) -> Table:
     """Score per task type, the mean over tasks, % of LoRA on the same backbone and tasks, and the costs."""
     types = list(dict.fromkeys(TASKS[t].type for t in tasks))
-    table = Table(title="PromptEmbedder demo: main score x100 on seeded subsets (docs/regime.md)")
+    table = Table(title="PromptEmbedder demo: main score x100 on seeded subsets (experiments/regime/LOG.md)")
     for column in ("model", "backbone", *(SHORT.get(t, t) for t in types), "mean", "% of LoRA", "trainable", "s/step",
                    "peak MB"):
         table.add_column(column, justify="left" if column in ("model", "backbone") else "right")

@@ -1,8 +1,8 @@
 """What a number was measured on: the machine and the versions of the libraries that decide the numerics.
 
 Training summaries, evaluation results and benchmark reports all carry it, so a run that scores differently on
-another install (round 7 of docs/regime.md: the static prompt, retrained with the same code and seed on a fresh
-machine, scored 60.60 against 60.59) can be traced to a changed library or device instead of guessed at.
+another install (experiments/regime/LOG.md has such a case) can be traced to a changed library or device instead
+of guessed at.
 """
 
 from __future__ import annotations

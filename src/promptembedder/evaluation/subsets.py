@@ -1,8 +1,8 @@
-"""The six-task quick suite (docs/regime.md, the demo): seeded subsets of every task, scored by the usual scorers.
+"""The six-task quick suite (the demo, experiments/regime/): seeded subsets of every task, scored by the usual scorers.
 
 Gemma 3 270M embeds about 7 short texts a second on one shared CPU thread, so the full six tasks (SciFact's
 5,183 abstracts, Banking77's 4,616-text probe pool) cost an hour of one thread per model (58 CPU minutes for a
-PromptEmbedder at 48 tokens, docs/regime.md round 6). Each task is cut to a documented,
+PromptEmbedder at 48 tokens, experiments/regime/LOG.md). Each task is cut to a documented,
 seeded subset (`random.Random(SEED)`), and scored with `evaluation.SCORERS[type]`, i.e. MTEB's procedure on
 that subset:
 

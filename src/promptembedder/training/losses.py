@@ -56,7 +56,7 @@ class ContrastiveLoss:
 
     With `prompt_diversity` > 0, the loss adds that weight times the mean cosine of P's soft tokens for the batch's
     instruction against those for up to DIVERSITY_CONTRAST other training `instructions`: a term against P writing
-    one prompt for every instruction (docs/regime.md, round 8)."""
+    one prompt for every instruction (experiments/regime/LOG.md)."""
 
     model: TrainableEmbedder
     module: nn.Module

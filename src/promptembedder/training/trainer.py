@@ -312,8 +312,8 @@ def warn_if_collapsed(report: dict) -> None:
     if cosine and cosine["min"] >= COLLAPSED_COSINE:
         warnings.warn(f"P writes the same prompt for all {len(report['prompts'])} training instructions (soft-token "
                       f"cosine >= {cosine['min']:.3f}): the instruction no longer steers E, so the model acts as one "
-                      "static prompt. A lower P learning rate or prompt_diversity kept them apart (docs/regime.md, "
-                      "rounds 8-9)",
+                      "static prompt. A lower P learning rate or prompt_diversity kept them apart "
+                      "(experiments/regime/LOG.md)",
                       UserWarning, stacklevel=2)
 
 

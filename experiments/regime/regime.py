@@ -1,14 +1,14 @@
-"""The small-budget experiments of docs/regime.md: a raw frozen decoder E steered by a small P.
+"""The small-budget experiments of experiments/regime/LOG.md: a raw frozen decoder E steered by a small P.
 
 Every variant trains on the same data (the project's `snli` triplets + STS-B train pairs >= 4), for the same
 steps and batch size, with the same short max_length, then scores on the same seeded subsets of STS-B test and
 SICK-R. One JSON line per run goes to `--results`; a run already there is skipped, so the queue can be restarted.
 
-    python scripts/regime.py ablation --results runs.jsonl --runs-dir runs/ bare-last pe-suffix lora ...
-    python scripts/regime.py transfer --results transfer.jsonl --runs-dir runs/ --source runs/pe-suffix/final
-    python scripts/regime.py zero-shot --results transfer.jsonl --runs-dir runs/ --source runs/pe-suffix/final
-    python scripts/regime.py plot --results runs.jsonl --out docs/img/regime_ablation.png
-    python scripts/regime.py table --results runs.jsonl
+    python experiments/regime/regime.py ablation --results runs.jsonl --runs-dir runs/ bare-last pe-suffix lora ...
+    python experiments/regime/regime.py transfer --results transfer.jsonl --runs-dir runs/ --source runs/pe-suffix/final
+    python experiments/regime/regime.py zero-shot --results transfer.jsonl --runs-dir runs/ --source runs/pe-suffix/final
+    python experiments/regime/regime.py plot --results runs.jsonl --out experiments/regime/img/regime_ablation.png
+    python experiments/regime/regime.py table --results runs.jsonl
 """
 
 from __future__ import annotations

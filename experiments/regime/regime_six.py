@@ -1,4 +1,4 @@
-"""The six-task round of docs/regime.md: multi-task training with per-task instructions, scored on the quick suite.
+"""The six-task round of experiments/regime/LOG.md: multi-task training with per-task instructions, scored on the quick suite.
 
 Every trained row uses the same budget (`BUDGET`): e-SNLI, STS-B train, Banking77 train and MRPC train, one
 instruction per source and batch, equal task weights. 20 Newsgroups has no training source, so its instruction
@@ -6,11 +6,11 @@ is never seen in training (the instruction-generalisation test). One JSON line p
 already there is skipped, so the queue can be restarted. Every trained row keeps its model in
 `<runs-dir>/<row>@<E>/final`, so `promptembedder evaluate` can score it on the full sets.
 
-    python scripts/regime_six.py run --results docs/regime_results_v2.jsonl --runs-dir runs bare-last lora pe-prefix
-    python scripts/regime_six.py run ... pe-suffix+plr1e-4+wlr1e-2     # a base row plus levers
-    python scripts/regime_six.py table --results docs/regime_results_v2.jsonl
-    python scripts/regime_six.py plot --results docs/regime_results_v2.jsonl --out docs/img/regime_six.png
-    python scripts/regime_six.py full --results R.jsonl ... --out docs/img/full_sets.png evaluate_output.json ...
+    python experiments/regime/regime_six.py run --results experiments/regime/results/regime_results_v2.jsonl --runs-dir runs bare-last lora pe-prefix
+    python experiments/regime/regime_six.py run ... pe-suffix+plr1e-4+wlr1e-2     # a base row plus levers
+    python experiments/regime/regime_six.py table --results experiments/regime/results/regime_results_v2.jsonl
+    python experiments/regime/regime_six.py plot --results experiments/regime/results/regime_results_v2.jsonl --out experiments/regime/img/regime_six.png
+    python experiments/regime/regime_six.py full --results R.jsonl ... --out experiments/regime/img/full_sets.png evaluate_output.json ...
 
 Names: the eval rows `bare-last`, `bare-mean`, `prompteol`, `instr-text` (bare last token, each task's instruction
 as E5-style text); the trained rows `lora`, `pt-suffix`, `pt-prefix`, `pt-deep`, `pe-prefix`, `pe-suffix`,
