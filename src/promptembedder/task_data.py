@@ -19,15 +19,20 @@ __all__ = [
     "ClusteringData",
     "LabelledPair",
     "LabelledTexts",
+    "NLIPair",
     "RetrievalData",
+    "load_agnews",
     "load_banking77",
+    "load_esnli_pairs",
     "load_esnli_triplets",
     "load_mrpc",
     "load_scifact",
+    "load_sst2",
+    "load_trec",
     "load_twentynewsgroups",
 ]
 
-_ESNLI_LABELS = frozenset({"entailment", "neutral", "contradiction"})
+NLI_LABELS = frozenset({"entailment", "neutral", "contradiction"})
 #: SciFact's "dev" split: this many of the 809 training claims, drawn with DEV_SEED and held out of "train",
 #: so a run can select its checkpoint on retrieval without touching the 300 test claims.
 SCIFACT_DEV_CLAIMS = 100
@@ -53,6 +58,15 @@ class LabelledTexts:
 
 #: Clustering data is labelled texts; the alias names the role.
 ClusteringData = LabelledTexts
+
+
+@dataclass(frozen=True)
+class NLIPair:
+    """A premise, a hypothesis and their relation (`entailment`, `neutral` or `contradiction`)."""
+
+    premise: str
+    hypothesis: str
+    label: str
 
 
 @dataclass(frozen=True)
@@ -179,6 +193,76 @@ def load_twentynewsgroups(split: str = "test", root: PathLike | None = None) -> 
     return _labelled_texts(_root(root) / "twentynewsgroups" / f"{split}.tsv", "\t", "subject", "label", csv.QUOTE_NONE)
 
 
+def load_trec(split: str = "test", root: PathLike | None = None) -> LabelledTexts:
+    """TREC questions with their coarse answer type (ABBR, DESC, ENTY, HUM, LOC, NUM): train 5,452, test 500.
+
+    The files are Latin-1 (the training file has bytes that are not UTF-8), one `COARSE:fine question` per line.
+    """
+    _check_split(split, ("train", "test"), "trec")
+    path = _root(root) / "trec" / ("train_5500.label" if split == "train" else "TREC_10.label")
+    try:
+        lines = path.read_bytes().decode("latin-1").splitlines()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"data file {path} not found (see ../shared/data/README.md)") from None
+    texts, labels = [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        label, _, question = line.partition(" ")
+        coarse, colon, fine = label.partition(":")
+        if not (colon and coarse.isalpha() and coarse.isupper() and fine):
+            raise DataError(path, number, f"expected 'COARSE:fine question', got {line[:40]!r}")
+        texts.append(_check_text(path, number, "question", question.strip()))
+        labels.append(coarse)
+    if not texts:
+        raise DataError(path, None, "no rows")
+    return LabelledTexts(texts, labels)
+
+
+def load_sst2(split: str = "test", root: PathLike | None = None) -> LabelledTexts:
+    """SST-2 sentences with `positive` / `negative` (train 67,349, dev 872, test 1,821): `text \t 0|1`, no header."""
+    _check_split(split, ("train", "dev", "test"), "sst2")
+    path = _root(root) / "sst2" / f"{split}.tsv"
+    texts, labels = [], []
+    for number, line in _text_lines(path):
+        if not line.strip():
+            continue
+        text, _, label = line.rpartition("\t")
+        if label.strip() not in ("0", "1"):
+            raise DataError(path, number, f"expected 'text<TAB>0|1', got label {label[:20]!r}")
+        texts.append(_check_text(path, number, "text", text.strip()))
+        labels.append(("negative", "positive")[int(label)])
+    if not texts:
+        raise DataError(path, None, "no rows")
+    return LabelledTexts(texts, labels)
+
+
+def load_agnews(split: str = "test", root: PathLike | None = None) -> LabelledTexts:
+    """AG News test (7,600; the only split here): `title description` with the class name from classes.txt."""
+    _check_split(split, ("test",), "agnews")
+    base = _root(root) / "agnews"
+    names = [line.strip() for _, line in _text_lines(base / "classes.txt") if line.strip()]
+    path = base / "test.csv"
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""), strict=True)
+    texts, labels, number = [], [], 1
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:
+            raise DataError(path, number, f"malformed row ({err})") from None
+        start, number = number, reader.line_num + 1
+        if len(fields) != 3 or not fields[0].isdigit() or not 1 <= int(fields[0]) <= len(names):
+            raise DataError(path, start, f"expected class (1-{len(names)}), title, description; got {fields[:3]}")
+        title = _check_text(path, start, "title", fields[1].strip())
+        texts.append(f"{title} {fields[2]}".replace("\\", " ").strip())  # a backslash marks a line break
+        labels.append(names[int(fields[0]) - 1])
+    if not texts:
+        raise DataError(path, None, "no rows")
+    return LabelledTexts(texts, labels)
+
+
 def _labelled_texts(path: Path, delimiter: str, text: str, label: str, quoting: int) -> LabelledTexts:
     texts, labels = [], []
     for number, row in _header_rows(path, delimiter, (text, label), quoting):
@@ -187,6 +271,20 @@ def _labelled_texts(path: Path, delimiter: str, text: str, label: str, quoting: 
     if not texts:
         raise DataError(path, None, "no rows")
     return LabelledTexts(texts, labels)
+
+
+def load_esnli_pairs(split: str, root: PathLike | None = None) -> list[NLIPair]:
+    """e-SNLI pairs of `split` (dev 9,842, test 9,824) in file order; labels entailment, neutral, contradiction."""
+    _check_split(split, ("dev", "test"), "esnli")
+    path = _root(root) / "esnli" / f"esnli_{split}.csv"
+    pairs = []
+    for number, row in _header_rows(path, ",", ("gold_label", "Sentence1", "Sentence2"), csv.QUOTE_MINIMAL):
+        label = row["gold_label"]
+        if label not in NLI_LABELS:
+            raise DataError(path, number, f"unknown gold_label {label!r} (expected one of {sorted(NLI_LABELS)})")
+        pairs.append(NLIPair(_check_text(path, number, "Sentence1", row["Sentence1"]),
+                             _check_text(path, number, "Sentence2", row["Sentence2"]), label))
+    return pairs
 
 
 def load_esnli_triplets(splits: Sequence[str] = ("dev", "test"), instruction: str | None = None,
@@ -200,17 +298,10 @@ def load_esnli_triplets(splits: Sequence[str] = ("dev", "test"), instruction: st
         splits = (splits,)
     groups: dict[str, tuple[list[str], list[str]]] = {}
     for split in splits:
-        _check_split(split, ("dev", "test"), "esnli")
-        path = _root(root) / "esnli" / f"esnli_{split}.csv"
-        for number, row in _header_rows(path, ",", ("gold_label", "Sentence1", "Sentence2"), csv.QUOTE_MINIMAL):
-            label = row["gold_label"]
-            if label not in _ESNLI_LABELS:
-                raise DataError(path, number, f"unknown gold_label {label!r} (expected one of {sorted(_ESNLI_LABELS)})")
-            premise = _check_text(path, number, "Sentence1", row["Sentence1"])
-            hypothesis = _check_text(path, number, "Sentence2", row["Sentence2"])
-            if label != "neutral":
-                entailed, contradicted = groups.setdefault(premise, ([], []))
-                (entailed if label == "entailment" else contradicted).append(hypothesis)
+        for pair in load_esnli_pairs(split, root):
+            if pair.label != "neutral":
+                entailed, contradicted = groups.setdefault(pair.premise, ([], []))
+                (entailed if pair.label == "entailment" else contradicted).append(pair.hypothesis)
     examples = []
     for premise, (entailed, contradicted) in groups.items():
         for i, positive in enumerate(entailed):
