@@ -148,7 +148,7 @@ class PromptTuningEmbedder(TrainableEmbedder):
         return model.eval()
 
 
-def _references(model: BackboneEmbedder | PromptTuningEmbedder) -> dict[str, tuple[str, object]]:
+def _references(model: TrainableEmbedder) -> dict[str, tuple[str, object]]:
     """E, held by reference, with its config (for the manifest's hash)."""
     return {"embedding_model": (model.config.embedding_model, model.backbone.model.config)}
 
@@ -165,7 +165,10 @@ def baseline_from_pretrained(directory: str | Path, device=None, strict: bool = 
     except (OSError, ValueError, TypeError, AttributeError) as err:
         raise ValueError(f"{path}: not a readable baseline config: {err}") from err
     reference = config.embedding_model  # before load: a full fine-tune points it at its saved copy
-    loader = PromptTuningEmbedder if config.method == "prompt-tuning" else BackboneEmbedder
+    from .prompt_table import PromptTableEmbedder  # it builds on this module
+
+    loaders = {"prompt-tuning": PromptTuningEmbedder, "prompt-table": PromptTableEmbedder}
+    loader = loaders.get(config.method, BackboneEmbedder)
     model = loader.load(directory, config, device)
     verify_manifest(directory, BASELINE_CONFIG, {"embedding_model": (reference, model.backbone.model.config)}, strict)
     return model

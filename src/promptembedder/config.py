@@ -125,6 +125,8 @@ class BaselineConfig:
     num_soft_tokens: int = 5
     prompt_position: str = "auto"  # where prompt tuning's prompt goes: the rule of PromptEmbedderConfig's
     template: str | None = None
+    #: prompt-table's training instructions, one learned prompt each ("" = no instruction); filled from the data.
+    instructions: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.template is not None and "{text}" not in self.template:

@@ -15,10 +15,13 @@ from ..data import read_instructions_json
 from ..embedder import Embedder
 from .classification import evaluate_classification
 from .clustering import evaluate_clustering
+from .nli_follow import evaluate_instruction_following
 from .pair_classification import evaluate_pair_classification
 from .retrieval import evaluate_retrieval
 from .sts import evaluate_sts
 from .tasks import TASKS, TaskSpec, get_task
+from .unseen_tasks import evaluate_unseen_tasks
+from .unseen_wording import evaluate_unseen_wording
 
 #: Task type -> scorer(model, data, instruction, batch_size, show_progress_bar) -> scores with "main_score".
 SCORERS: dict[str, Callable[..., dict[str, Any]]] = {
@@ -27,7 +30,12 @@ SCORERS: dict[str, Callable[..., dict[str, Any]]] = {
     "classification": evaluate_classification,
     "pair_classification": evaluate_pair_classification,
     "clustering": evaluate_clustering,
+    "instruction_following": evaluate_instruction_following,
+    "unseen_tasks": evaluate_unseen_tasks,
+    "unseen_wording": evaluate_unseen_wording,
 }
+#: Types that score under their own instructions (several per task): an override is refused before anything runs.
+OWN_INSTRUCTIONS = frozenset({"instruction_following", "unseen_tasks", "unseen_wording"})
 
 
 def evaluate(
@@ -55,6 +63,9 @@ def evaluate(
         if value is not None and not isinstance(value, str):
             raise TypeError(f"instruction for {key!r} must be a string or None, got {type(value).__name__}")
     for spec in specs:
+        if spec.type in OWN_INSTRUCTIONS and overrides.get(spec.name) is not None:
+            raise ValueError(f"task {spec.name!r} scores under its own instructions (the instruction catalogue): "
+                             "leave it out of --instruction/--instructions")
         if split not in spec.splits:
             spec.load(split)  # raises the task's own, explanatory error
 

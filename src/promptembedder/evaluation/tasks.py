@@ -13,6 +13,9 @@ from typing import Any
 from ..data import STS_INSTRUCTION, load_sick, load_sts
 from ..task_data import load_banking77, load_mrpc, load_scifact, load_twentynewsgroups
 from .classification import ClassificationData
+from .nli_follow import InstructionFollowingData, follow_items
+from .unseen_tasks import load_unseen_tasks
+from .unseen_wording import load_unseen_wording
 
 #: Task types, their main metric, and the short names `--tasks` accepts for each.
 TASK_TYPES: dict[str, str] = {
@@ -21,13 +24,20 @@ TASK_TYPES: dict[str, str] = {
     "classification": "accuracy",
     "pair_classification": "max_ap",
     "clustering": "v_measure",
+    "instruction_following": "paired_accuracy",
+    "unseen_tasks": "accuracy",
+    "unseen_wording": "accuracy",
 }
 TYPE_ALIASES = {"sts": "sts", "retrieval": "retrieval", "classification": "classification",
                 "pair": "pair_classification", "pair_classification": "pair_classification",
-                "clustering": "clustering"}
+                "clustering": "clustering", "instruction_following": "instruction_following",
+                "unseen_tasks": "unseen_tasks", "unseen_wording": "unseen_wording"}
 TYPE_TITLES = {"sts": "STS (Spearman x100)", "retrieval": "Retrieval (nDCG@10 x100)",
                "classification": "Classification (accuracy x100)",
-               "pair_classification": "Pair classification (max AP x100)", "clustering": "Clustering (V-measure x100)"}
+               "pair_classification": "Pair classification (max AP x100)", "clustering": "Clustering (V-measure x100)",
+               "instruction_following": "Instruction following (paired accuracy x100, 50 = ignores it)",
+               "unseen_tasks": "Unseen tasks (mean probe accuracy x100)",
+               "unseen_wording": "Unseen wording (mean probe accuracy x100 under held-out wordings)"}
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,17 @@ def _banking77(split: str) -> ClassificationData:
     return ClassificationData(load_banking77("train"), load_banking77(split))
 
 
+def _nli_follow(split: str) -> InstructionFollowingData:
+    """e-SNLI test premises (no training source reads that file) under the catalogue's training wording of the
+    entailment and contradiction tasks, and under their first held-out wording."""
+    from ..instructions import held_out_instructions, training_instructions
+
+    wordings = {"training": (training_instructions("nli-entailment")[0], training_instructions("nli-contradiction")[0]),
+                "held_out": (held_out_instructions("nli-entailment")[0],
+                             held_out_instructions("nli-contradiction")[0])}
+    return InstructionFollowingData(follow_items(split), wordings)
+
+
 TASKS: dict[str, TaskSpec] = {
     "sts-b": TaskSpec("sts-b", "STSBenchmark", ("train", "dev", "test"), load_sts, train_source="sts-train",
                       description="sentence-pair similarity 0-5 (news, captions, forums)"),
@@ -92,6 +113,14 @@ TASKS: dict[str, TaskSpec] = {
     "twentynewsgroups": TaskSpec("twentynewsgroups", "TwentyNewsgroupsClustering", ("train", "test"),
                                  load_twentynewsgroups, "Identify the topic or theme of the given news articles",
                                  "clustering", description="cluster 7,532 post subjects into 20 newsgroups"),
+    "nli-follow": TaskSpec("nli-follow", "", ("test",), _nli_follow, None, "instruction_following",
+                           description="2,921 e-SNLI test premises: the entailed hypothesis nearer under the "
+                                       "entailment instruction, the contradicted one under the contradiction one"),
+    "unseen-tasks": TaskSpec("unseen-tasks", "", ("test",), load_unseen_tasks, None, "unseen_tasks",
+                             description="10 licl tasks and 20NG never trained on, each under its own instruction"),
+    "unseen-wording": TaskSpec("unseen-wording", "", ("test",), load_unseen_wording, None, "unseen_wording",
+                               description="the trained licl tasks under held-out wordings against their training "
+                                           "wording"),
 }
 
 

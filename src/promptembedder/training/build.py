@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
+
 import torch
 
 from ..baselines import BackboneEmbedder, PromptTuningEmbedder
 from ..model import PromptEmbedder
+from ..prompt_table import PromptTableEmbedder
 from ..trainable import TrainableEmbedder
 from .config import TrainingConfig
 
 
-def build_model(config: TrainingConfig, device: torch.device) -> TrainableEmbedder:
-    """The model a method trains, on a shared backbone reference, pooling and length limit."""
+def build_model(config: TrainingConfig, device: torch.device, instructions: Sequence[str | None] = ()
+                ) -> TrainableEmbedder:
+    """The model a method trains, on a shared backbone reference, pooling and length limit; `instructions` (the
+    training data's) are the rows of a prompt table."""
     if config.method == "promptembedder" and config.init_from:  # transfer: P trained and frozen, a fresh W
         return PromptEmbedder.for_new_backbone(config.init_from, config.embedding_model, pooling=config.pooling,
                                                prompt_position=config.prompt_position, device=device)
@@ -20,4 +26,7 @@ def build_model(config: TrainingConfig, device: torch.device) -> TrainableEmbedd
         return PromptEmbedder(model, device=device)
     if config.method == "prompt-tuning":
         return PromptTuningEmbedder(model, device=device)
+    if config.method == "prompt-table":
+        rows = ["" if text is None else text for text in instructions]
+        return PromptTableEmbedder(replace(model, instructions=rows), device=device)
     return BackboneEmbedder(model, device=device)

@@ -11,16 +11,17 @@ from ..training_files import load_examples
 from ..training_sources import SOURCES, parse_task_weights
 from ..validation import check_data_specs, check_device, check_positive, coerce_fields
 
-METHODS = ("promptembedder", "lora", "prompt-tuning", "full")
+METHODS = ("promptembedder", "lora", "prompt-tuning", "prompt-table", "full")
 FSDP_STRATEGIES = ("full_shard", "shard_grad_op")  # the names of transformers' and accelerate's FSDP options
-DEFAULT_LR = {"promptembedder": 2e-5, "lora": 2e-4, "prompt-tuning": 3e-3, "full": 2e-5}
+DEFAULT_LR = {"promptembedder": 2e-5, "lora": 2e-4, "prompt-tuning": 3e-3, "prompt-table": 3e-3,
+              "full": 2e-5}
 #: W's learning rate when W alone trains (transfer to a new backbone): 1e-2 beat 1e-3 in the demo.
 TRANSFER_ALIGNMENT_LR = 1e-2
 #: The run's names for model settings named otherwise in a model config: the relaxation starts at tau_start.
 RENAMED = {"tau": "tau_start"}
 #: Model settings a run leaves at their defaults (a test checks every other one is a TrainingConfig field).
 MODEL_ONLY = frozenset({"normalize", "train_prompting_embeddings", "default_instruction", "alignment_init", "adapter",
-                        "template"})
+                        "template", "instructions"})
 #: Baselines: how the method adapts E.
 ADAPTER_OF = {"lora": "lora", "full": "full"}
 

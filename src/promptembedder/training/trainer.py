@@ -96,7 +96,7 @@ class Trainer:
             config.train_data, config.skip_invalid, embedding_model=config.embedding_model,
             task_weights=config.task_weights)
         checkpoint.seed_everything(config.seed)
-        self.model = model if model is not None else build_model(config, self.device)
+        self.model = model if model is not None else build_model(config, self.device, self.instructions)
         self.model.to(self.device)
         if config.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()

@@ -1,0 +1,93 @@
+"""Instruction following on NLI: the same premise must find a different hypothesis under a different instruction.
+
+Each item is a premise with an entailed and a contradicted hypothesis. The premise (query side) and both hypotheses
+(document side, which takes the prompt when the model puts it on both sides) are embedded under an "entailment"
+instruction and again under a "contradiction" instruction. Under the first the entailed hypothesis must be the
+nearer one, under the second the contradicted one. Paired accuracy is the mean of the two directions, so a model
+that ignores its instruction ranks the pair the same way twice and scores exactly 50 (ties count half in each
+direction); only a model the instruction steers can pass 50. Each wording (the training instructions, held-out
+paraphrases) is scored on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..embedder import Embedder
+from ..task_data import load_esnli_triplets
+from .encoding import encode_texts, normalize_rows
+
+
+@dataclass(frozen=True)
+class FollowItem:
+    """One premise with one entailed and one contradicted hypothesis."""
+
+    premise: str
+    entailed: str
+    contradicted: str
+
+
+@dataclass(frozen=True)
+class InstructionFollowingData:
+    """The items, and per wording its (entailment instruction, contradiction instruction)."""
+
+    items: list[FollowItem]
+    wordings: Mapping[str, tuple[str, str]]
+
+
+def follow_items(split: str = "test") -> list[FollowItem]:
+    """One item per e-SNLI premise that has both labels: its first entailed hypothesis and first contradiction."""
+    items: dict[str, FollowItem] = {}
+    for example in load_esnli_triplets((split,)):
+        items.setdefault(example.query, FollowItem(example.query, example.positive, example.negatives[0]))
+    return list(items.values())
+
+
+def direction_scores(entail_sims: np.ndarray, contradict_sims: np.ndarray) -> dict[str, float]:
+    """Scores x100 from the (n, 2) similarities [to entailed, to contradicted] under each instruction.
+
+    A direction is right where its own hypothesis is nearer; a tie counts half, so a model whose two rows are
+    identical gets exactly 50 paired accuracy.
+    """
+    entail = np.where(entail_sims[:, 0] > entail_sims[:, 1], 1.0,
+                      np.where(entail_sims[:, 0] == entail_sims[:, 1], 0.5, 0.0))
+    contradict = np.where(contradict_sims[:, 1] > contradict_sims[:, 0], 1.0,
+                          np.where(contradict_sims[:, 1] == contradict_sims[:, 0], 0.5, 0.0))
+    entailment, contradiction = 100 * float(entail.mean()), 100 * float(contradict.mean())
+    return {"paired_accuracy": (entailment + contradiction) / 2, "entailment": entailment,
+            "contradiction": contradiction}
+
+
+def _similarities(model: Embedder, items: Sequence[FollowItem], instruction: str, batch_size: int,
+                  show_progress_bar: bool | None) -> np.ndarray:
+    premises = normalize_rows(encode_texts(model, [i.premise for i in items], instruction, "query", batch_size,
+                                           show_progress_bar))
+    hypotheses = [h for i in items for h in (i.entailed, i.contradicted)]
+    docs = normalize_rows(encode_texts(model, hypotheses, instruction, "document", batch_size, show_progress_bar))
+    docs = docs.reshape(len(items), 2, -1)
+    return np.einsum("nd,nkd->nk", premises, docs)
+
+
+def evaluate_instruction_following(model: Embedder, data: InstructionFollowingData, instruction: str | None = None,
+                                   batch_size: int = 64, show_progress_bar: bool | None = None) -> dict[str, Any]:
+    """Paired accuracy and each direction per wording; the main score is the first wording's paired accuracy."""
+    if instruction is not None:
+        raise ValueError("nli-follow scores its own pairs of instructions (entailment, contradiction): it takes no "
+                         "instruction override; leave it out of --instruction/--instructions")
+    if not data.items or not data.wordings:
+        raise ValueError("nli-follow needs at least one item and one wording")
+    per_wording: dict[str, dict[str, Any]] = {}
+    for name, (entail_instruction, contradict_instruction) in data.wordings.items():
+        scores = direction_scores(_similarities(model, data.items, entail_instruction, batch_size, show_progress_bar),
+                                  _similarities(model, data.items, contradict_instruction, batch_size,
+                                                show_progress_bar))
+        per_wording[name] = {**scores, "entailment_instruction": entail_instruction,
+                             "contradiction_instruction": contradict_instruction}
+    main = next(iter(per_wording.values()))
+    return {"main_score": main["paired_accuracy"], **{k: main[k] for k in ("paired_accuracy", "entailment",
+                                                                          "contradiction")},
+            "wordings": per_wording, "num_items": len(data.items)}
