@@ -84,17 +84,29 @@ class DataWarning(UserWarning):
 
 @dataclass(frozen=True)
 class TrainExample:
-    """One contrastive training example: a query, its positive, optional hard negatives and instruction."""
+    """One contrastive training example: a query, its positive, optional hard negatives and instruction.
+
+    `instructions`, when given, are the wordings of the example's task: each batch of the task draws one of them
+    (`training.batching`), so P learns the task from many phrasings; `instruction` is then the one in use (the
+    first unless a batch drew another).
+    """
 
     query: str
     positive: str
     negatives: tuple[str, ...] = ()
     instruction: str | None = None
+    instructions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Accept any sequence of negatives but store a tuple, so examples stay hashable and immutable.
         if not isinstance(self.negatives, tuple):
             object.__setattr__(self, "negatives", tuple(self.negatives))
+        if not isinstance(self.instructions, tuple):
+            object.__setattr__(self, "instructions", tuple(self.instructions))
+        if self.instructions and self.instruction is None:
+            object.__setattr__(self, "instruction", self.instructions[0])
+        if self.instructions and self.instruction not in self.instructions:
+            raise ValueError(f"instruction {self.instruction!r} is not one of the example's instructions")
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,25 @@
 """Which examples each optimizer step, micro-batch and rank sees: deterministic in (seed, epoch), so a resumed
-run sees the same batches, and one instruction (one soft prompt) per batch."""
+run sees the same batches, and one instruction (one soft prompt) per batch: a task with several wordings
+(`TrainExample.instructions`) gets one of them drawn per batch, the same draw on every rank and on resume."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 from ..data import TrainExample
 
 
 def make_batches(examples: list[TrainExample], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """Batches of example indices for one epoch, each from one instruction (one soft prompt per batch).
+    """Batches of example indices for one epoch, each from one instruction, or one task's wordings (one soft prompt
+    per batch).
 
     Incomplete batches are dropped so every rank gets an equal share and in-batch negatives are never too few.
     """
     rng = random.Random(seed * 100_003 + epoch)
-    groups: dict[str | None, list[int]] = {}
+    groups: dict[str | tuple[str, ...] | None, list[int]] = {}
     for i, example in enumerate(examples):
-        groups.setdefault(example.instruction, []).append(i)
+        groups.setdefault(example.instructions or example.instruction, []).append(i)
     batches = []
     for indices in groups.values():
         indices = indices[:]
@@ -28,6 +31,23 @@ def make_batches(examples: list[TrainExample], batch_size: int, seed: int, epoch
     return batches
 
 
+def draw_instructions(examples: list[TrainExample], batches: list[list[int]], seed: int, epoch: int
+                      ) -> list[str | None]:
+    """Each batch's instruction: one of its task's wordings, drawn from a stream of its own (seeded by seed and
+    epoch, so the batches themselves do not change with the wordings), or its examples' one instruction."""
+    rng = random.Random(f"instructions-{seed}-{epoch}")
+    drawn = []
+    for batch in batches:
+        example = examples[batch[0]]
+        drawn.append(rng.choice(example.instructions) if example.instructions else example.instruction)
+    return drawn
+
+
+def instructions_of(examples: list[TrainExample]) -> tuple[str | None, ...]:
+    """Every instruction training can use, in the order first seen (all wordings of a task with several)."""
+    return tuple(dict.fromkeys(i for e in examples for i in (e.instructions or (e.instruction,))))
+
+
 class StepBatches:
     """The global batch of each step (`batch_size` x ranks x accumulation steps), cut into this rank's micro-batches;
     one epoch's batches are kept at a time."""
@@ -37,21 +57,27 @@ class StepBatches:
         self.examples, self.batch_size, self.accumulation = examples, batch_size, accumulation
         self.seed, self.world, self.rank = seed, world, rank
         self.global_batch = batch_size * world
-        self._epochs: dict[int, list[list[int]]] = {}
-        self.per_epoch = len(self._make(0))
+        self._epochs: dict[int, tuple[list[list[int]], list[str | None]]] = {}
+        self.per_epoch = len(self._make(0)[0])
 
-    def _make(self, epoch: int) -> list[list[int]]:
-        return make_batches(self.examples, self.global_batch * self.accumulation, self.seed, epoch)
+    def _make(self, epoch: int) -> tuple[list[list[int]], list[str | None]]:
+        batches = make_batches(self.examples, self.global_batch * self.accumulation, self.seed, epoch)
+        return batches, draw_instructions(self.examples, batches, self.seed, epoch)
 
     def __call__(self, step: int) -> tuple[int, int, list[list[TrainExample]]]:
         """(epoch, examples in the global batch, this rank's micro-batches) of the step after `step` steps."""
         epoch, position = divmod(step, self.per_epoch)
         if epoch not in self._epochs:
             self._epochs = {epoch: self._make(epoch)}
-        indices = self._epochs[epoch][position]
+        batches, instructions = self._epochs[epoch]
+        indices, instruction = batches[position], instructions[position]
         micro = []
         for m in range(self.accumulation):
             chunk = indices[m * self.global_batch : (m + 1) * self.global_batch]
             mine = chunk[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
-            micro.append([self.examples[i] for i in mine])
+            micro.append([self._worded(self.examples[i], instruction) for i in mine])
         return epoch, len(indices), micro
+
+    @staticmethod
+    def _worded(example: TrainExample, instruction: str | None) -> TrainExample:
+        return example if example.instruction == instruction else dataclasses.replace(example, instruction=instruction)

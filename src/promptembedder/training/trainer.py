@@ -31,7 +31,7 @@ from ..run_folder import RunFolder, open_run
 from ..trainable import TrainableEmbedder
 from ..training_sources import load_training_data
 from . import checkpoint
-from .batching import StepBatches
+from .batching import StepBatches, instructions_of
 from .build import build_model
 from .callbacks import Checkpointing, CSVLogger, DevEvaluation, ProgressBar, TensorBoardLogger
 from .config import TrainingConfig, tau_at
@@ -151,8 +151,8 @@ class Trainer:
 
     @property
     def instructions(self) -> tuple[str | None, ...]:
-        """The distinct training instructions, in the order first seen."""
-        return tuple(dict.fromkeys(e.instruction for e in self.examples))
+        """The distinct training instructions (every wording of a task that has several), in the order first seen."""
+        return instructions_of(self.examples)
 
     @property
     def gathered(self) -> bool:
