@@ -21,6 +21,7 @@ from tokenizers import AddedToken
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
+from . import export_folder
 from .backbone import is_decoder
 from .config import CONFIG_NAME
 from .data import read_instructions_json
@@ -195,8 +196,10 @@ def export(model: str | Path | PromptEmbedder, out: str | Path, instructions: Ma
            overwrite: bool = False, verify: bool = True) -> Path:
     """Write E with each instruction compiled to tokens into `out`, loadable by sentence-transformers.
 
-    `model` is a saved PromptEmbedder folder (or the model itself). An existing `out` is refused unless
-    `overwrite`. With `verify`, the folder is reloaded and checked against `PromptEmbedder.encode`.
+    `model` is a saved PromptEmbedder folder (or the model itself). A non-empty `out` is refused unless
+    `overwrite` and it is an earlier export (see export_folder: only that export's files are replaced). The folder
+    is written beside `out` and swapped in when complete; with `verify`, after it was reloaded and checked against
+    `PromptEmbedder.encode`.
     """
     if not instructions:
         raise ValueError("nothing to export: give instructions (--instructions FILE) or tasks (--tasks sts-b,...)")
@@ -205,16 +208,12 @@ def export(model: str | Path | PromptEmbedder, out: str | Path, instructions: Ma
             raise ValueError(f"instruction name {name!r}: use letters, digits, '_', '-' or '.' (it becomes a "
                              "prompt_name and part of token strings)")
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty: choose another folder or pass --overwrite")
-    model_dir = None
-    if not isinstance(model, PromptEmbedder):
-        model_dir = Path(model)
+    model_dir = None if isinstance(model, PromptEmbedder) else Path(model)
+    export_folder.check_target(out, model_dir, overwrite)
+    if model_dir is not None:
         if not (model_dir / CONFIG_NAME).exists():
             raise FileNotFoundError(f"{model_dir / CONFIG_NAME} not found: export needs a saved PromptEmbedder "
                                     "(baselines and bare backbones have no instruction prompts to compile)")
-        if out.resolve() == model_dir.resolve():
-            raise ValueError(f"OUT {out} is the model folder itself: choose another folder")
         model = PromptEmbedder.from_pretrained(model_dir, device="cpu")
     prompt_position = model.config.prompt_position
     if prompt_position not in PROMPT_POSITIONS:  # sentence-transformers prepends prompts: it cannot append them
@@ -222,18 +221,21 @@ def export(model: str | Path | PromptEmbedder, out: str | Path, instructions: Ma
                          f"{' or '.join(PROMPT_POSITIONS)} prompts only. Use `promptembedder serve` on the saved "
                          "model instead")
     prompts = compile_prompts(model, instructions)
-    if out.exists():
-        if out.is_dir():
-            shutil.rmtree(out)
-        else:
-            out.unlink()
     reference = model.config.embedding_model
     decoder = is_decoder(model.backbone.model)
     e_model = load_pretrained(AutoModelForCausalLM if decoder else AutoModel, reference, dtype=torch.float32)
     tokenizer = load_pretrained(AutoTokenizer, reference)
     tokenizer.padding_side = "right"
     exported = add_prompt_tokens(e_model, tokenizer, prompts)
-    out.mkdir(parents=True, exist_ok=True)
+    with export_folder.staged(out, model_dir, overwrite) as staging:
+        _write(staging, out.name, model, model_dir, e_model, tokenizer, exported, instructions, verify)
+    return out
+
+
+def _write(out: Path, folder_name: str, model: PromptEmbedder, model_dir: Path | None, e_model, tokenizer,
+           exported: Mapping[str, ExportedTokens], instructions: Mapping[str, str], verify: bool) -> None:
+    """Every file of the export, into `out` (the staging folder; `folder_name` is its final name)."""
+    prompt_position = model.config.prompt_position
     e_model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     st = _sentence_transformer(out, model, exported)
@@ -249,7 +251,6 @@ def export(model: str | Path | PromptEmbedder, out: str | Path, instructions: Ma
     cards = [CompiledPrompt(name, text, exported[name].token_string, model.decode_prompt(text))
              for name, text in instructions.items()]
     (out / README).write_text(exported_model_card(model.config, model_dir, cards, trust_remote_code=custom,
-                                                                  folder=out.name))
+                                                                  folder=folder_name))
     if verify:
         verify_export(out, model, list(instructions))
-    return out

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -40,9 +45,32 @@ def npy_path(output: Path) -> Path:
 
 
 def check_output_file(path: Path, flag: str) -> None:
-    """An output file's folder must exist and the path must not be a folder: checked before the work, not after."""
+    """An output file's folder must exist and take a new file (a read-only file system, /proc), and the path must
+    not be a folder: checked before the work, not after."""
     if path.is_dir():
         raise ValueError(f"{flag} {path} is a folder: give a file name, e.g. {path / 'results.json'}")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise ValueError(f"{flag} {path}: the folder {parent} does not exist: create it first")
+    if path.exists() and not (os.access(path, os.W_OK) and path.stat().st_mode & 0o222):  # root: mode bits too
+        raise ValueError(f"{flag} {path} exists and is read-only: choose another file, or make it writable")
+    try:  # what the write will do: a new file beside the target (os.access says yes on a read-only mount)
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{path.name}.", suffix=".check"):
+            pass
+    except OSError as err:
+        raise ValueError(f"{flag} {path}: cannot write in {parent}: {err.strerror or err}") from None
+
+
+@contextmanager
+def atomic_output(path: Path, flag: str) -> Iterator[Path]:
+    """A temporary path beside `path` (same suffix) to write to; renamed onto `path` when the block succeeds, removed
+    when it fails, so a full disk never leaves a truncated file. A failed write is a ValueError naming `flag`."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial{path.suffix}")  # plain open(): the umask's mode
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as err:
+        reason = "the disk is full" if err.errno == errno.ENOSPC else (err.strerror or str(err))
+        raise ValueError(f"{flag} {path}: cannot write it: {reason}; nothing was written") from None
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .app import USER_ERRORS, Opt, app, console, fail
-from .io import check_output_file, npy_path, read_texts
+from .io import atomic_output, check_output_file, npy_path, read_texts
 
 
 @app.command()
@@ -84,7 +84,11 @@ def encode(
                                   show_progress_bar=True)
     except (*USER_ERRORS, TypeError) as err:
         fail(f"model {model}: {err}")
-    np.save(target, vectors)
+    try:
+        with atomic_output(target, "--output") as tmp:
+            np.save(tmp, vectors)
+    except ValueError as err:
+        fail(str(err))
     console.print(f"{vectors.shape[0]} embeddings of dim {vectors.shape[1]} written to {target}")
 
 

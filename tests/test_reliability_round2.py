@@ -1,0 +1,126 @@
+"""Issue 30, export and encode output: an export never deletes what it did not write and is never left half-written;
+`encode -o` checks it can write before encoding and never leaves a truncated .npy. A full disk is simulated by a
+write that raises OSError(ENOSPC), an unwritable place by a path under /proc. Tiny models (the `saved` run)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from reliability_helpers import runner, text
+
+import promptembedder.auto as auto
+import promptembedder.export as export_module
+from promptembedder.cli import app
+from promptembedder.export import export
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+INSTRUCTIONS = {"para": "Find a paraphrase."}
+
+
+def _listing(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _full_disk_at(monkeypatch, name: str) -> None:
+    """Writing the file `name` fails as on a full disk, after part of it was written."""
+    write_text = Path.write_text
+
+    def write(self, data, *args, **kwargs):
+        if self.name == name:
+            write_text(self, data[: len(data) // 2], *args, **kwargs)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_text(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write)
+
+
+# --- 1. export --overwrite replaces an export's files only ----------------------------------------------------
+def test_export_overwrite_keeps_the_users_files_and_refuses_models_and_runs(saved, tmp_path):
+    model = saved / "final"
+    out = export(model, tmp_path / "out", INSTRUCTIONS, verify=False)
+    (out / "notes.txt").write_text("mine\n")
+    (out / "mine").mkdir()
+    (out / "mine" / "data.csv").write_text("a,b\n")
+    export(model, out, {"other": "Classify the topic."}, overwrite=True, verify=False)
+    assert (out / "notes.txt").read_text() == "mine\n" and (out / "mine" / "data.csv").is_file()
+    record = json.loads((out / "promptembedder_export.json").read_text())
+    assert list(record["instructions"]) == ["other"] and "notes.txt" not in record["files"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no out.tmp / out.old left behind
+
+    shutil.copytree(model, out / "model")  # the model being exported lives inside OUT
+    before = _listing(out)
+    with pytest.raises(ValueError, match="holds the model being exported"):
+        export(out / "model", out, INSTRUCTIONS, overwrite=True, verify=False)
+    shutil.copytree(saved / "checkpoint", out / "runs" / "checkpoint")  # a saved run inside OUT
+    with pytest.raises(ValueError, match="holds a saved model or training run"):
+        export(model, out, INSTRUCTIONS, overwrite=True, verify=False)
+    assert {k: v for k, v in _listing(out).items() if not k.startswith("runs")} == before
+
+    work = tmp_path / "work"  # `export M . --overwrite` in a folder that is no export
+    work.mkdir()
+    (work / "train.py").write_text("print('my code')\n")
+    result = runner.invoke(app, ["export", str(model), str(work), "--tasks", "sts-b", "--overwrite", "--no-verify"])
+    assert result.exit_code == 2 and "is not an earlier export" in text(result)
+    assert _listing(work) == {"train.py": b"print('my code')\n"}
+
+
+# --- 2. an export is atomic: a full disk leaves the previous one whole -----------------------------------------
+def test_export_on_a_full_disk_changes_nothing(saved, tmp_path, monkeypatch):
+    model = saved / "final"
+    out = export(model, tmp_path / "out", INSTRUCTIONS, verify=False)
+    before = _listing(out)
+    _full_disk_at(monkeypatch, "README.md")  # the last file an export writes
+    result = runner.invoke(app, ["export", str(model), str(out), "--tasks", "sts-b", "--overwrite", "--no-verify"])
+    assert result.exit_code == 2 and result.exception is None or isinstance(result.exception, SystemExit)
+    assert "the disk is full" in text(result) and "previous export is intact" in text(result)
+    assert _listing(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    result = runner.invoke(app, ["export", str(model), str(tmp_path / "new"), "--tasks", "sts-b", "--no-verify"])
+    assert result.exit_code == 2 and "no folder was made" in text(result)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    monkeypatch.undo()
+
+    def rust_full_disk(folder):  # safetensors and tokenizers raise plain Exceptions naming the OS error
+        raise Exception("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(export_module, "_ship_custom_pooling", rust_full_disk)
+    result = runner.invoke(app, ["export", str(model), str(out), "--tasks", "sts-b", "--overwrite", "--no-verify"])
+    assert result.exit_code == 2 and "the disk is full" in text(result), text(result)
+    assert _listing(out) == before
+
+
+# --- 3. encode -o: writable before encoding, never a truncated .npy -------------------------------------------
+def test_encode_output_is_checked_first_and_written_whole(saved, tmp_path, monkeypatch):
+    model = str(saved / "final")
+    texts = tmp_path / "t.txt"
+    texts.write_text("one text\nanother text\n")
+    with monkeypatch.context() as patch:
+        patch.setattr(auto, "load_embedder", lambda *a, **k: pytest.fail("the model loaded before the checks"))
+        result = runner.invoke(app, ["encode", model, "-i", str(texts), "-o", "/proc/e.npy"])
+        assert result.exit_code == 2 and "cannot write in /proc" in text(result)
+        target = tmp_path / "e.npy"
+        target.write_bytes(b"precious")
+        target.chmod(0o444)
+        result = runner.invoke(app, ["encode", model, "-i", str(texts), "-o", str(target)])
+        assert result.exit_code == 2 and "read-only" in text(result)
+        target.chmod(0o644)
+    save = np.save
+
+    def full_disk(file, array, *args, **kwargs):
+        with open(file, "wb") as handle:
+            handle.write(b"\x93NUMPY half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "save", full_disk)
+    result = runner.invoke(app, ["encode", model, "-i", str(texts), "-o", str(target), "--device", "cpu"])
+    assert result.exit_code == 2 and "the disk is full" in text(result), text(result)
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.npy", "t.txt"]
+    assert target.read_bytes() == b"precious"  # the old file stays whole
+    monkeypatch.setattr(np, "save", save)
+    result = runner.invoke(app, ["encode", model, "-i", str(texts), "-o", str(target), "--device", "cpu"])
+    assert result.exit_code == 0 and np.load(target).shape[0] == 2
