@@ -93,3 +93,75 @@ class Embedder(nn.Module):
         if single:
             result = result[0]
         return result.numpy() if convert_to_numpy else result
+
+    # --- sentence-transformers' names -----------------------------------------------------------------------
+    #: How `similarity` compares embeddings (sentence-transformers' attribute): cosine, dot, euclidean, manhattan.
+    similarity_fn_name: str = "cosine"
+
+    def encode_query(self, inputs: str | Sequence[str], prompt_name: str | None = None, prompt: str | None = None,
+                     batch_size: int = 32, show_progress_bar: bool | None = None, convert_to_numpy: bool = True,
+                     convert_to_tensor: bool = False, normalize_embeddings: bool | None = None,
+                     truncate_dim: int | None = None) -> np.ndarray | torch.Tensor:
+        """sentence-transformers' `encode_query`: the query side, behind the instruction's prompt.
+
+        `prompt` is the instruction P writes the prompt from; `prompt_name` a task name (`sts-b`, `scifact`, ...:
+        its evaluation instruction, as `serve`'s `task` and `export --tasks`); neither: the default instruction.
+        """
+        instruction, _ = _instruction(prompt_name, prompt, "query")
+        return self._encode_side(inputs, instruction, "query", batch_size, show_progress_bar, convert_to_numpy,
+                                 convert_to_tensor, normalize_embeddings, truncate_dim)
+
+    def encode_document(self, inputs: str | Sequence[str], prompt_name: str | None = None,
+                        prompt: str | None = None, batch_size: int = 32, show_progress_bar: bool | None = None,
+                        convert_to_numpy: bool = True, convert_to_tensor: bool = False,
+                        normalize_embeddings: bool | None = None,
+                        truncate_dim: int | None = None) -> np.ndarray | torch.Tensor:
+        """sentence-transformers' `encode_document`: the document side, as evaluation encodes it. A model trained
+        with `prompt_on='query'` reads documents bare; with `prompt_on='both'` behind the instruction's prompt
+        (`prompt`). A `prompt_name` task encodes its second side: no instruction for retrieval (the default
+        instruction's prompt under `both`), the task's instruction for symmetric tasks (STS, pairs)."""
+        instruction, prompt_type = _instruction(prompt_name, prompt, "document")
+        return self._encode_side(inputs, instruction, prompt_type, batch_size, show_progress_bar, convert_to_numpy,
+                                 convert_to_tensor, normalize_embeddings, truncate_dim)
+
+    def _encode_side(self, inputs, instruction, prompt_type, batch_size, show_progress_bar, convert_to_numpy,
+                     convert_to_tensor, normalize_embeddings, truncate_dim) -> np.ndarray | torch.Tensor:
+        if truncate_dim is not None and not 0 < truncate_dim <= self.embedding_dim:
+            raise ValueError(f"truncate_dim must be in 1..{self.embedding_dim}, got {truncate_dim}")
+        vectors = self.encode(inputs, instruction=instruction, batch_size=batch_size, normalize=normalize_embeddings,
+                              show_progress_bar=show_progress_bar, convert_to_numpy=False, prompt_type=prompt_type)
+        if truncate_dim is not None:  # as sentence-transformers: the first coordinates, then normalised
+            vectors = vectors[..., :truncate_dim]
+            if self.normalize if normalize_embeddings is None else normalize_embeddings:
+                vectors = torch.nn.functional.normalize(vectors, dim=-1)
+        return vectors.numpy() if convert_to_numpy and not convert_to_tensor else vectors
+
+    def similarity(self, embeddings1, embeddings2) -> torch.Tensor:
+        """sentence-transformers' `similarity`: (n1, n2) scores by `similarity_fn_name` (default cosine)."""
+        from .similarity import as_matrix, similarity
+
+        return similarity(as_matrix(embeddings1, "embeddings1"), as_matrix(embeddings2, "embeddings2"),
+                          self.similarity_fn_name)
+
+    def similarity_pairwise(self, embeddings1, embeddings2) -> torch.Tensor:
+        """sentence-transformers' `similarity_pairwise`: (n,) scores of row i against row i."""
+        from .similarity import as_matrix, similarity_pairwise
+
+        return similarity_pairwise(as_matrix(embeddings1, "embeddings1"), as_matrix(embeddings2, "embeddings2"),
+                                   self.similarity_fn_name)
+
+
+def _instruction(prompt_name: str | None, prompt: str | None, side: str) -> tuple[str | None, str]:
+    """(instruction, prompt_type) for encode_query / encode_document, from sentence-transformers' arguments."""
+    if prompt_name is not None and prompt is not None:
+        raise ValueError("give prompt (an instruction) or prompt_name (a task name), not both")
+    if prompt is not None and not isinstance(prompt, str):
+        raise TypeError(f"prompt must be an instruction string, got {type(prompt).__name__}")
+    if prompt_name is None:
+        return prompt, side
+    from .evaluation import get_task
+
+    spec = get_task(prompt_name)
+    if side == "document" and spec.document_prompt_type == "document":
+        return None, "document"
+    return spec.instruction, "query"  # symmetric tasks read both sides as queries, as evaluation does
