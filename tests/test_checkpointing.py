@@ -19,7 +19,8 @@ def gradients(tiny_model_dir, tmp_path, method: str, embedding: str, checkpointi
     config = TrainingConfig(method=method, prompting_model=str(tiny_model_dir("llama")),
                             embedding_model=str(tiny_model_dir(embedding)), output_dir=str(tmp_path / "run"),
                             batch_size=8, do_eval=False, device="cpu", prompt_on="query",
-                            grad_cache_chunk_size=3 if grad_cache else None, gradient_checkpointing=checkpointing)
+                            grad_cache_chunk_size=3 if grad_cache else None, gradient_checkpointing=checkpointing,
+                            read_once=False)  # the full forward both times (a checkpointed E never reads once)
     trainer = Trainer(config, examples=EXAMPLES)
     trainer.model.train()
     block = transformer_blocks(trainer.model.backbone.model)[0]

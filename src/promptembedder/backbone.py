@@ -15,6 +15,13 @@ Where the prompt goes (`prompt_position`):
 Pooling: `last` pools the last real position (a soft token under `suffix` as above), `cls` position 0,
 `mean` the text tokens only (prompt slots are left out unless `include_prompt_in_mean`). A suffix cannot
 change a causal decoder's text states, so `suffix` with mean pooling on a decoder is refused.
+
+Read once: for the same reason, with `suffix` on a causal E pooled at its last token, the text's keys and values at
+every layer do not depend on the prompt. Whenever the prompt needs a gradient (training), E reads the text once
+without a graph (its KV cache) and only the K prompt positions (and a trailing special token) run with a graph over
+that cache: the same embeddings and gradients as the full forward, with activations stored for K positions instead of
+L + K. Several prompts for one text (`embed_prompts`: one text, several instructions) read one text cache the same
+way. `read_once = False` runs every position with a graph (for comparison, or as an escape hatch).
 """
 
 from __future__ import annotations
@@ -28,8 +35,10 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
 
+from .checkpointing import is_checkpointed
 from .config import INPUT_POSITIONS, PROMPT_POSITION_CHOICES
 from .deep_prompt import DeepPrompt, KVLayout, kv_layout, prefix_cache
+from .kv_cache import cache_of, repeat_rows
 from .pooling import pool
 from .registry import load_pretrained
 
@@ -51,6 +60,10 @@ def drop_pooler(model: nn.Module) -> nn.Module:
 class EmbeddingBackbone(nn.Module):
     """E plus its tokenizer, with soft-prompt insertion and pooling."""
 
+    #: Read the text once where a suffix allows it (see the module's docstring); a run sets it from
+    #: `TrainingConfig.read_once`.
+    read_once: bool = True
+
     def __init__(self, model: nn.Module, tokenizer, pooling: str | None = None, max_length: int = 512,
                  freeze: bool = True, prompt_position: str = "prefix"):
         super().__init__()
@@ -59,7 +72,8 @@ class EmbeddingBackbone(nn.Module):
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
         tokenizer.padding_side = "right"  # embeddings then never depend on what else is in the batch
-        self.pooling = pooling or ("last" if is_decoder(model) else "mean")
+        self._decoder = is_decoder(model)
+        self.pooling = pooling or ("last" if self._decoder else "mean")
         self.max_length = min(max_length, getattr(tokenizer, "model_max_length", max_length) or max_length)
         if freeze:
             model.requires_grad_(False)
@@ -160,6 +174,9 @@ class EmbeddingBackbone(nn.Module):
             hidden, mask = self._forward_deep(texts, prompt)
             pooled = pool(hidden, mask, self.pooling).float()
             return F.normalize(pooled, dim=-1) if normalize else pooled
+        if prompt is not None and prompt.requires_grad and prompt.dim() == 2 and self.can_read_once():
+            pooled = self._read_once(texts, prompt.unsqueeze(0))[0]
+            return F.normalize(pooled, dim=-1) if normalize else pooled
         k = 0 if prompt is None else prompt.shape[-2]
         batch = self.tokenize(texts, k)
         embeds = self.model.get_input_embeddings()(batch["input_ids"])
@@ -174,6 +191,50 @@ class EmbeddingBackbone(nn.Module):
         exclude = None if include_prompt_in_mean else prompt_mask
         pooled = pool(hidden, mask, self.pooling, exclude).float()
         return F.normalize(pooled, dim=-1) if normalize else pooled
+
+    def can_read_once(self) -> bool:
+        """Whether E may read the text once, without a graph, and the prompt over its cache: `read_once` on, a suffix
+        on a causal E pooled at its last token (no text token attends to the prompt), E frozen (nothing of E's needs
+        the text's graph) and not checkpointed (recomputing a block in backward would extend its cache again)."""
+        return (self.read_once and self.prompt_position == "suffix" and self.pooling == "last" and self._decoder
+                and not any(p.requires_grad for p in self.model.parameters()) and not is_checkpointed(self.model))
+
+    def embed_prompts(self, texts: list[str], prompts: list[torch.Tensor | DeepPrompt], normalize: bool = True
+                      ) -> torch.Tensor:
+        """(M, B, d): the texts behind each of M prompts. Where `can_read_once`, E reads each text once and the M
+        prompts read its cache together; otherwise one full forward per prompt."""
+        if prompts and all(torch.is_tensor(p) and p.dim() == 2 for p in prompts) and self.can_read_once():
+            pooled = self._read_once(texts, torch.stack(prompts))
+            return F.normalize(pooled, dim=-1) if normalize else pooled
+        return torch.stack([self(texts, prompt, normalize) for prompt in prompts])
+
+    def _read_once(self, texts: list[str], prompts: torch.Tensor) -> torch.Tensor:
+        """Last-token states (M, B, d) of the texts behind each of M prompts (M, K, d).
+
+        The texts go through E without a graph, left-padded with each row's own positions (so every row ends at the
+        last column, and a sliding-window layer's window counts real distances); then each prompt, followed by the
+        trailing special token where the tokenizer appends one, runs with a graph over its own rows of that cache, at
+        the positions that follow each row's text. Row i * M + j of the second forward is text i behind prompt j.
+        """
+        count, k = prompts.shape[0], prompts.shape[-2]
+        batch = self.tokenize(texts, k, padding_side="left")
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        embed = self.model.get_input_embeddings()
+        text_end = ids.shape[1] - int(self.suffix_special)
+        text_mask = mask[:, :text_end]
+        with torch.no_grad():
+            out = self.model(inputs_embeds=embed(ids[:, :text_end]), attention_mask=text_mask,
+                             position_ids=(text_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
+        cache = {keyword: repeat_rows(states, count) for keyword, states in cache_of(out).items()}
+        text_mask = text_mask.repeat_interleave(count, 0)
+        tail = prompts.to(embed.weight.dtype).repeat(len(texts), 1, 1)
+        if self.suffix_special:
+            tail = torch.cat([tail, embed(ids[:, text_end:]).repeat_interleave(count, 0)], dim=1)
+        positions = text_mask.sum(1, keepdim=True) + torch.arange(tail.shape[1], device=ids.device)
+        full_mask = torch.cat([text_mask, text_mask.new_ones(tail.shape[:2])], dim=1)
+        hidden = self.model(inputs_embeds=tail, attention_mask=full_mask, position_ids=positions, use_cache=True,
+                            **cache).last_hidden_state
+        return hidden[:, -1].float().view(len(texts), count, -1).transpose(0, 1)
 
     def _forward_deep(self, texts: list[str], prompt: DeepPrompt) -> tuple[torch.Tensor, torch.Tensor]:
         """The text's states behind a cached [BOS +] prompt prefix, and the text's mask. Padded on the right, so

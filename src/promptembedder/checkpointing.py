@@ -49,3 +49,9 @@ def enable_gradient_checkpointing(model: nn.Module) -> int:
     if getattr(config, "use_cache", None):
         config.use_cache = False
     return len(blocks)
+
+
+def is_checkpointed(model: nn.Module) -> bool:
+    """Whether `enable_gradient_checkpointing` wrapped the blocks of `model` (a path that extends a KV cache inside
+    a block cannot run under it: the recompute would extend it again)."""
+    return any(isinstance(block.forward, functools.partial) for block in transformer_blocks(model))

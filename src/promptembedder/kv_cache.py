@@ -1,8 +1,8 @@
 """Transformers' KV cache across its versions: the keyword it travels under, one layer's states, a new cache.
 
 P's generation (generator.py) feeds each soft token back through its cache; deep prompts (deep_prompt.py) give
-frozen E a cache that already holds the prompt. Both go through these helpers, so a renamed argument or a
-changed cache layout is mended in one place.
+frozen E a cache that already holds the prompt; a suffix prompt reads the cache of its text (backbone.py, read
+once). All go through these helpers, so a renamed argument or a changed cache layout is mended in one place.
 """
 
 from __future__ import annotations
@@ -32,3 +32,12 @@ def new_cache(config) -> DynamicCache:
         return DynamicCache(config=config)
     except TypeError:  # transformers before caches knew their model's layer types
         return DynamicCache()
+
+
+def repeat_rows(cache, times: int):
+    """The cache with each row repeated `times` times in a row (row i becomes rows i*times .. i*times+times-1), as
+    generate expands it for beams: several prompts read one text's keys and values in one forward. A forward extends
+    the cache it is given in place, so a cache is never handed to a second forward; this gives each reader a row."""
+    if times > 1:
+        cache.batch_repeat_interleave(times)
+    return cache

@@ -155,6 +155,15 @@ class PromptEmbedder(TrainableEmbedder):
         prompt = self.soft_prompt(instruction) if self.uses_prompt(prompt_type) else None
         return self.backbone(texts, prompt, normalize=normalize)
 
+    def embed_instructions(self, texts: list[str], instructions: list[str | None], prompt_type: str = "query",
+                           normalize: bool = True) -> torch.Tensor:
+        """(M, B, d): the texts under each of M instructions. With a suffix prompt on a causal E, E reads each text
+        once and only the M prompts run over its cache (backbone.embed_prompts); a text without a prompt is read once
+        and is the same under every instruction."""
+        if self.generator is None or not self.uses_prompt(prompt_type):
+            return self.embed(texts, None, prompt_type, normalize).expand(len(instructions), -1, -1)
+        return self.backbone.embed_prompts(texts, [self.soft_prompt(i) for i in instructions], normalize)
+
     # --- the training interface (see trainable.py) ------------------------------------------------------
     def param_groups(self, alignment_learning_rate: float) -> list[dict]:
         """W learns faster than P: it is a small fresh matrix, P a pretrained LM."""
