@@ -138,9 +138,62 @@ def test_exported_folder_served(gemma_export):
         assert status == 400 and body["error"]["param"] == "instruction"
 
 
-def test_suffix_prompt_is_refused_with_advice(tmp_path, tiny_model_dir):
-    """sentence-transformers can only prepend a prompt: a suffix model is refused before anything is written."""
-    _saved(tmp_path, tiny_model_dir, str(tiny_model_dir("gemma3")), prompt_position="suffix")
+@pytest.fixture(scope="module")
+def suffix_export(tmp_path_factory, tiny_model_dir):
+    """The default for a last-token decoder: `auto` puts the prompt after the text (max length 24: truncation)."""
+    tmp = tmp_path_factory.mktemp("export_suffix")
+    model = _saved(tmp, tiny_model_dir, str(tiny_model_dir("gemma3")), prompt_position="auto", max_length=24,
+                   prompt_on="query")
+    assert model.backbone.prompt_position == "suffix" and model.backbone.pooling == "last"
+    return model, export(tmp / "saved", tmp / "out", INSTRUCTIONS, verify=False)
+
+
+def test_suffix_export_matches_encode_in_sentence_transformers_and_transformers(suffix_export):
+    """prompt_name puts the tokens after the text, a too-long text keeps them (as our truncation does), no
+    prompt_name is the bare document side, and plain transformers on text + tokens gives the same vectors."""
+    from promptembedder.export import plain_embeddings
+
+    model, out = suffix_export
+    texts = [*TEXTS, "word " * 40]  # over 24 tokens: truncated before the prompt, as PromptEmbedder truncates
+    cosines, st = _cosines(model, out)
+    for name, instruction in INSTRUCTIONS.items():
+        ours = model.encode(texts, instruction=instruction)
+        assert np.sum(ours * st.encode(texts, prompt_name=name, batch_size=3), axis=1).min() >= 0.9999, name
+        tokens = "".join(f"<pe:{name}:{i}>" for i in range(3))
+        plain = plain_embeddings(out, [text + tokens for text in TEXTS], "last")
+        assert np.sum(ours[: len(TEXTS)] * plain, axis=1).min() >= 0.9999, name
+        assert np.sum(ours * model.encode(texts, prompt_type="document"), axis=1).max() < 0.9999  # prompt matters
+    bare = model.encode(TEXTS, prompt_type="document", instruction=INSTRUCTIONS["sts"])  # prompt_on="query"
+    assert np.sum(bare * st.encode(TEXTS), axis=1).min() >= 0.9999
+    assert not (out / "prompt_pooling.py").exists()  # built-in modules: no trust_remote_code
+    config = json.loads((out / "config_sentence_transformers.json").read_text())
+    assert config["prompts"]["topic"] == "<pe:topic:0><pe:topic:1><pe:topic:2>"
+    assert json.loads((out / "promptembedder_export.json").read_text())["prompt_position"] == "suffix"
+    card = (out / "README.md").read_text()
+    assert "Append a task's tokens" in card and 'text + "<pe:sts:0><pe:sts:1><pe:sts:2>"' in card
+
+
+def test_suffix_export_verifies_itself(suffix_export):
+    from promptembedder.export import verify_export
+
+    model, out = suffix_export
+    assert min(verify_export(out, model, list(INSTRUCTIONS)).values()) >= 0.9999
+    with torch.no_grad():  # a model that is not the exported one: the check must fail
+        model.alignment.linear.weight.add_(0.5)
+    model.train().eval()  # P's prompt cache holds the old prompt until training mode empties it
+    try:
+        with pytest.raises(RuntimeError, match="cosine"):
+            verify_export(out, model, ["sts"])
+    finally:
+        with torch.no_grad():
+            model.alignment.linear.weight.sub_(0.5)
+        model.train().eval()
+
+
+def test_mean_pooled_suffix_prompt_is_refused_with_advice(tmp_path, tiny_model_dir):
+    """A prompt after the text left out of a mean is what sentence-transformers cannot express: refused before
+    anything is written."""
+    _saved(tmp_path, tiny_model_dir, str(tiny_model_dir("bert")), prompt_position="suffix")
     with pytest.raises(ValueError, match="promptembedder serve"):
         export(tmp_path / "saved", tmp_path / "out", INSTRUCTIONS, verify=False)
     assert not (tmp_path / "out").exists()

@@ -41,9 +41,9 @@ class PromptEmbedderConfig:
     keys and values in a decoder E (deep_prompt.py, an extension beyond the paper); `auto` is `suffix` for a decoder
     pooled at its last token and `prefix` otherwise, resolved (and saved) when E is loaded. `auto` is the
     default: with last-token pooling a causal decoder's pooled state sees a prefix only through the text, and the
-    suffix won every measured comparison on Gemma (experiments/regime/LOG.md); encoders keep `prefix`. Export to
-    sentence-transformers needs a prefix (it cannot append prompts). Configs saved before the field existed load as `prefix`, which is what
-    they were trained with.
+    suffix won every measured comparison on Gemma (experiments/regime/LOG.md); encoders keep `prefix`. Export compiles
+    `prefix` and `suffix` prompts (not `both` or `deep`). Configs saved before the field existed load as `prefix`,
+    which is what they were trained with.
 
     `train_alignment=False` keeps W at its least-squares start while P trains, so that P alone carries the
     steering: a W trained on E absorbs most of it, and a transfer to a new E replaces W (experiments/regime/LOG.md).

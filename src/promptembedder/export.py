@@ -4,6 +4,12 @@ At inference a soft prompt depends only on the instruction, so each instruction'
 (K, d_E) block of E's input embeddings. Export compiles each into K new tokens of E's vocabulary whose input
 embeddings are exactly those vectors; `prompts` in config_sentence_transformers.json maps each task name to its
 token string. The folder then runs wherever plain checkpoints run (sentence-transformers, TEI, vLLM), without P.
+
+A prefix prompt's tokens go before the text, as sentence-transformers prepends any prompt. A suffix prompt's go
+after the text, before a trailing special token, where training put them: sentence-transformers >= 6 renders
+text inputs through a chat template when the Transformer module has the `message` modality and hands it the
+prompt as a system message, so the folder's `processing_kwargs` carry a template (not the tokenizer's own chat
+template, which stays for generation) that writes the user text first and the system prompt after it.
 """
 
 from __future__ import annotations
@@ -29,8 +35,12 @@ from .model import PromptEmbedder
 from .model_card import README, CompiledPrompt, exported_model_card
 from .registry import load_pretrained
 
-#: Where the prompt sits in E's input; what the model does today. A suffix variant adds its own entry here.
-PROMPT_POSITIONS = ("prefix",)
+#: Where the prompt sits in E's input: the positions export compiles into tokens (`both` and `deep` are not).
+PROMPT_POSITIONS = ("prefix", "suffix")
+#: The suffix prompt's chat template: E's leading special tokens, the text, the prompt, E's trailing special tokens.
+SUFFIX_TEMPLATE = ("{lead}{{% for m in messages %}}{{% if m.role != 'system' %}}{{{{ m.content }}}}{{% endif %}}"
+                   "{{% endfor %}}{{% for m in messages %}}{{% if m.role == 'system' %}}{{{{ m.content }}}}"
+                   "{{% endif %}}{{% endfor %}}{trail}")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 CUSTOM_POOLING_FILE = "prompt_pooling.py"
 VERIFY_TEXTS = ("A man is playing a guitar.", "Two dogs run across a green field in the sun.", "Hi")
@@ -142,15 +152,43 @@ def add_prompt_tokens(model: nn.Module, tokenizer, prompts: Mapping[str, torch.T
     return exported
 
 
-def _sentence_transformer(out: Path, model: PromptEmbedder, exported: Mapping[str, ExportedTokens]):
+def suffix_chat_template(tokenizer) -> str:
+    """The chat template that puts a system message (the prompt) after the user text, between the special tokens
+    E's tokenizer adds around a text, so the rendered ids equal `tokenizer(text + prompt)`'s."""
+    ids = tokenizer("hello", add_special_tokens=True)["input_ids"]
+    plain = tokenizer("hello", add_special_tokens=False)["input_ids"]
+    lead = next((i for i in range(len(ids)) if ids[i : i + len(plain)] == plain), None)
+    if lead is None:
+        raise ValueError("E's tokenizer changes a text's own tokens when it adds special tokens; a suffix prompt "
+                         "cannot be expressed as a template: use `promptembedder serve` on the saved model")
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    return SUFFIX_TEMPLATE.format(lead="".join(tokens[:lead]), trail="".join(tokens[lead + len(plain):]))
+
+
+def _transformer_module(out: Path, max_length: int, position: str, tokenizer):
+    """E's sentence-transformers Transformer. Text only for a prefix (a decoder's own chat template must not wrap
+    the text); for a suffix, the `message` modality with the suffix template (see the module docstring)."""
+    from sentence_transformers.sentence_transformer.modules import Transformer
+
+    text = {"method": "forward", "method_output_name": "last_hidden_state"}
+    if position == "prefix":
+        return Transformer(str(out), max_seq_length=max_length, modality_config={"text": text},
+                           module_output_name="token_embeddings")
+    return Transformer(str(out), max_seq_length=max_length,
+                       modality_config={"text": text, "message": {**text, "format": "flat"}},
+                       module_output_name="token_embeddings",
+                       processing_kwargs={"chat_template": {"chat_template": suffix_chat_template(tokenizer)}})
+
+
+def _sentence_transformer(out: Path, model: PromptEmbedder, exported: Mapping[str, ExportedTokens], tokenizer):
     """sentence-transformers modules equal to our pooling; mean pooling needs PromptPooling (see its module)."""
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
 
     from .prompt_pooling import PromptPooling
 
     backbone = model.backbone
-    transformer = Transformer(str(out), max_seq_length=backbone.max_length)
+    transformer = _transformer_module(out, backbone.max_length, backbone.prompt_position, tokenizer)
     dim = backbone.hidden_size
     if model.config.pooling == "mean":
         pooling = PromptPooling(dim, prompt_offset=int(backbone.prefix_special))
@@ -174,21 +212,53 @@ def _ship_custom_pooling(out: Path) -> None:
     modules_path.write_text(json.dumps(modules, indent=2) + "\n")
 
 
+def with_prompt(text: str, token_string: str, position: str) -> str:
+    """The input string a plain engine (transformers, TEI, vLLM, infinity) embeds for `text` under a task."""
+    return text + token_string if position == "suffix" else token_string + text
+
+
+def plain_embeddings(out: str | Path, inputs: list[str], pooling: str) -> np.ndarray:
+    """Normalised embeddings of ready-made input strings by plain transformers (AutoModel, E's tokenizer, no
+    sentence-transformers): what an engine serving the folder computes."""
+    from .pooling import pool
+
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    tokenizer.padding_side = "right"
+    e_model = AutoModel.from_pretrained(out, dtype=torch.float32).eval()
+    batch = tokenizer(inputs, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = e_model(**batch).last_hidden_state
+    return torch.nn.functional.normalize(pool(hidden, batch["attention_mask"], pooling), dim=-1).numpy()
+
+
+def _check(name: str, how: str, ours: np.ndarray, theirs: np.ndarray) -> float:
+    cosine = float(np.min(np.sum(ours * theirs, axis=1)))
+    if cosine < MIN_COSINE:
+        raise RuntimeError(f"exported prompt {name!r} through {how} gives embeddings with cosine {cosine:.6f} to "
+                           f"PromptEmbedder.encode (need >= {MIN_COSINE}): the export is wrong, please report it")
+    return cosine
+
+
 def verify_export(out: str | Path, model: PromptEmbedder, names: list[str], texts=VERIFY_TEXTS) -> dict[str, float]:
-    """Load the folder with sentence-transformers and compare to `PromptEmbedder.encode`; min cosine per name."""
+    """Load the folder with sentence-transformers and compare to `PromptEmbedder.encode`; min cosine per name.
+    Last-token and CLS pooling are checked through plain transformers on `text` with the token string too."""
     from sentence_transformers import SentenceTransformer
 
     st = SentenceTransformer(str(out), device="cpu", trust_remote_code=(Path(out) / CUSTOM_POOLING_FILE).exists(),
                              local_files_only=True)
-    instructions = json.loads((Path(out) / "promptembedder_export.json").read_text())["instructions"]
+    record = json.loads((Path(out) / "promptembedder_export.json").read_text())
+    position, pooling, texts = record["prompt_position"], model.backbone.pooling, list(texts)
+    plain = None
+    if pooling != "mean":  # a plain mean would average the prompt tokens in (see the folder's README)
+        inputs = [with_prompt(text, record["tokens"][name], position) for name in names for text in texts]
+        plain = plain_embeddings(out, inputs, pooling).reshape(len(names), len(texts), -1)
     result = {}
-    for name in names:
-        ours = model.encode(list(texts), instruction=instructions[name], normalize=True)
-        theirs = st.encode(list(texts), prompt_name=name, normalize_embeddings=True)
-        result[name] = float(np.min(np.sum(ours * theirs, axis=1)))
-        if result[name] < MIN_COSINE:
-            raise RuntimeError(f"exported prompt {name!r} gives embeddings with cosine {result[name]:.6f} to "
-                               f"PromptEmbedder.encode (need >= {MIN_COSINE}): the export is wrong, please report it")
+    for i, name in enumerate(names):
+        ours = model.encode(texts, instruction=record["instructions"][name], normalize=True)
+        theirs = st.encode(texts, prompt_name=name, normalize_embeddings=True)
+        result[name] = _check(name, "sentence-transformers", ours, theirs)
+        if plain is not None:
+            result[name] = min(result[name], _check(name, "transformers", ours, plain[i]))
     return result
 
 
@@ -215,11 +285,15 @@ def export(model: str | Path | PromptEmbedder, out: str | Path, instructions: Ma
             raise FileNotFoundError(f"{model_dir / CONFIG_NAME} not found: export needs a saved PromptEmbedder "
                                     "(baselines and bare backbones have no instruction prompts to compile)")
         model = PromptEmbedder.from_pretrained(model_dir, device="cpu")
-    prompt_position = model.config.prompt_position
-    if prompt_position not in PROMPT_POSITIONS:  # sentence-transformers prepends prompts: it cannot append them
+    prompt_position = model.backbone.prompt_position  # `auto` resolved as training resolved it
+    if prompt_position not in PROMPT_POSITIONS:
         raise ValueError(f"this model's soft prompt is at position {prompt_position!r}; export compiles "
                          f"{' or '.join(PROMPT_POSITIONS)} prompts only. Use `promptembedder serve` on the saved "
                          "model instead")
+    if prompt_position == "suffix" and model.backbone.pooling == "mean":
+        raise ValueError("this model mean-pools behind a suffix prompt; sentence-transformers cannot leave a prompt "
+                         "that follows the text out of a mean (it measures prompts from the start). Use "
+                         "`promptembedder serve` on the saved model instead")
     prompts = compile_prompts(model, instructions)
     reference = model.config.embedding_model
     decoder = is_decoder(model.backbone.model)
@@ -235,10 +309,10 @@ def export(model: str | Path | PromptEmbedder, out: str | Path, instructions: Ma
 def _write(out: Path, folder_name: str, model: PromptEmbedder, model_dir: Path | None, e_model, tokenizer,
            exported: Mapping[str, ExportedTokens], instructions: Mapping[str, str], verify: bool) -> None:
     """Every file of the export, into `out` (the staging folder; `folder_name` is its final name)."""
-    prompt_position = model.config.prompt_position
+    prompt_position = model.backbone.prompt_position
     e_model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    st = _sentence_transformer(out, model, exported)
+    st = _sentence_transformer(out, model, exported, tokenizer)
     st.save(str(out))
     e_model.save_pretrained(out)  # sentence-transformers saved E's base model; keep the full model (LM head)
     custom = model.config.pooling == "mean"
@@ -251,6 +325,7 @@ def _write(out: Path, folder_name: str, model: PromptEmbedder, model_dir: Path |
     cards = [CompiledPrompt(name, text, exported[name].token_string, model.decode_prompt(text))
              for name, text in instructions.items()]
     (out / README).write_text(exported_model_card(model.config, model_dir, cards, trust_remote_code=custom,
-                                                                  folder=folder_name))
+                                                  folder=folder_name, position=prompt_position,
+                                                  pooling=model.backbone.pooling))
     if verify:
         verify_export(out, model, list(instructions))

@@ -99,18 +99,27 @@ def _cell(text: str) -> str:
 
 
 def exported_model_card(config: PromptEmbedderConfig, model_dir: str | Path | None, prompts: list[CompiledPrompt],
-                        trust_remote_code: bool, folder: str = "OUT") -> str:
+                        trust_remote_code: bool, folder: str = "OUT", position: str = "prefix",
+                        pooling: str = "mean") -> str:
     """The card of an exported folder: every task's prompt tokens, what they decode to, and how to call it."""
     remote = ", trust_remote_code=True" if trust_remote_code else ""
     load = f'SentenceTransformer("{folder}"{remote})'
     first = prompts[0].name if prompts else "NAME"
+    tokens = prompts[0].token_string if prompts else "TOKENS"
+    if position == "suffix":
+        where = ("Append a task's tokens to the text (before any special token the tokenizer adds at the end); "
+                 "sentence-transformers does it with `prompt_name`, through the chat template in "
+                 "`sentence_bert_config.json`'s `processing_kwargs` (the tokenizer's own chat template is untouched).")
+        plain = f'text + "{tokens}"'
+    else:
+        where = "Prepend a task's tokens to the text (sentence-transformers does it with `prompt_name`)."
+        plain = f'"{tokens}" + text'
     lines = [
         "---", "library_name: sentence-transformers",
         "tags: [sentence-transformers, sentence-similarity, feature-extraction, promptembedder]", "---", "",
         "# PromptEmbedder (exported)", "",
         "A frozen Embedding LLM with each instruction's soft prompt compiled into K new tokens of its vocabulary: "
-        "the Prompting LLM is not needed any more. Prepend a task's tokens to the text (sentence-transformers "
-        "does it with `prompt_name`).", "",
+        f"the Prompting LLM is not needed any more. {where}", "",
         *_model_lines(config, training_record(model_dir) if model_dir else {}), "",
         "## Tasks", "",
         "| prompt_name | instruction | tokens | prompt decodes to |", "|---|---|---|---|",
@@ -120,6 +129,8 @@ def exported_model_card(config: PromptEmbedderConfig, model_dir: str | Path | No
         f"model = {load}",
         f'embeddings = model.encode(["A man plays a guitar."], prompt_name="{first}")',
         "```", "",
+        f"Anything that embeds plain strings with this folder (transformers, an embeddings server) embeds `{plain}` "
+        f"for task `{first}`, with {pooling} pooling and L2 normalisation.", "",
     ]
     if config.prompt_on == "query":
         lines += ["Documents get no prompt (the model was trained with `prompt_on='query'`): encode them without "
@@ -131,6 +142,10 @@ def exported_model_card(config: PromptEmbedderConfig, model_dir: str | Path | No
                   "(cosine about 0.90 to these on MiniLM): serve this folder with sentence-transformers or "
                   "`promptembedder serve` instead.", ""]
     else:
-        lines += ["Engines that serve plain checkpoints (TEI, vLLM) give the same embeddings when the task's "
-                  "tokens are prepended to each text.", ""]
+        lines += ["Engines that serve plain checkpoints (TEI, vLLM, infinity) give the same embeddings when the "
+                  f"task's tokens are {'appended to' if position == 'suffix' else 'prepended to'} each text.", ""]
+        if position == "suffix":
+            lines += ["Such an engine truncates a text longer than the max length at its end, the appended tokens "
+                      "with it: truncate texts to the max length less K tokens first (sentence-transformers keeps "
+                      "the prompt, as PromptEmbedder does).", ""]
     return "\n".join(lines)
