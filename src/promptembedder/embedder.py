@@ -34,6 +34,18 @@ def check_texts(texts: object) -> tuple[list[str], bool]:
     return list(texts), single
 
 
+def check_instructions(instruction: object) -> list[str | None] | None:
+    """encode's `instruction`: None or one string (returned as None: one matrix), or a non-empty list of them."""
+    if instruction is None or isinstance(instruction, str):
+        return None
+    if not isinstance(instruction, Sequence) or not instruction:
+        raise TypeError(f"instruction must be a string, None or a non-empty list of them, got {instruction!r}")
+    for i, item in enumerate(instruction):
+        if item is not None and not isinstance(item, str):
+            raise TypeError(f"instruction[{i}] is {type(item).__name__}, not str or None")
+    return list(instruction)
+
+
 class Embedder(nn.Module):
     """Base class: subclasses implement `embed(texts, instruction, prompt_type)` returning (B, d) tensors."""
 
@@ -50,10 +62,16 @@ class Embedder(nn.Module):
                 normalize: bool = True) -> torch.Tensor:
         return self.embed(texts, instruction, prompt_type, normalize)
 
+    def embed_instructions(self, texts: list[str], instructions: list[str | None], prompt_type: str = "query",
+                           normalize: bool = True) -> torch.Tensor:
+        """(M, B, d): the texts under each of M instructions. One `embed` each here; a model that can read each
+        text once for all of them overrides it (PromptEmbedder with a suffix prompt on a causal E)."""
+        return torch.stack([self.embed(texts, i, prompt_type, normalize) for i in instructions])
+
     def encode(
         self,
         texts: str | Sequence[str],
-        instruction: str | None = None,
+        instruction: str | None | Sequence[str | None] = None,
         batch_size: int = 32,
         normalize: bool | None = None,
         show_progress_bar: bool | None = None,
@@ -62,9 +80,12 @@ class Embedder(nn.Module):
     ) -> np.ndarray | torch.Tensor:
         """Embed texts without gradients; one string gives one vector, a list gives a (n, d) matrix.
 
-        Texts are sorted by length so each batch pads little, and results come back in input order.
+        Texts are sorted by length so each batch pads little, and results come back in input order. A list of
+        instructions gives one matrix per instruction, stacked: (M, n, d), or (M, d) for one string; each text is
+        read once for all of them where the model can (`embed_instructions`).
         """
         texts, single = check_texts(texts)
+        instructions = check_instructions(instruction)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if prompt_type not in PROMPT_TYPES:
@@ -81,17 +102,18 @@ class Embedder(nn.Module):
             with torch.inference_mode():
                 for start in tqdm(starts, desc="Batches", disable=not show_progress_bar):
                     batch = [texts[i] for i in order[start : start + batch_size]]
-                    chunks.append(self.embed(batch, instruction, prompt_type, normalize).float().cpu())
+                    embedded = (self.embed(batch, instruction, prompt_type, normalize) if instructions is None
+                                else self.embed_instructions(batch, instructions, prompt_type, normalize))
+                    chunks.append(embedded.float().cpu())
         finally:
             self.train(was_training)
         if chunks:
-            stacked = torch.cat(chunks)
-            result = torch.empty_like(stacked)
-            result[torch.as_tensor(order)] = stacked
+            stacked = torch.cat(chunks, dim=-2)
+            result = torch.empty_like(stacked).index_copy_(-2, torch.as_tensor(order), stacked)
         else:
-            result = torch.empty(0, self.embedding_dim)
+            result = torch.empty(*([] if instructions is None else [len(instructions)]), 0, self.embedding_dim)
         if single:
-            result = result[0]
+            result = result[..., 0, :]
         return result.numpy() if convert_to_numpy else result
 
     # --- sentence-transformers' names -----------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 MAY_CHANGE = frozenset({
     "max_steps", "eval_steps", "save_steps", "logging_steps", "eval_max_pairs", "target_score", "stop_at_target",
     "show_progress_bar", "do_eval", "save_model", "device", "bf16", "grad_cache_chunk_size", "fsdp",
-    "gradient_checkpointing",
+    "gradient_checkpointing", "read_once",
 })
 #: Settings that only say how this invocation treats the folder.
 IGNORED = frozenset({"resume", "overwrite", "output_dir"})

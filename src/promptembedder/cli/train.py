@@ -65,6 +65,10 @@ def train(
     fsdp: Annotated[str | None, Opt(help="under torchrun, shard P and W (FSDP2): full_shard | shard_grad_op")] = None,
     gradient_checkpointing: Annotated[bool | None, Opt("--gradient-checkpointing",
                                                        help="recompute E's activations in backward")] = None,
+    read_once: Annotated[bool | None, Opt("--read-once/--no-read-once",
+                                          help="suffix prompt on a decoder E: read the text once without a graph, "
+                                               "back-propagate through the prompt positions only (default on)")]
+    = None,
 ) -> None:
     """Train PromptEmbedder or a baseline contrastively (works under torchrun / accelerate launch)."""
     overrides = {k: v for k, v in locals().items() if k != "config" and v is not None}

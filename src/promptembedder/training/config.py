@@ -87,6 +87,10 @@ class TrainingConfig:
     grad_cache_chunk_size: int | None = None
     fsdp: str | None = None
     gradient_checkpointing: bool = False
+    #: With a suffix prompt on a causal E pooled at its last token, E reads the text once without a graph and only
+    #: the K prompt positions with one (backbone.py): the same gradients, less time and memory. False: every
+    #: position with a graph, for comparison.
+    read_once: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
