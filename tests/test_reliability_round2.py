@@ -4,6 +4,7 @@ write that raises OSError(ENOSPC), an unwritable place by a path under /proc. Ti
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import shutil
@@ -11,12 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from reliability_helpers import runner, text
+import torch
+from reliability_helpers import EXAMPLES, PAIRS, config, run, runner, text
 
 import promptembedder.auto as auto
 import promptembedder.export as export_module
 from promptembedder.cli import app
 from promptembedder.export import export
+from promptembedder.resume import ResumeWarning
+from promptembedder.serialization import UnsafeFileError
+from promptembedder.training import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 INSTRUCTIONS = {"para": "Find a paraphrase."}
@@ -124,3 +129,47 @@ def test_encode_output_is_checked_first_and_written_whole(saved, tmp_path, monke
     monkeypatch.setattr(np, "save", save)
     result = runner.invoke(app, ["encode", model, "-i", str(texts), "-o", str(target), "--device", "cpu"])
     assert result.exit_code == 0 and np.load(target).shape[0] == 2
+
+
+# --- 4. --resume refuses changed training data ------------------------------------------------------------------
+def test_resume_refuses_changed_training_data(models, tmp_path):
+    data = tmp_path / "pairs.jsonl"
+    rows = "".join(json.dumps(p) + "\n" for p in PAIRS)
+    data.write_text(rows)
+    out = tmp_path / "run"
+    Trainer(config(models, out, train_data=[str(data)])).train()
+    data.write_text("".join(json.dumps({**p, "negative": "rewritten"}) + "\n" for p in PAIRS[:5]))
+    with pytest.raises(ValueError, match="pairs.jsonl changed since the checkpoint"):
+        Trainer(config(models, out, train_data=[str(data)], resume=True, max_steps=3))
+    data.write_text(rows)  # the original data: the refusal released the folder, the run goes on
+    assert Trainer(config(models, out, train_data=[str(data)], resume=True, max_steps=3)).train().steps == 3
+    run(models, tmp_path / "given")  # examples given in Python (or a named source's mined negatives) changed
+    changed = [dataclasses.replace(e, negatives=("another negative",)) for e in EXAMPLES]
+    with pytest.raises(ValueError, match="training examples differ from the checkpoint's"):
+        Trainer(config(models, tmp_path / "given", resume=True, max_steps=3), examples=changed)
+
+
+# --- 6. the trainer state loads with weights_only=True: a pickled payload never runs -----------------------------
+class Payload:
+    """What a tampered trainer_state.pt would carry: code run by unpickling."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('ran')",)
+
+
+def test_trainer_state_is_tensors_and_plain_values_only(models, saved, tmp_path):
+    state = torch.load(saved / "checkpoint" / "trainer_state.pt", weights_only=True)
+    out, marker = tmp_path / "run", tmp_path / "ran"
+    shutil.copytree(saved, out)
+    torch.save({**state, "extra": Payload(marker)}, out / "checkpoint" / "trainer_state.pt")
+    with pytest.raises(UnsafeFileError, match="trainer_state.pt needs code .*builtins.exec.* is not loaded"):
+        run(models, out, resume=True, max_steps=3)
+    assert not marker.exists()
+    state["rng"]["numpy"] = np.random.get_state()  # as checkpoints from before stored it: a numpy array
+    torch.save(state, out / "checkpoint" / "trainer_state.pt")
+    with pytest.warns(ResumeWarning, match="max_steps"):
+        _, result = run(models, out, resume=True, max_steps=3)
+    assert result.steps == 3

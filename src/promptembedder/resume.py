@@ -9,6 +9,7 @@ silently mixed schedule is worse than an error. Only the run's length, its bookk
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import warnings
@@ -20,6 +21,8 @@ MAY_CHANGE = frozenset({
     "show_progress_bar", "do_eval", "save_model", "device", "bf16", "grad_cache_chunk_size", "fsdp",
     "gradient_checkpointing", "read_once",
 })
+#: The checkpoint's record of the training data (`data_hashes`).
+DATA_FILE = "data_hashes.json"
 #: Settings that only say how this invocation treats the folder.
 IGNORED = frozenset({"resume", "overwrite", "output_dir"})
 
@@ -63,6 +66,44 @@ def record(output_dir: Path, step: int, changed: dict[str, list]) -> None:
     with open(output_dir / "resumes.jsonl", "a") as handle:
         handle.write(json.dumps({"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "changed": changed},
                                 default=str) + "\n")
+
+
+def data_hashes(specs: list, examples: list) -> dict:
+    """What the run trains on: a SHA-256 of each data file in `train_data` and one of all its examples (which also
+    covers named sources and their mined negatives), with their count. Saved with every checkpoint."""
+    files = {}
+    for spec in specs:
+        path = Path(spec["path"] if isinstance(spec, dict) else spec)
+        if path.suffix and path.is_file():
+            with open(path, "rb") as handle:
+                files[str(path)] = hashlib.file_digest(handle, "sha256").hexdigest()
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(repr(example).encode())
+    return {"files": files, "examples": digest.hexdigest(), "count": len(examples)}
+
+
+def check_data(checkpoint: Path, current: dict) -> None:
+    """Refuse a resume whose training data differs from the checkpoint's: only its path used to be compared, so a
+    rewritten file resumed silently into a different run. A checkpoint from before the hashes is warned about."""
+    path = checkpoint / DATA_FILE
+    if not path.is_file():
+        warnings.warn(f"{checkpoint} has no {DATA_FILE} (written before data hashes): the training data cannot be "
+                      "checked against the checkpoint's", ResumeWarning, stacklevel=3)
+        return
+    saved = json.loads(path.read_text())
+    advice = ("a resumed run must train on the same data: restore it, or start a new run (--overwrite or another "
+              "--output-dir)")
+    for name, digest in saved.get("files", {}).items():
+        now = current["files"].get(name)
+        if now != digest:
+            what = "is gone" if now is None and not Path(name).is_file() else "changed"
+            raise ValueError(f"--resume: train_data file {name} {what} since the checkpoint (sha256 {digest[:12]} "
+                             f"then, {(now or '-')[:12]} now); {advice}")
+    if saved.get("examples") != current["examples"]:
+        raise ValueError(f"--resume: the training examples differ from the checkpoint's ({saved.get('count')} then, "
+                         f"{current['count']} now: a data file, a named source or its mined negatives changed); "
+                         f"{advice}")
 
 
 def saved_config(checkpoint: Path) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import warnings
 from pathlib import Path
 
@@ -17,6 +18,9 @@ import torch
 from safetensors import safe_open
 
 FORMAT_VERSION = 1
+#: What numpy's arrays need to unpickle (RNG keys in checkpoints from before they were stored as tensors).
+NUMPY_ARRAY_GLOBALS = ("numpy._core.multiarray._reconstruct", "numpy.core.multiarray._reconstruct", "numpy.ndarray",
+                       "numpy.dtype", "numpy.dtypes.UInt32DType")
 MANIFEST_FILE = "manifest.json"
 #: HF config keys that say how a model was loaded or run, not what it is.
 VOLATILE_KEYS = frozenset({"transformers_version", "dtype", "torch_dtype", "use_cache", "name_or_path",
@@ -25,6 +29,10 @@ VOLATILE_KEYS = frozenset({"transformers_version", "dtype", "torch_dtype", "use_
 
 class CorruptFileError(ValueError):
     """A saved file cannot be read: truncated by a crash, or damaged."""
+
+
+class UnsafeFileError(ValueError):
+    """A saved file would need arbitrary code to load (a pickle naming functions or classes): never loaded."""
 
 
 class ManifestWarning(UserWarning):
@@ -49,14 +57,44 @@ def read_safetensors(path: str | Path, device: str = "cpu",
 
 
 def read_torch(path: str | Path, advice: str = "resume from an earlier copy, or start a new run") -> dict:
-    """A torch.save'd trainer state (optimizer, scheduler, RNG: plain Python objects, hence weights_only=False)."""
+    """A torch.save'd trainer state, read with `weights_only=True`: tensors and plain values only, so a tampered
+    file cannot run code. A state from before RNG states were stored as tensors holds numpy's RNG keys as an
+    array: numpy's array reconstruction (no other code) is allowed for it; anything else is refused by name."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {advice}")
     try:
-        return torch.load(path, weights_only=False)
-    except Exception as err:  # a truncated pickle/zip surfaces as RuntimeError, EOFError, UnpicklingError ...
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as err:
+        unsafe = _unsafe_globals(path)
+        if unsafe is None:
+            raise _corrupt(path, err, advice) from err
+        if not set(unsafe) <= set(NUMPY_ARRAY_GLOBALS):
+            raise UnsafeFileError(f"{path} needs code outside tensors and plain values to load ({', '.join(unsafe)})"
+                                  "; it was not written by promptembedder and is not loaded: "
+                                  f"{advice}") from None
+    except Exception as err:  # a truncated zip surfaces as RuntimeError, EOFError ...
         raise _corrupt(path, err, advice) from err
+    try:
+        with torch.serialization.safe_globals(_numpy_array_globals()):
+            return torch.load(path, weights_only=True)
+    except Exception as err:
+        raise _corrupt(path, err, advice) from err
+
+
+def _unsafe_globals(path: Path) -> list[str] | None:
+    """The globals a file's pickle names beyond what weights_only allows; None when the file cannot be read."""
+    try:
+        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # noqa: BLE001 (damaged: reported as corrupt by the caller)
+        return None
+
+
+def _numpy_array_globals() -> list:
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core  # numpy 2 / numpy 1
+    return [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 def config_hash(config: dict) -> str:

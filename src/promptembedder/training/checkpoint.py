@@ -24,6 +24,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from ..numerics import check_weights
+from ..resume import DATA_FILE
 from ..run_folder import write_folder
 from ..serialization import read_safetensors, read_torch, tied_once
 
@@ -32,9 +33,12 @@ if TYPE_CHECKING:
 
 
 def rng_state() -> dict:
+    """Every generator's state as tensors and plain values, which `torch.load(weights_only=True)` reads back."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
@@ -42,7 +46,11 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy = state["numpy"]
+    if isinstance(numpy, dict):
+        numpy = (numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["position"], numpy["has_gauss"],
+                 numpy["gauss"])
+    np.random.set_state(numpy)  # a checkpoint from before: numpy's own tuple
     torch.set_rng_state(state["torch"])
     if state["cuda"] is not None:
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -72,6 +80,7 @@ def save_checkpoint(trainer: Trainer, rng: dict) -> None:
         save_file(tensors, tmp / "trainable.safetensors", metadata={"aliases": json.dumps(aliases)})
         torch.save(state, tmp / "trainer_state.pt")
         (tmp / "training_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        (tmp / DATA_FILE).write_text(json.dumps(trainer.data_hashes, indent=2) + "\n")
 
     write_folder(trainer.output_dir / "checkpoint", write, trainer.step)
 

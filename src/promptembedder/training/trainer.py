@@ -26,7 +26,7 @@ from ..environment import environment
 from ..interrupts import catch_stop_signals, deferred_interrupt, raise_pending, signal_of
 from ..numerics import check_step, json_safe
 from ..plotting import plot_training
-from ..resume import record
+from ..resume import check_data, data_hashes, record
 from ..run_folder import RunFolder, open_run
 from ..trainable import TrainableEmbedder
 from ..training_sources import load_training_data
@@ -95,6 +95,13 @@ class Trainer:
         self.examples = examples if examples is not None else load_training_data(
             config.train_data, config.skip_invalid, embedding_model=config.embedding_model,
             task_weights=config.task_weights)
+        self.data_hashes = data_hashes(config.train_data, self.examples)  # saved with each checkpoint
+        if config.resume:  # every rank: each would otherwise wait for the others
+            try:
+                check_data(self.output_dir / "checkpoint", self.data_hashes)
+            except ValueError:
+                self.folder.close()
+                raise
         checkpoint.seed_everything(config.seed)
         self.model = model if model is not None else build_model(config, self.device, self.instructions)
         self.model.to(self.device)
