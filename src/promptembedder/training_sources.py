@@ -1,12 +1,14 @@
 """Named training sources with per-task instructions, and how several are mixed.
 
-Each source gives `TrainExample`s carrying its task's instruction, so `make_batches` keeps one instruction (one
-soft prompt) per batch. Sources are mixed by size, or resampled to `task_weights`. A source built from a task's
+Each source gives `TrainExample`s carrying its task's instruction, or its task's wordings from the instruction
+catalogue (the many-task sources of `task_sources`), so `make_batches` keeps one instruction (one soft prompt) per
+batch. Sources are mixed by size, or resampled to `task_weights`. A source built from a task's
 training split makes that task in-domain (see `evaluation.TaskSpec.train_source`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import task_sources as many
 from .data import (
     NLI_INSTRUCTION,
     STS_INSTRUCTION,
@@ -27,15 +30,19 @@ from .data import (
 from .embedder import Embedder
 from .evaluation.retrieval import rank
 from .evaluation.tasks import TASKS
+from .instructions import training_instructions
 from .registry import cache_dir, resolve
 from .task_data import RetrievalData, load_banking77, load_esnli_triplets, load_mrpc, load_scifact
 from .training_files import load_examples
 
-__all__ = ["ALL_SOURCES", "SOURCES", "load_training_data", "mine_negatives", "mix_sources"]
+__all__ = ["ALL_SOURCES", "MULTITASK_CAP", "SOURCES", "load_training_data", "mine_negatives", "mix_sources"]
 
 #: What `--train-data all` means.
 ALL_SOURCES = ("esnli", "sts-train", "scifact-train", "banking77-train", "mrpc-train")
 SEED = 0
+#: `multitask` keeps at most this many examples of each task (a seeded sample), so SST-2's 67k or the NLI pool do
+#: not drown the small licl tasks (163-1,400 each).
+MULTITASK_CAP = 1000
 
 
 def _esnli(embedding_model: str) -> list[TrainExample]:
@@ -106,6 +113,38 @@ def _scifact(embedding_model: str) -> list[TrainExample]:
             for q, docs in data.qrels.items() for d in docs if q in negatives]
 
 
+def with_wordings(examples: list[TrainExample], task: str) -> list[TrainExample]:
+    """`examples` with `task`'s training wordings from the catalogue (drawn per batch), its own first."""
+    wordings = training_instructions(task)
+    return [dataclasses.replace(e, instruction=wordings[0], instructions=wordings) for e in examples]
+
+
+def _multitask(embedding_model: str) -> list[TrainExample]:
+    """The many-task mix: instruction-contrastive NLI (e-SNLI dev, MultiNLI dev, CAD train/dev), Quora, SciTail,
+    TREC, SST-2, every training licl task, and the six-task suite's training sets (STS-B train, Banking77, MRPC
+    minus STS-B test pairs, SciFact training claims without mined negatives), each task capped at MULTITASK_CAP.
+
+    Never read: the unseen and excluded tasks of the catalogue (licl ag_news, trec, sst2, scierc, the ten unseen
+    ones, 20 Newsgroups), e-SNLI test and its premises, AG News (its only split is the evaluation's).
+    """
+    scifact = load_scifact("train")
+    parts = [many.esnli_contrastive(), many.mnli_contrastive(), many.cad_contrastive(), many.quora_pairs(),
+             many.scitail_triplets(), many.trec_pairs(), many.sst2_pairs(), many.licl_pairs(),
+             with_wordings(load_sts_train_pairs(), "sts"), with_wordings(_banking77(embedding_model), "banking77"),
+             with_wordings(_mrpc(embedding_model), "mrpc"),
+             with_wordings([TrainExample(scifact.queries[q], scifact.corpus[d]) for q, docs in scifact.qrels.items()
+                            for d in docs], "scifact")]
+    by_task: dict[tuple[str, ...], list[TrainExample]] = {}
+    for example in (e for part in parts for e in part):
+        by_task.setdefault(example.instructions, []).append(example)
+    rng = random.Random(SEED)
+    mixed = []
+    for examples in by_task.values():
+        keep = sorted(rng.sample(range(len(examples)), MULTITASK_CAP)) if len(examples) > MULTITASK_CAP else None
+        mixed += examples if keep is None else [examples[i] for i in keep]
+    return mixed
+
+
 def _cuda() -> bool:
     import torch
 
@@ -120,6 +159,17 @@ SOURCES: dict[str, Callable[[str], list[TrainExample]]] = {
     "scifact-train": _scifact,
     "banking77-train": _banking77,
     "mrpc-train": _mrpc,
+    "esnli-contrastive": lambda e: many.esnli_contrastive(),
+    "mnli": lambda e: many.mnli_contrastive(),
+    "cad-nli": lambda e: many.cad_contrastive(),
+    "nli-contrastive": lambda e: [*many.esnli_contrastive(), *many.mnli_contrastive(), *many.cad_contrastive()],
+    "quora": lambda e: many.quora_pairs(),
+    "scitail": lambda e: many.scitail_triplets(),
+    "trec-train": lambda e: many.trec_pairs(),
+    "sst2-train": lambda e: many.sst2_pairs(),
+    "agnews": lambda e: many.agnews_pairs(),
+    "licl": lambda e: many.licl_pairs(),
+    "multitask": _multitask,
 }
 
 
