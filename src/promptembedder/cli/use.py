@@ -14,8 +14,9 @@ from .io import atomic_output, check_output_file, npy_path, read_texts
 @app.command()
 def evaluate(
     models: Annotated[list[str], typer.Argument(help="saved PromptEmbedder / baseline folders or HF backbones")],
-    tasks: Annotated[str, Opt(help="all | sts | retrieval | classification | pair | clustering | task names, "
-                                   "comma-separated (sts-b, sick-r, scifact, banking77, mrpc, twentynewsgroups)")]
+    tasks: Annotated[str, Opt(help="all (the six) | instructions (nli-follow, unseen-tasks, unseen-wording) | sts | "
+                                   "retrieval | classification | pair | clustering | task names, comma-separated "
+                                   "(sts-b, sick-r, scifact, banking77, mrpc, twentynewsgroups, nli-follow, ...)")]
     = "sts-b,sick-r",
     split: Annotated[str, Opt()] = "test",
     instruction: Annotated[str | None, Opt(help="one instruction for every task")] = None,

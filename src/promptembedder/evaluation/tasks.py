@@ -32,6 +32,9 @@ TYPE_ALIASES = {"sts": "sts", "retrieval": "retrieval", "classification": "class
                 "pair": "pair_classification", "pair_classification": "pair_classification",
                 "clustering": "clustering", "instruction_following": "instruction_following",
                 "unseen_tasks": "unseen_tasks", "unseen_wording": "unseen_wording"}
+#: The instruction tests: `--tasks instructions`, left out of `all` (they encode each text under several
+#: instructions, many times the six MTEB-style tasks' cost on a CPU).
+INSTRUCTION_TYPES = ("instruction_following", "unseen_tasks", "unseen_wording")
 TYPE_TITLES = {"sts": "STS (Spearman x100)", "retrieval": "Retrieval (nDCG@10 x100)",
                "classification": "Classification (accuracy x100)",
                "pair_classification": "Pair classification (max AP x100)", "clustering": "Clustering (V-measure x100)",
@@ -131,13 +134,14 @@ def get_task(name: str) -> TaskSpec:
     spec = TASKS.get(name.lower())
     if spec is None:
         raise ValueError(f"unknown task {name!r} (known tasks: {', '.join(TASKS)}; "
-                         f"or a type: all, {', '.join(sorted(set(TYPE_ALIASES) - {'pair_classification'}))})")
+                         f"or: all, instructions, {', '.join(sorted(set(TYPE_ALIASES) - {'pair_classification'}))})")
     return spec
 
 
 def select_tasks(selection: str) -> list[str]:
-    """``all``, a task type (``sts``, ``retrieval``, ``classification``, ``pair``, ``clustering``) or task names,
-    comma-separated, into task names in registry order, each once."""
+    """``all`` (the MTEB-style tasks), ``instructions`` (the instruction tests), a task type (``sts``,
+    ``retrieval``, ``classification``, ``pair``, ``clustering``, ...) or task names, comma-separated, into task names
+    in registry order, each once."""
     names: list[str] = []
     items = [item.strip() for item in selection.split(",") if item.strip()]
     if not items:
@@ -145,7 +149,9 @@ def select_tasks(selection: str) -> list[str]:
     for item in items:
         key = item.lower()
         if key == "all":
-            names.extend(TASKS)
+            names.extend(name for name, spec in TASKS.items() if spec.type not in INSTRUCTION_TYPES)
+        elif key == "instructions":
+            names.extend(name for name, spec in TASKS.items() if spec.type in INSTRUCTION_TYPES)
         elif key in TYPE_ALIASES and key not in TASKS:
             names.extend(name for name, spec in TASKS.items() if spec.type == TYPE_ALIASES[key])
         else:
