@@ -1,4 +1,5 @@
-"""Helpers for the serving tests: free loopback ports, a live `promptembedder serve` subprocess, raw HTTP."""
+"""Helpers for the serving tests: free loopback ports, a live `promptembedder serve` subprocess, raw HTTP, and
+backends whose timing a test controls. `python serving_utils.py PORT GRACE_S` serves a SleepyBackend."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import uvicorn
 
 HOST = "127.0.0.1"
@@ -24,12 +26,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def request(port: int, method: str, path: str, body: bytes | dict | None = None, timeout: float = 30
-            ) -> tuple[int, dict]:
-    """One HTTP request on loopback; returns status and decoded JSON body."""
+def request(port: int, method: str, path: str, body: bytes | dict | None = None, timeout: float = 30,
+            headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    """One HTTP request on loopback; returns status and decoded JSON body (a non-JSON body fails the test)."""
     connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
     data = json.dumps(body).encode() if isinstance(body, dict) else body
-    connection.request(method, path, body=data, headers={"Content-Type": "application/json"})
+    connection.request(method, path, body=data, headers={"Content-Type": "application/json", **(headers or {})})
     response = connection.getresponse()
     status, payload = response.status, response.read()
     connection.close()
@@ -79,3 +81,48 @@ class ThreadServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+
+def wait_until(condition, timeout: float = 10, what: str = "the condition") -> None:
+    """Poll `condition()` every 5 ms; a test that would wait forever fails instead."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {timeout} s")
+        time.sleep(0.005)
+
+
+class SleepyBackend:
+    """Encodes like a model that takes `seconds_per_text` per text; records each batch (its key and size)."""
+
+    dimension = 4
+
+    def __init__(self, seconds_per_text: float = 0.05):
+        self.seconds_per_text, self.batches = seconds_per_text, []
+
+    def key(self, instruction, task, prompt_type):
+        return instruction
+
+    def encode(self, texts, key):
+        self.batches.append((key, len(texts)))
+        time.sleep(self.seconds_per_text * len(texts))
+        return np.full((len(texts), 4), 0.5, dtype=np.float32)
+
+    def token_counts(self, texts):
+        return [1] * len(texts)
+
+
+def launch_sleepy_server(grace_s: float, log=None) -> tuple[subprocess.Popen, int]:
+    """A `serving.serve` process (signals handled as `promptembedder serve` handles them) over a SleepyBackend."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    process = subprocess.Popen([sys.executable, __file__, str(port), str(grace_s)], env=env, stdout=log,
+                               stderr=subprocess.STDOUT, text=True)
+    return process, port
+
+
+if __name__ == "__main__":
+    from promptembedder.serving import ServerSettings, serve
+
+    serve(SleepyBackend(), ServerSettings("sleepy", max_batch_size=1, max_wait_ms=0, grace_period_s=float(sys.argv[2])),
+          host=HOST, port=int(sys.argv[1]))

@@ -38,35 +38,53 @@ def export_model(
 @app.command()
 def serve(
     model: Annotated[str, typer.Argument(help="saved PromptEmbedder / baseline, exported folder or HF backbone")],
-    host: Annotated[str, Opt()] = "127.0.0.1",
+    host: Annotated[str, Opt(help="address to bind; beyond loopback, set --api-key")] = "127.0.0.1",
     port: Annotated[int, Opt()] = 8000,
     model_name: Annotated[str | None, Opt(help="the id clients pass as `model` (default: MODEL's folder name)")]
     = None,
     task: Annotated[str | None, Opt(help="default task when a request names none (e.g. sts-b)")] = None,
     instruction: Annotated[str | None, Opt(help="default instruction when a request names none")] = None,
     instructions: Annotated[Path | None, Opt(help="JSON {name: instruction}: more tasks clients may name")] = None,
-    max_batch_size: Annotated[int, Opt(help="texts encoded together at most")] = 64,
+    max_batch_size: Annotated[int, Opt(help="texts encoded together at most; larger requests take turns")] = 64,
     max_wait_ms: Annotated[float, Opt(help="how long a request waits for others to batch with")] = 5.0,
-    max_queue: Annotated[int, Opt(help="texts waiting at most; beyond, 503")] = 4096,
+    max_queue: Annotated[int, Opt(help="texts waiting at most; beyond, 503 (a larger request: 413)")] = 4096,
     max_items: Annotated[int, Opt(help="texts per request at most; beyond, 400")] = 2048,
+    max_text_chars: Annotated[int, Opt(help="characters per text at most; beyond, 400")] = 32768,
     max_body_mb: Annotated[float, Opt(help="request body size limit; beyond, 413")] = 8.0,
+    prompt_cache_size: Annotated[int, Opt(help="soft prompts kept (least recently used dropped first)")] = 256,
+    grace_period: Annotated[float, Opt(help="seconds in-flight requests get after SIGTERM/Ctrl-C; then 503")]
+    = 30.0,
+    api_key: Annotated[str | None, Opt(envvar="PROMPTEMBEDDER_API_KEY", show_envvar=True,
+                                       help="clients must send 'Authorization: Bearer KEY' (/health stays open)")]
+    = None,
+    trust_remote_code: Annotated[bool, Opt("--trust-remote-code", help="let an exported folder run its own code "
+                                           "(its edited or foreign .py files); only for folders you trust")] = False,
     device: Annotated[str | None, Opt()] = None,
 ) -> None:
     """An OpenAI-compatible embeddings server (POST /v1/embeddings) with dynamic batching; Ctrl-C drains it."""
+    import math
+
     try:
         from ..serving import ServerSettings, load_backend
         from ..serving import serve as run_server
+        from ..serving.app import check_port
         from ..serving.schema import Limits
     except ImportError as err:
         fail(f"serving needs FastAPI and uvicorn: pip install 'promptembedder[serve]' ({err})")
     try:
         from ..export import read_instructions
 
+        if not (math.isfinite(max_body_mb) and max_body_mb * 1024 * 1024 >= 1):
+            raise ValueError(f"--max-body-mb must be a positive number, got {max_body_mb}")
+        limits = Limits(max_items=max_items, max_body_bytes=int(max_body_mb * 1024 * 1024),
+                        max_text_chars=max_text_chars)
+        settings = ServerSettings(model_name or Path(model).name, max_batch_size, max_wait_ms, max_queue, limits,
+                                  grace_period, api_key)
+        check_port(port)
         tasks = read_instructions(instructions) if instructions else None
         backend = load_backend(model, device=device, tasks=tasks, default_instruction=instruction, default_task=task,
-                               batch_size=max_batch_size)
-        settings = ServerSettings(model_name or Path(model).name, max_batch_size, max_wait_ms, max_queue,
-                                  Limits(max_items=max_items, max_body_bytes=int(max_body_mb * 1024 * 1024)))
+                               batch_size=max_batch_size, prompt_cache_size=prompt_cache_size,
+                               trust_remote_code=trust_remote_code)
     except (ValueError, FileNotFoundError, OSError) as err:
         fail(str(err))
     run_server(backend, settings, host=host, port=port)

@@ -3,11 +3,17 @@ exported folder through sentence-transformers. Both reuse their own `encode` bat
 
 A backend turns a request's `instruction`/`task`/`prompt_type` into a hashable prompt key (requests with the same
 key are batched together) and encodes a list of texts under a key.
+
+An exported folder runs no code of its own unless the server is started with `trust_remote_code`: its
+`prompt_pooling.py` is recognised by content hash as the module this package exports, and the installed copy is
+used instead (an edited one is refused); `auto_map` entries in its config.json are ignored (transformers' rule).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections import OrderedDict
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 
@@ -16,6 +22,34 @@ import numpy as np
 from .schema import APIError
 
 EXPORT_RECORD = "promptembedder_export.json"
+#: Soft prompts kept per server (LRU): one is K x d floats (80 KB at K=5, d=4096; a deep prompt, every layer's).
+DEFAULT_PROMPT_CACHE_SIZE = 256
+
+
+def check_cache_size(max_size: int) -> None:
+    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0:
+        raise ValueError(f"--prompt-cache-size must be an integer >= 0, got {max_size!r}")
+
+
+class PromptCache(OrderedDict):
+    """PromptEmbedder's instruction -> soft prompt cache with a bound: the least recently used prompt goes first.
+    A server's clients choose the instructions, so an unbounded cache grows with every new one."""
+
+    def __init__(self, max_size: int):
+        check_cache_size(max_size)
+        super().__init__()
+        self.max_size = max_size
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        self.move_to_end(key)
+        return value
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.max_size:
+            self.popitem(last=False)
 
 
 def _unknown_task(task: str, known: list[str]) -> APIError:
@@ -27,7 +61,7 @@ class EmbedderBackend:
     caches each instruction's soft prompt at inference)."""
 
     def __init__(self, embedder, tasks: Mapping[str, str] | None = None, default_instruction: str | None = None,
-                 batch_size: int = 64):
+                 batch_size: int = 64, prompt_cache_size: int = DEFAULT_PROMPT_CACHE_SIZE):
         from ..model import PromptEmbedder
 
         self.embedder, self.batch_size = embedder, batch_size
@@ -35,8 +69,13 @@ class EmbedderBackend:
         self.default_instruction = default_instruction
         self.dimension = embedder.embedding_dim
         self.accepts_instructions = not (isinstance(embedder, PromptEmbedder) and embedder.generator is None)
+        self.generates_prompts = isinstance(embedder, PromptEmbedder) and embedder.generator is not None
+        self.prompt_cache = None
+        if self.generates_prompts:  # the model's own cache is a plain dict, right for one process's own instructions
+            self.prompt_cache = embedder._prompt_cache = PromptCache(prompt_cache_size)
         backbone = getattr(embedder, "backbone", None)
         self.tokenizer = backbone.tokenizer if backbone is not None else None
+        self.max_tokens = backbone.max_length if backbone is not None else None
 
     def key(self, instruction: str | None, task: str | None, prompt_type: str) -> Hashable:
         if task is not None:
@@ -50,26 +89,31 @@ class EmbedderBackend:
 
     def encode(self, texts: list[str], key: Hashable) -> np.ndarray:
         instruction, prompt_type = key
+        if self.generates_prompts and self.embedder.uses_prompt(prompt_type):
+            import torch
+
+            try:  # P first (then cached): what it refuses, e.g. an instruction over its context, is the client's
+                with torch.inference_mode():
+                    self.embedder.soft_prompt(instruction)
+            except ValueError as err:
+                raise APIError(400, str(err), param="instruction") from None
         return self.embedder.encode(texts, instruction=instruction, batch_size=self.batch_size,
                                     prompt_type=prompt_type, show_progress_bar=False)
 
     def token_counts(self, texts: list[str]) -> list[int]:
-        if self.tokenizer is None:
-            return [0] * len(texts)
-        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
+        return _token_counts(self.tokenizer, texts, self.max_tokens)
 
 
 class SentenceTransformerBackend:
     """An exported folder (or any sentence-transformers model): tasks are its named prompts; free-text
     instructions need P, which an export no longer has."""
 
-    def __init__(self, path: str | Path, default_task: str | None = None, batch_size: int = 64,
-                 device: str | None = None):
-        from sentence_transformers import SentenceTransformer
+    prompt_cache = None  # the prompts are compiled into tokens
 
+    def __init__(self, path: str | Path, default_task: str | None = None, batch_size: int = 64,
+                 device: str | None = None, trust_remote_code: bool = False):
         path = Path(path)
-        self.model = SentenceTransformer(str(path), device=device, local_files_only=True,
-                                         trust_remote_code=(path / "prompt_pooling.py").exists())
+        self.model = _load_sentence_transformer(path, device, trust_remote_code)
         self.batch_size = batch_size
         record = json.loads((path / EXPORT_RECORD).read_text()) if (path / EXPORT_RECORD).exists() else {}
         self.documents_unprompted = record.get("source", {}).get("prompt_on") == "query"
@@ -77,7 +121,8 @@ class SentenceTransformerBackend:
         if default_task is not None and default_task not in self.tasks:
             raise ValueError(f"--task {default_task!r} is not a prompt of {path} (it has: {', '.join(self.tasks)})")
         self.default_task = default_task
-        self.dimension = self.model.get_sentence_embedding_dimension()
+        dimension = getattr(self.model, "get_embedding_dimension", None)  # its name from sentence-transformers 6.1
+        self.dimension = (dimension or self.model.get_sentence_embedding_dimension)()
         self.tokenizer = self.model.tokenizer
 
     def key(self, instruction: str | None, task: str | None, prompt_type: str) -> Hashable:
@@ -96,17 +141,58 @@ class SentenceTransformerBackend:
                                  show_progress_bar=False)
 
     def token_counts(self, texts: list[str]) -> list[int]:
-        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
+        return _token_counts(self.tokenizer, texts, self.model.max_seq_length)
+
+
+def _token_counts(tokenizer, texts: list[str], max_tokens: int | None) -> list[int]:
+    """Tokens per text for `usage`, truncated as encoding truncates them."""
+    if tokenizer is None:
+        return [0] * len(texts)
+    ids = tokenizer(texts, add_special_tokens=True, truncation=max_tokens is not None, max_length=max_tokens)
+    return [len(row) for row in ids["input_ids"]]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _load_sentence_transformer(path: Path, device: str | None, trust_remote_code: bool):
+    """The folder as a SentenceTransformer, running none of its code unless `trust_remote_code`: our own pooling
+    module, recognised by content hash, resolves to the installed copy."""
+    from sentence_transformers import SentenceTransformer
+
+    from .. import prompt_pooling
+    from ..export import CUSTOM_POOLING_FILE
+
+    shipped = path / CUSTOM_POOLING_FILE
+    if trust_remote_code or not shipped.exists():
+        classes = {}
+    elif _sha256(shipped) == _sha256(Path(prompt_pooling.__file__)):
+        classes = {f"{shipped.stem}.PromptPooling": prompt_pooling.PromptPooling}
+    else:
+        raise ValueError(f"{shipped} is not the pooling module this version of promptembedder exports (edited, or "
+                         "from another version), and serving runs no code from a model folder: export the model "
+                         "again, or pass --trust-remote-code if you trust the code in that folder")
+    try:  # sentence-transformers' own hook for resolving modules.json types to classes already imported
+        return SentenceTransformer._load_with_module_classes(str(path), classes, device=device, local_files_only=True,
+                                                             trust_remote_code=trust_remote_code)
+    except ValueError as err:
+        if trust_remote_code or "trust_remote_code" not in str(err):
+            raise
+        raise ValueError(f"{path} needs code of its own to load, which serving runs only with --trust-remote-code "
+                         f"(if you trust that folder): {err}") from None
 
 
 def load_backend(reference: str | Path, device: str | None = None, tasks: Mapping[str, str] | None = None,
-                 default_instruction: str | None = None, default_task: str | None = None, batch_size: int = 64):
+                 default_instruction: str | None = None, default_task: str | None = None, batch_size: int = 64,
+                 prompt_cache_size: int = DEFAULT_PROMPT_CACHE_SIZE, trust_remote_code: bool = False):
     """An exported / sentence-transformers folder (modules.json) or anything `load_embedder` loads."""
+    check_cache_size(prompt_cache_size)  # before minutes of loading
     path = Path(reference)
     if (path / "modules.json").exists() and not (path / "promptembedder_config.json").exists():
         if default_instruction is not None or tasks:
             raise ValueError(f"{path} is an exported model: it serves its compiled tasks only (use --task NAME)")
-        return SentenceTransformerBackend(path, default_task, batch_size, device)
+        return SentenceTransformerBackend(path, default_task, batch_size, device, trust_remote_code)
     from ..auto import load_embedder
     from ..evaluation import TASKS
 
@@ -116,4 +202,5 @@ def load_backend(reference: str | Path, device: str | None = None, tasks: Mappin
         if default_task not in known:
             raise ValueError(f"--task {default_task!r} is unknown (known: {', '.join(known)})")
         default_instruction = known[default_task]
-    return EmbedderBackend(load_embedder(reference, device=device), known, default_instruction, batch_size)
+    return EmbedderBackend(load_embedder(reference, device=device), known, default_instruction, batch_size,
+                           prompt_cache_size)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError
 
 
 class APIError(Exception):
@@ -41,7 +41,7 @@ class EmbeddingRequest(BaseModel):
     input: str | list[Any]
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None)
+    dimensions: StrictInt | None = None  # OpenAI's is an integer: "3" or true would be coerced otherwise
     user: str | None = None
     instruction: str | None = None
     task: str | None = None
@@ -55,6 +55,20 @@ class Limits:
     max_items: int = 2048
     max_body_bytes: int = 8 * 1024 * 1024
     max_instruction_chars: int = 2000
+    #: Checked before tokenising: tokenising costs ~2 us a character whatever E's max_length truncates to, so one
+    #: huge text would hold the only encoding thread. 32768 is about 8k tokens (OpenAI's limit per input).
+    max_text_chars: int = 32768
+
+    def __post_init__(self) -> None:
+        check_positive(max_items=self.max_items, max_body_bytes=self.max_body_bytes,
+                       max_instruction_chars=self.max_instruction_chars, max_text_chars=self.max_text_chars)
+
+
+def check_positive(**values: float) -> None:
+    """Settings that must be >= 1 (NaN included in the refusal), named as the serve option that sets them."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not value >= 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
 
 
 def parse_request(body: bytes, limits: Limits) -> tuple[EmbeddingRequest, list[str]]:
@@ -74,6 +88,10 @@ def parse_request(body: bytes, limits: Limits) -> tuple[EmbeddingRequest, list[s
         if not isinstance(text, str):
             raise APIError(400, f"input[{i}] is {type(text).__name__}, not a string (token arrays are not "
                            "supported)", param="input")
+        if len(text) > limits.max_text_chars:
+            raise APIError(400, f"input[{i}] is {len(text)} characters; at most {limits.max_text_chars} per text "
+                           "(split it, or raise the server's --max-text-chars)", param="input",
+                           code="text_too_long")
         if not text.strip():
             raise APIError(400, f"input[{i}] is empty: an empty text has no embedding", param="input")
     if request.instruction is not None and request.task is not None:
