@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.tensor import DTensor
 
+import promptembedder.backbone as backbone_mod
 import promptembedder.distributed as dist_utils
 import promptembedder.model as model_mod
 import promptembedder.training.callbacks as callbacks_mod
@@ -81,7 +82,13 @@ VARIANTS: dict[str, dict] = {
     # E checkpointed inside DDP (the LoRA baseline is wrapped whole), with GradCache's second pass recomputing it.
     "lora-checkpointing": {"method": "lora", "grad_cache_chunk_size": 3, "learning_rate": 1e-3,
                            "gradient_checkpointing": True},
+    # A decoder E reading a suffix prompt (EMBEDDING_OF): the texts once without a graph, the prompt positions with
+    # one, queries and documents; the reference takes the full forward.
+    "ddp-read-once": {},
+    "fsdp-grad-cache-read-once": {"fsdp": "shard_grad_op", "grad_cache_chunk_size": 3},
 }
+#: E's tiny model kind per variant (bert otherwise).
+EMBEDDING_OF = {"ddp-read-once": "gemma3", "fsdp-grad-cache-read-once": "gemma3"}
 
 
 def make_config(prompting: str, embedding: str, output_dir: str, batch_size: int, **changes) -> TrainingConfig:
@@ -145,6 +152,19 @@ def record_losses(trainer: Trainer) -> list[float]:
     return losses
 
 
+def count_read_once() -> list[int]:
+    """A list that gets an item per call of E's read-once path (backbone.EmbeddingBackbone._read_once)."""
+    calls: list[int] = []
+    original = backbone_mod.EmbeddingBackbone._read_once
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    backbone_mod.EmbeddingBackbone._read_once = counted
+    return calls
+
+
 def stop_after(step: int):
     """A callback that interrupts the run after `step` as Ctrl-C would (the trainer checkpoints and returns)."""
     def callback(trainer: Trainer, current: int) -> None:
@@ -182,6 +202,7 @@ def main(out: str, prompting: str, embedding: str, dataset: str = "default", var
     rank, world = dist_utils.rank(), dist_utils.world_size()
     save_file(trainable(trainer.model), out_dir / f"rank{rank}_initial.safetensors")
     losses = record_losses(trainer)
+    read_once_calls = count_read_once()
     result = trainer.train()
     save_file(trainable(trainer.model), out_dir / f"rank{rank}_final.safetensors")
     report = {
@@ -195,6 +216,7 @@ def main(out: str, prompting: str, embedding: str, dataset: str = "default", var
         "writes": writes,
         "local_elements": local_elements(trainer.model),
         "total_elements": result.trainable_parameters,
+        "read_once_calls": len(read_once_calls),
     }
     (out_dir / f"rank{rank}.json").write_text(json.dumps(report, indent=2))
     del trainer  # DDP holds the process group: it goes first (see distributed.shutdown)

@@ -63,7 +63,7 @@ def launch(out: Path, prompting: Path, embedding: Path, dataset: str = "default"
 def single_process(prompting: Path, embedding: Path, output_dir: Path, dataset: str = "default",
                    variant: str = "ddp") -> dict:
     """The same training in this process, on the global batch (WORLD x the per-rank batch), with the plain step:
-    no GradCache, no checkpointing, and nothing to shard."""
+    no GradCache, no checkpointing, nothing to shard, and E's full forward (no reading once)."""
     threads = torch.get_num_threads()
     original_load_sts = callbacks_mod.load_sts
     torch.set_num_threads(1)
@@ -71,6 +71,7 @@ def single_process(prompting: Path, embedding: Path, output_dir: Path, dataset: 
     changes = {k: v for k, v in dist_worker.VARIANTS[variant].items() if k not in ("grad_cache_chunk_size", "fsdp",
                                                                                        "gradient_checkpointing")}
     per_rank = changes.pop("batch_size", dist_worker.BATCH_PER_RANK)
+    changes["read_once"] = False
     try:
         config = dist_worker.make_config(str(prompting), str(embedding), str(output_dir), WORLD * per_rank, **changes)
         trainer = Trainer(config, examples=dist_worker.DATASETS[dataset]())
@@ -92,7 +93,7 @@ def rank_reports(out: Path) -> list[dict]:
 @pytest.fixture(scope="module", params=list(dist_worker.VARIANTS))
 def runs(request: pytest.FixtureRequest, tiny_model_dir: TinyDir, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A two-rank run of one variant and the single-process reference on the global batch."""
-    p, e = tiny_model_dir("llama"), tiny_model_dir("bert")
+    p, e = tiny_model_dir("llama"), tiny_model_dir(dist_worker.EMBEDDING_OF.get(request.param, "bert"))
     out = tmp_path_factory.mktemp(request.param)
     launch(out, p, e, variant=request.param)
     return {
@@ -116,6 +117,12 @@ def test_ranks_ran_distributed(runs: dict) -> None:
         assert report["world_size"] == WORLD and report["distributed"] is True
         assert report["steps"] == dist_worker.STEPS
         assert len(report["losses"]) == dist_worker.STEPS * micro_batches(runs["variant"])
+
+
+def test_ranks_read_once_where_e_allows(runs: dict) -> None:
+    """A suffix prompt on a decoder E takes the read-once path on every rank; an encoder E never does."""
+    for report in runs["ranks"]:
+        assert (report["read_once_calls"] > 0) == runs["variant"].endswith("read-once")
 
 
 def test_models_are_built_deterministically(runs: dict) -> None:
