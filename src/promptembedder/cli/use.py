@@ -60,19 +60,36 @@ def evaluate(
 @app.command()
 def encode(
     model: Annotated[str, typer.Argument(help="saved model folder or HF backbone")],
-    input: Annotated[Path, Opt("--input", "-i", help="text file, one text per line ('-' for stdin)")],
-    output: Annotated[Path, Opt("--output", "-o", help=".npy file for the (n, d) embeddings")],
+    input: Annotated[Path, Opt("--input", "-i", help="text file, one text per line ('-' for stdin); with "
+                                                     "--output-dir also .jsonl / .csv / .tsv / .parquet")],
+    output: Annotated[Path | None, Opt("--output", "-o", help=".npy file for the (n, d) embeddings")] = None,
+    output_dir: Annotated[Path | None, Opt(help="a corpus: streamed, parquet shards (id, embedding) + manifest "
+                                                "here; a rerun resumes; under torchrun each rank takes its share")]
+    = None,
     instruction: Annotated[str | None, Opt()] = None,
     prompt_type: Annotated[str, Opt(help="query | document")] = "query",
     batch_size: Annotated[int, Opt()] = 32,
+    text_column: Annotated[str, Opt(help="--output-dir: the text's column / key")] = "text",
+    id_column: Annotated[str | None, Opt(help="--output-dir: the id's column / key (default: row numbers)")] = None,
+    shard_size: Annotated[int, Opt(help="--output-dir: rows per shard")] = 10_000,
+    dtype: Annotated[str, Opt(help="--output-dir: float32 | float16")] = "float32",
+    overwrite: Annotated[bool, Opt("--overwrite", help="--output-dir: replace an encoding with other settings")]
+    = False,
     device: Annotated[str | None, Opt()] = None,
     force: Annotated[bool, Opt("--force", help="load a saved model whose manifest does not match (warns)")] = False,
 ) -> None:
-    """Embed a file of texts (one per line) into a .npy matrix (numpy's naming: `-o x` writes x.npy)."""
+    """Embed a file of texts (one per line) into a .npy matrix (numpy's naming: `-o x` writes x.npy), or a corpus
+    into a folder of shards (--output-dir)."""
     import numpy as np
 
     from ..auto import load_embedder
 
+    if (output is None) == (output_dir is None):
+        fail("give --output FILE.npy (texts in memory) or --output-dir DIR (a corpus, sharded), one of them")
+    if output_dir is not None:
+        _encode_corpus(model, input, output_dir, instruction, prompt_type, batch_size, text_column, id_column,
+                       shard_size, dtype, overwrite, device, force)
+        return
     target = npy_path(output)
     try:  # the input and the output path first: a mistake there must not cost the whole encoding
         texts = read_texts(input)
@@ -91,6 +108,35 @@ def encode(
     except ValueError as err:
         fail(str(err))
     console.print(f"{vectors.shape[0]} embeddings of dim {vectors.shape[1]} written to {target}")
+
+
+def _encode_corpus(model: str, input: Path, output_dir: Path, instruction: str | None, prompt_type: str,
+                   batch_size: int, text_column: str, id_column: str | None, shard_size: int, dtype: str,
+                   overwrite: bool, device: str | None, force: bool) -> None:
+    """`encode --output-dir`: corpus.encode_corpus on this process's device and share of the shards."""
+    import torch
+
+    from .. import distributed
+    from ..auto import load_embedder
+    from ..corpus import encode_corpus
+
+    if str(input) == "-":
+        fail("--output-dir reads --input twice when resuming: give a file, not stdin")
+    try:
+        chosen = torch.device(device) if device else distributed.local_device()
+        distributed.init_from_env(chosen)
+        embedder = load_embedder(model, device=str(chosen), strict=not force)
+        manifest = encode_corpus(embedder, input, output_dir, instruction=instruction, prompt_type=prompt_type,
+                                 text_column=text_column, id_column=id_column, shard_size=shard_size,
+                                 batch_size=batch_size, dtype=dtype, model_name=model, overwrite=overwrite,
+                                 show_progress_bar=True)
+        main = distributed.is_main_process()
+    except (*USER_ERRORS, TypeError) as err:
+        fail(str(err))
+    finally:
+        distributed.shutdown()
+    if main:
+        console.print(f"{manifest['rows']} embeddings in {len(manifest['shards'])} shards written to {output_dir}")
 
 
 @app.command("decode-prompt")
