@@ -23,7 +23,7 @@ from .config import BASELINE_CONFIG, BaselineConfig
 from .deep_prompt import DeepPrompt, static_offsets
 from .embedder import Embedder
 from .modeling import add_lora, default_device, frozen_dtype, load_lora
-from .serialization import read_safetensors, verify_manifest, write_manifest
+from .serialization import check_tensors, read_safetensors, verify_manifest, write_manifest
 from .trainable import TrainableEmbedder
 
 #: PromptEOL (Jiang et al. 2023): a decoder's last token after this reads as a one-word summary of the text.
@@ -139,11 +139,13 @@ class PromptTuningEmbedder(TrainableEmbedder):
     def load(cls, directory: Path, config: BaselineConfig, device=None) -> PromptTuningEmbedder:
         model = cls(config, device)
         saved = read_safetensors(directory / PROMPT_FILE)[0]
+        check_tensors(directory / PROMPT_FILE, saved, {"prompt": model.prompt.shape})
         model.prompt.data.copy_(saved["prompt"])
         if model.offsets is not None:
             if "offsets" not in saved:
                 raise ValueError(f"{directory / PROMPT_FILE} has no 'offsets' for its deep prompt: the save is "
                                  "incomplete; save the model again")
+            check_tensors(directory / PROMPT_FILE, saved, {"offsets": model.offsets.shape})
             model.offsets.data.copy_(saved["offsets"])
         return model.eval()
 

@@ -7,6 +7,8 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from .validation import check_types
+
 CONFIG_NAME = "promptembedder_config.json"
 BASELINE_CONFIG = "embedder_config.json"
 POOLINGS = ("mean", "last", "cls")
@@ -72,6 +74,7 @@ class PromptEmbedderConfig:
         return self.default_instruction if instruction is None else instruction
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.tau <= 0:
             raise ValueError(f"tau must be > 0, got {self.tau}")
         if not self.train_alignment and self.alignment_init == "random":
@@ -129,6 +132,7 @@ class BaselineConfig:
     instructions: list[str] | None = None
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.template is not None and "{text}" not in self.template:
             raise ValueError(f"template must contain '{{text}}' where the text goes, got {self.template!r}")
         check_settings(self, (("adapter", ADAPTERS),))

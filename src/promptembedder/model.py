@@ -18,7 +18,7 @@ from .generator import PromptGenerator, SoftPrompt
 from .model_card import write_saved_model_card
 from .modeling import add_lora, default_device, frozen_dtype, load_lora
 from .registry import load_pretrained
-from .serialization import read_safetensors, verify_manifest, write_manifest
+from .serialization import check_tensors, read_safetensors, verify_manifest, write_manifest
 from .trainable import TrainableEmbedder
 
 ALIGNMENT_FILE = "alignment.safetensors"
@@ -250,9 +250,11 @@ class PromptEmbedder(TrainableEmbedder):
 
     def _load_prompting_state(self, directory: Path) -> None:
         state, _ = read_safetensors(directory / PROMPTING_FILE, str(self.backbone.device))
-        missing = set(state) - set(self.generator.model.state_dict())
+        own = self.generator.model.state_dict()
+        missing = set(state) - set(own)
         if missing:
             raise ValueError(f"{directory / PROMPTING_FILE}: weights not in the prompting model: {sorted(missing)[:5]}")
+        check_tensors(directory / PROMPTING_FILE, state, {name: own[name].shape for name in state})
         self.generator.model.load_state_dict(state, strict=False)
         self._prompt_cache.clear()
 
@@ -332,11 +334,14 @@ class PromptEmbedder(TrainableEmbedder):
         if model.generator is None:
             return model
         alignment = read_safetensors(directory / ALIGNMENT_FILE)[0]
+        check_tensors(directory / ALIGNMENT_FILE, alignment, {"weight": model.alignment.linear.weight.shape})
         model.alignment.linear.weight.data.copy_(alignment["weight"])
         if model.alignment.layer_offsets is not None:
             if LAYER_OFFSETS not in alignment:
                 raise ValueError(f"{directory / ALIGNMENT_FILE} has no '{LAYER_OFFSETS}' for its deep prompt: the save "
                                  "is incomplete; save the model again")
+            check_tensors(directory / ALIGNMENT_FILE, alignment,
+                          {LAYER_OFFSETS: model.alignment.layer_offsets.weight.shape})
             model.alignment.layer_offsets.weight.data.copy_(alignment[LAYER_OFFSETS])
         model.alignment.init_method = "loaded"
         if lora:

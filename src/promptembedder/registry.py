@@ -135,9 +135,26 @@ def resolve(reference: str) -> str:
     """
     if reference in NAMED_MODELS:
         return str(_BUILDERS[NAMED_MODELS[reference]]())
-    if Path(reference).expanduser().exists():
-        return str(Path(reference).expanduser())
+    path = Path(reference).expanduser()
+    if path.exists():
+        return str(path)
+    if looks_like_path(reference):  # a mistyped folder must not turn into a Hub download of a namesake
+        parent = next((p for p in path.parents if p.is_dir()), Path("."))
+        found = sorted(p.name for p in parent.iterdir() if p.is_dir() and not p.name.startswith("."))
+        listing = f"{parent} holds the folders {', '.join(found[:8])}{', ...' if len(found) > 8 else ''}" if found \
+            else f"{parent} holds no folders"
+        raise ModelNotAvailableError(f"model '{reference}' is not available: no such file or folder ({listing}); "
+                                     "check the path")
     return reference
+
+
+def looks_like_path(reference: str) -> bool:
+    """A reference meant as a local path, never a Hub id (`org/name`): it starts with '.', '/' or '~', has a
+    backslash or two slashes, or its first part is an existing folder here (`runs/mistyped`)."""
+    if reference.startswith((".", "/", "~")) or "\\" in reference or reference.count("/") > 1:
+        return True
+    head, slash, _ = reference.partition("/")
+    return bool(slash) and Path(head).is_dir()
 
 
 def load_pretrained(loader, reference: str, device: torch.device | str | None = None, **kwargs):

@@ -82,6 +82,22 @@ def read_torch(path: str | Path, advice: str = "resume from an earlier copy, or 
         raise _corrupt(path, err, advice) from err
 
 
+def check_tensors(path: Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Size]) -> None:
+    """Loaded weights must fit the model and be finite: a wrong shape would be a RuntimeError from deep inside
+    torch, a NaN would give NaN embeddings without a word. Each error names the file and the tensor."""
+    for name, shape in expected.items():
+        if name not in tensors:
+            raise CorruptFileError(f"{path}: no tensor '{name}' in it; save the model again")
+        tensor = tensors[name]
+        if tuple(tensor.shape) != tuple(shape):
+            raise CorruptFileError(f"{path}: tensor '{name}' has shape {tuple(tensor.shape)}, this model needs "
+                                   f"{tuple(shape)}: the file belongs to another model or was edited; save it again")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CorruptFileError(f"{path}: tensor '{name}' holds {bad} NaN or infinite values of "
+                                   f"{tensor.numel()}; it would embed every text as NaN: save or train it again")
+
+
 def _unsafe_globals(path: Path) -> list[str] | None:
     """The globals a file's pickle names beyond what weights_only allows; None when the file cannot be read."""
     try:

@@ -7,6 +7,7 @@ meant); `coerce_fields` turns them into the types a dataclass declares, or refus
 from __future__ import annotations
 
 import inspect
+import numbers
 import types
 import typing
 
@@ -57,6 +58,28 @@ def coerce_value(name: str, value, hint):
             raise ValueError(f"{name}: expected a single value, got {value!r}")
         return str(value).lower() if isinstance(value, bool) else str(value)
     return value
+
+
+_ABSTRACT = {int: numbers.Integral, float: numbers.Real}  # numpy's numbers pass, as Python's
+_KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", list: "a list",
+               dict: "a mapping"}
+
+
+def check_types(config) -> None:
+    """Each field of a dataclass instance has the type it declares (an edited JSON config may hold `"3"` or `null`
+    where a number belongs): an error naming the key, the expected type and the value, before any comparison
+    fails with "'<' not supported between 'str' and 'int'"."""
+    for name, hint in typing.get_type_hints(type(config)).items():
+        value = getattr(config, name)
+        kinds, optional = _kinds(hint)
+        if value is None and optional:
+            continue
+        ok = value is not None and any(isinstance(value, _ABSTRACT.get(kind, kind))
+                                       and not (isinstance(value, bool) and kind in (int, float)) for kind in kinds)
+        if not ok and kinds <= set(_KIND_NAMES):
+            expected = " or ".join(_KIND_NAMES[k] for k in kinds) + (" or null" if optional else "")
+            got = "null" if value is None else f"{value!r} ({type(value).__name__})"
+            raise ValueError(f"{name}: expected {expected}, got {got}")
 
 
 def coerce_fields(cls, data: dict, source: str) -> dict:

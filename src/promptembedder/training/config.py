@@ -149,6 +149,11 @@ class TrainingConfig:
         path = Path(path)
         try:
             data = yaml.safe_load(path.read_text()) or {}
+        except yaml.MarkedYAMLError as err:  # one line, as compilers write it: file:line:column: what is wrong
+            mark = err.problem_mark or err.context_mark
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+            what = "; ".join(filter(None, (err.problem, err.context)))
+            raise ValueError(f"{where}: YAML syntax error: {what}") from None
         except (OSError, yaml.YAMLError) as err:
             raise ValueError(f"{path}: cannot read training config: {err}") from err
         if not isinstance(data, dict):

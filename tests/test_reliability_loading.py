@@ -1,0 +1,79 @@
+"""Issue 30, loading and settings: a mistyped path is not a Hub id, damaged or edited saved files are named with the
+file and the tensor or key, a YAML syntax error is one line. Tiny models (the `saved` run), the CLI through typer."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+import torch
+from reliability_helpers import runner, text
+from safetensors.torch import load_file, save_file
+
+from promptembedder.cli import app
+from promptembedder.config import PromptEmbedderConfig
+from promptembedder.registry import ModelNotAvailableError, resolve
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _encode(model, tmp_path, *extra):
+    texts = tmp_path / "t.txt"
+    texts.write_text("one text\nanother text\n")
+    return runner.invoke(app, ["encode", str(model), "-i", str(texts), "-o", str(tmp_path / "e.npy"),
+                               "--device", "cpu", *extra])
+
+
+# --- 8. a reference that looks like a path is never a Hub id ---------------------------------------------------
+def test_a_mistyped_path_is_an_error_not_a_hub_id(saved, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(saved / "final", tmp_path / "runs" / "final")
+    for reference in ("runs/fnal", "./fnal", str(tmp_path / "runs" / "fnal"), "runs/final/../fnal"):
+        with pytest.raises(ModelNotAvailableError, match="no such file or folder"):
+            resolve(reference)
+    assert resolve("org/model") == "org/model"  # a Hub id: no local folder 'org'
+    result = _encode("runs/fnal", tmp_path)
+    assert result.exit_code == 2
+    assert "'runs/fnal' is not available: no such file or folder (runs holds the folders final)" in text(result)
+
+
+# --- 16. non-finite or misshapen weights are named at load ---------------------------------------------------------
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda w: w.fill_(float("nan")), "tensor 'weight' holds .* NaN or infinite values"),
+    (lambda w: torch.zeros(w.shape[0] + 1, w.shape[1]), "tensor 'weight' has shape"),
+])
+def test_damaged_alignment_weights_are_named_at_load(saved, tmp_path, damage, message):
+    model = tmp_path / "model"
+    shutil.copytree(saved / "final", model)
+    path = model / "alignment.safetensors"
+    tensors = load_file(path)
+    save_file({**tensors, "weight": damage(tensors["weight"])}, path)
+    result = _encode(model, tmp_path)
+    assert result.exit_code == 2 and "alignment.safetensors" in text(result), text(result)
+    assert re.search(message, text(result)), text(result)
+    assert not (tmp_path / "e.npy").exists()
+
+
+# --- 19. wrong types in an edited config name the key and the type ---------------------------------------------------
+@pytest.mark.parametrize(("value", "shown"), [("3", "'3' (str)"), (None, "null"), (2.5, "2.5 (float)")])
+def test_a_wrongly_typed_config_value_is_named(saved, tmp_path, value, shown):
+    model = tmp_path / "model"
+    shutil.copytree(saved / "final", model)
+    path = model / "promptembedder_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "num_soft_tokens": value}))
+    result = _encode(model, tmp_path)
+    assert result.exit_code == 2, text(result)
+    assert f"num_soft_tokens: expected a whole number, got {shown}" in text(result), text(result)
+    with pytest.raises(ValueError, match="tau: expected a number, got '1'"):
+        PromptEmbedderConfig(tau="1")
+
+
+# --- 20. a YAML syntax error is one line: file:line:column -----------------------------------------------------------
+def test_a_yaml_syntax_error_is_one_line(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("learning_rate: 1e-3\nbatch_size: [8, 16\nmax_steps: 3\n")
+    result = runner.invoke(app, ["train", str(path)])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert f"{path}:3:10: YAML syntax error: expected ',' or ']', but got ':'" in text(result)
