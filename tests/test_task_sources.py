@@ -125,3 +125,10 @@ def test_train_multitask_end_to_end_on_tiny_models(tiny_model_dir, tmp_path: Pat
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["steps"] == 3
     assert len(summary["instructions"]["prompts"]) == 20  # the report's limit: training saw >= 60 wordings
+
+
+def test_label_documents_take_the_label_name_and_another_as_negative() -> None:
+    examples = many.label_documents(["good", "bad", "fine"], ["positive", "negative", "positive"], "sst2")
+    assert [(e.query, e.positive, e.negatives) for e in examples] == [
+        ("good", "positive", ("negative",)), ("bad", "negative", ("positive",)), ("fine", "positive", ("negative",))]
+    assert many.label_documents(["a", "b"], ["x", "x"], "sst2") == []

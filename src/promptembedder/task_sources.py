@@ -2,7 +2,8 @@
 (`instructions.json`), so a batch of the task draws one of them.
 
 - Classification (licl tasks, TREC, SST-2, AG News) becomes contrastive pairs as `banking77-train` does: a text,
-  another text of the same label (positive) and a text of another label (hard negative).
+  another text of the same label (positive) and a text of another label (hard negative). `licl-labels` is the
+  other form: a text with its label's name as the document and another label's name as hard negative.
 - NLI becomes instruction-contrastive data: a premise with an entailed hypothesis as positive under the
   `nli-entailment` wordings and with a contradicted one under the `nli-contradiction` wordings, the other view being
   the hard negative: the same query needs a different document under a different instruction, which no single
@@ -21,7 +22,8 @@ from .licl import load_licl
 from .pair_data import load_cad_nli, load_mnli, load_quora, load_scitail
 from .task_data import NLIPair, load_agnews, load_esnli_pairs, load_sst2, load_trec
 
-__all__ = ["classification_pairs", "licl_training_tasks", "nli_contrastive", "quora_pairs", "scitail_triplets"]
+__all__ = ["classification_pairs", "label_documents", "licl_training_tasks", "nli_contrastive", "quora_pairs",
+           "scitail_triplets"]
 
 SEED = 0
 
@@ -49,6 +51,15 @@ def classification_pairs(texts: Sequence[str], labels: Sequence[str], task: str,
         negative = rng.choice(by_label[rng.choice(others)])
         examples.append(TrainExample(text, positive, (negative,), instructions=wordings))
     return examples
+
+
+def label_documents(texts: Sequence[str], labels: Sequence[str], task: str, seed: int = SEED) -> list[TrainExample]:
+    """Per text: its label's name as the document, a random other label's name as hard negative."""
+    wordings = training_instructions(task)
+    names = list(dict.fromkeys(labels))
+    rng = random.Random(seed)
+    return [TrainExample(text, label, (rng.choice([n for n in names if n != label]),), instructions=wordings)
+            for text, label in zip(texts, labels, strict=True) if len(names) > 1]
 
 
 def nli_contrastive(pairs: Iterable[NLIPair], exclude: frozenset[str] = frozenset()) -> list[TrainExample]:
@@ -132,10 +143,12 @@ def licl_training_tasks() -> list[str]:
     return sorted(task.removeprefix("licl/") for task in catalogue().train if task.startswith("licl/"))
 
 
-def licl_pairs(root: PathLike | None = None) -> list[TrainExample]:
-    """Every training licl task's five training draws (duplicates once) as classification pairs."""
+def licl_pairs(root: PathLike | None = None, labels_as_documents: bool = False) -> list[TrainExample]:
+    """Every training licl task's five training draws (duplicates once) as classification pairs, or with the label
+    names (the config's `options`) as documents."""
+    build = label_documents if labels_as_documents else classification_pairs
     examples = []
     for name in licl_training_tasks():
         data = load_licl(name, "train", root)
-        examples += classification_pairs(data.texts, data.labels, f"licl/{name}")
+        examples += build(data.texts, data.labels, f"licl/{name}")
     return examples

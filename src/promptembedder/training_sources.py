@@ -119,17 +119,19 @@ def with_wordings(examples: list[TrainExample], task: str) -> list[TrainExample]
     return [dataclasses.replace(e, instruction=wordings[0], instructions=wordings) for e in examples]
 
 
-def _multitask(embedding_model: str) -> list[TrainExample]:
+def _multitask(embedding_model: str, labels_as_documents: bool = False) -> list[TrainExample]:
     """The many-task mix: instruction-contrastive NLI (e-SNLI dev, MultiNLI dev, CAD train/dev), Quora, SciTail,
-    TREC, SST-2, every training licl task, and the six-task suite's training sets (STS-B train, Banking77, MRPC
-    minus STS-B test pairs, SciFact training claims without mined negatives), each task capped at MULTITASK_CAP.
+    TREC, SST-2, every training licl task (as same-label pairs, or with `labels_as_documents` its label names as
+    documents), and the six-task suite's training sets (STS-B train, Banking77, MRPC minus STS-B test pairs,
+    SciFact training claims without mined negatives), each task capped at MULTITASK_CAP.
 
     Never read: the unseen and excluded tasks of the catalogue (licl ag_news, trec, sst2, scierc, the ten unseen
     ones, 20 Newsgroups), e-SNLI test and its premises, AG News (its only split is the evaluation's).
     """
     scifact = load_scifact("train")
     parts = [many.esnli_contrastive(), many.mnli_contrastive(), many.cad_contrastive(), many.quora_pairs(),
-             many.scitail_triplets(), many.trec_pairs(), many.sst2_pairs(), many.licl_pairs(),
+             many.scitail_triplets(), many.trec_pairs(), many.sst2_pairs(),
+             many.licl_pairs(labels_as_documents=labels_as_documents),
              with_wordings(load_sts_train_pairs(), "sts"), with_wordings(_banking77(embedding_model), "banking77"),
              with_wordings(_mrpc(embedding_model), "mrpc"),
              with_wordings([TrainExample(scifact.queries[q], scifact.corpus[d]) for q, docs in scifact.qrels.items()
@@ -169,7 +171,9 @@ SOURCES: dict[str, Callable[[str], list[TrainExample]]] = {
     "sst2-train": lambda e: many.sst2_pairs(),
     "agnews": lambda e: many.agnews_pairs(),
     "licl": lambda e: many.licl_pairs(),
+    "licl-labels": lambda e: many.licl_pairs(labels_as_documents=True),
     "multitask": _multitask,
+    "multitask-labels": lambda e: _multitask(e, labels_as_documents=True),
 }
 
 

@@ -25,11 +25,11 @@ def train(
     method: Annotated[str | None, Opt(help="promptembedder | lora | prompt-tuning | full")] = None,
     prompting_model: Annotated[str | None, Opt(help="P: HF causal LM id, path or named default")] = None,
     embedding_model: Annotated[str | None, Opt(help="E: HF model id, path or named default")] = None,
-    train_data: Annotated[list[str] | None, Opt(help="all | multitask | esnli | sts-train | scifact-train | "
-                                                     "banking77-train | mrpc-train | snli | nli-contrastive | "
-                                                     "esnli-contrastive | mnli | cad-nli | quora | scitail | "
-                                                     "trec-train | sst2-train | agnews | licl | a .jsonl/.csv/.tsv "
-                                                     "file (repeatable)")]
+    train_data: Annotated[list[str] | None, Opt(help="all | multitask | multitask-labels | esnli | sts-train | "
+                                                     "scifact-train | banking77-train | mrpc-train | snli | "
+                                                     "nli-contrastive | esnli-contrastive | mnli | cad-nli | quora | "
+                                                     "scitail | trec-train | sst2-train | agnews | licl | "
+                                                     "licl-labels | a .jsonl/.csv/.tsv file (repeatable)")]
     = None,
     task_weights: Annotated[str | None, Opt(help="mix sources by weight, e.g. esnli=1,scifact-train=2 "
                                                  "(default: by size)")] = None,
