@@ -1,0 +1,252 @@
+"""Issue 29's experiment: train on `multitask`, then score what only an instruction-aware embedder can do.
+
+Rows (E = Gemma 3 270M, frozen unless LoRA; P = SmolLM2-135M):
+  pe     PromptEmbedder, suffix prompt, P lr 1e-4, W lr 1e-2, no diversity term
+  pt     one static soft prompt (prompt tuning, suffix), lr 3e-3
+  table  a table of static prompts, one per training instruction (prompt-table, suffix), lr 3e-3
+  lora   LoRA r=8 on E with the instruction as E5-style text, lr 2e-4
+  bare   bare E (last token) with the instruction as E5-style text, no training
+  prompteol  bare E in PromptEOL's template with the instruction as text, no training
+Levers appended with "+": seed7, seed1234 (other seeds), div1 (the prompt-diversity term at weight 1).
+
+Every trained row gets `BUDGET`; every row is scored on the same seeded subsets (`EVAL`): nli-follow (e-SNLI test
+premises, training and held-out wordings), unseen tasks (the catalogue's ten held-out licl tasks + 20NG), unseen
+wording (four trained licl tasks, training wording against licl's instruction_2) and the six-task quick suite
+(`evaluation.subsets`). One JSON line per row goes to --results; a row already there is skipped.
+
+    OMP_NUM_THREADS=1 python experiments/instructions/run.py run --results R.jsonl --runs-dir runs pe pt
+    python experiments/instructions/run.py table --results R.jsonl
+    python experiments/instructions/run.py plot --results R.jsonl --out experiments/instructions/results.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from promptembedder.baselines import PROMPTEOL_TEMPLATE, BackboneEmbedder
+from promptembedder.config import BaselineConfig
+from promptembedder.embedder import Embedder
+from promptembedder.evaluation import TASKS
+from promptembedder.evaluation.nli_follow import InstructionFollowingData, evaluate_instruction_following
+from promptembedder.evaluation.subsets import score_suite
+from promptembedder.evaluation.unseen_tasks import evaluate_unseen_tasks, licl_instructed, newsgroups_instructed
+from promptembedder.evaluation.unseen_wording import evaluate_unseen_wording, load_unseen_wording
+from promptembedder.instructions import catalogue, unseen_tasks
+from promptembedder.training import Trainer, TrainingConfig
+
+E, P = "gemma3-270m", "smollm2-135m"
+BUDGET = dict(max_steps=60, batch_size=16, max_length=48, seed=42, train_data=["multitask"])
+#: The evaluation subsets (seeded with random.Random(0)); the probe draws as MTEB's, fewer of them.
+EVAL = dict(nli_items=100, licl_test=40, newsgroups_pool_per_label=10, newsgroups_test=200, wording_tasks=4,
+            n_experiments=2, samples_per_label=8)
+ROWS: dict[str, tuple[str | None, dict]] = {
+    "pe": ("promptembedder", {"prompt_position": "suffix", "learning_rate": 1e-4, "alignment_learning_rate": 1e-2}),
+    "pt": ("prompt-tuning", {"prompt_position": "suffix"}),
+    "table": ("prompt-table", {"prompt_position": "suffix"}),
+    "lora": ("lora", {}),
+    "bare": (None, {"pooling": "last"}),
+    "prompteol": (None, {"pooling": "last", "template": PROMPTEOL_TEMPLATE}),
+}
+LEVERS = {"seed7": {"seed": 7}, "seed1234": {"seed": 1234}, "div1": {"prompt_diversity": 1.0}}
+#: Rows whose model cannot read an instruction: the wording test is 0 by construction and is not encoded twice.
+STATIC = ("pt",)
+
+
+def parse(name: str) -> tuple[str | None, dict]:
+    base, *levers = name.split("+")
+    if base not in ROWS or any(lever not in LEVERS for lever in levers):
+        raise SystemExit(f"unknown row {name!r}: rows {list(ROWS)}, levers {list(LEVERS)}")
+    method, options = ROWS[base]
+    for lever in levers:
+        options = {**options, **LEVERS[lever]}
+    return method, options
+
+
+def eval_data() -> dict:
+    rng = random.Random(0)
+    nli = TASKS["nli-follow"].load("test")
+    nli = InstructionFollowingData(rng.sample(nli.items, EVAL["nli_items"]), nli.wordings)
+    unseen = [newsgroups_instructed(EVAL["newsgroups_pool_per_label"], EVAL["newsgroups_test"])
+              if task == "twentynewsgroups" else licl_instructed(task, test=EVAL["licl_test"])
+              for task in unseen_tasks()]
+    trained = sorted(t for t in catalogue().train if t.startswith("licl/"))
+    wording = load_unseen_wording(tasks=random.Random(0).sample(trained, EVAL["wording_tasks"]), held_out=1,
+                                  test=EVAL["licl_test"])
+    return {"nli": nli, "unseen": unseen, "wording": wording}
+
+
+def score(model: Embedder, static: bool, log=print) -> dict:
+    data, probe = eval_data(), {k: EVAL[k] for k in ("n_experiments", "samples_per_label")}
+    out, seconds = {}, {}
+    start = time.perf_counter()
+    out["nli_follow"] = evaluate_instruction_following(model, data["nli"], batch_size=32)
+    seconds["nli_follow"] = time.perf_counter() - start
+    log(f"  nli-follow {out['nli_follow']['paired_accuracy']:.2f} ({seconds['nli_follow']:.0f} s)")
+    start = time.perf_counter()
+    out["unseen_tasks"] = evaluate_unseen_tasks(model, data["unseen"], batch_size=32, **probe)
+    seconds["unseen_tasks"] = time.perf_counter() - start
+    log(f"  unseen tasks {out['unseen_tasks']['main_score']:.2f} ({seconds['unseen_tasks']:.0f} s)")
+    start = time.perf_counter()
+    if static:  # one encoding per task: every wording gives the same embeddings
+        one = [type(t)(t.name, t.data, t.instructions[:1]) for t in data["wording"]]
+        same = evaluate_unseen_tasks(model, one, batch_size=32, **probe)
+        out["unseen_wording"] = {"main_score": same["main_score"], "training_wording": same["main_score"],
+                                 "drop": 0.0, "per_task": same["per_task"], "by_construction": True}
+    else:
+        out["unseen_wording"] = evaluate_unseen_wording(model, data["wording"], batch_size=32, **probe)
+    seconds["unseen_wording"] = time.perf_counter() - start
+    log(f"  unseen wording {out['unseen_wording']['main_score']:.2f}, drop {out['unseen_wording']['drop']:.2f} "
+        f"({seconds['unseen_wording']:.0f} s)")
+    out["six"] = score_suite(model, True, log=log)
+    seconds["six"] = out["six"]["eval_s"]
+    return {"scores": out, "eval_s": seconds, "eval_total_s": sum(seconds.values())}
+
+
+def train_seconds(log: Path) -> float:
+    with open(log, newline="") as handle:
+        return sum(float(r["step_time_s"]) for r in csv.DictReader(handle) if r.get("step_time_s"))
+
+
+def run_row(name: str, runs_dir: Path) -> dict:
+    method, options = parse(name)
+    started = time.perf_counter()
+    record: dict = {"name": name, "method": method, "options": options, "embedding_model": E, "eval": EVAL}
+    if method is None:
+        model = BackboneEmbedder(BaselineConfig(method=name, embedding_model=E, max_length=BUDGET["max_length"],
+                                                **options), device="cpu")
+        return {**record, **score(model, False), "wall_s": time.perf_counter() - started}
+    output_dir = runs_dir / f"{name}@{E}"
+    config = TrainingConfig(**{**BUDGET, **options}, method=method, prompting_model=P, embedding_model=E,
+                            output_dir=str(output_dir), do_eval=False, logging_steps=1, save_steps=10_000,
+                            save_model=True, show_progress_bar=False, device="cpu")
+    trainer = Trainer(config)
+    result = trainer.train()
+    summary = json.loads((output_dir / "train_summary.json").read_text()) if (
+        output_dir / "train_summary.json").is_file() else {}
+    instructions = trainer.instructions
+    record.update(budget={**BUDGET, **{k: v for k, v in options.items() if k in BUDGET}}, steps=result.steps,
+                  train_s=train_seconds(output_dir / "log.csv"), median_step_s=result.median_step_time_s,
+                  trainable_parameters=result.trainable_parameters, training_instructions=len(instructions),
+                  prompt_cosine=(summary.get("instructions") or {}).get("prompt_cosine"),
+                  log=str(output_dir / "log.csv"))
+    return {**record, **score(trainer.model, method in ("prompt-tuning",)), "wall_s": time.perf_counter() - started}
+
+
+def done(results: Path) -> set[str]:
+    if not results.exists():
+        return set()
+    return {json.loads(line)["key"] for line in results.read_text().splitlines() if line.strip()}
+
+
+def run(args: argparse.Namespace) -> None:
+    for name in args.rows:
+        parse(name)
+    torch.manual_seed(0)
+    for name in args.rows:
+        key = f"{name}@{E}"
+        claim = args.runs_dir / f"{key}.claimed"
+        if key in done(args.results):
+            continue
+        args.runs_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            claim.touch(exist_ok=False)
+        except FileExistsError:
+            continue
+        print(f"== {key}", flush=True)
+        try:
+            record = {"key": key, **run_row(name, args.runs_dir)}
+        except Exception as err:  # one failed row must not stop the queue; it is rerun on restart
+            claim.unlink(missing_ok=True)
+            print(f"FAILED {key}: {type(err).__name__}: {err}", flush=True)
+            continue
+        with open(args.results, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        print(json.dumps({k: record[k] for k in ("key", "eval_total_s", "wall_s")}), flush=True)
+
+
+def rows_of(results: Path) -> list[dict]:
+    return [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+
+
+def summary(record: dict) -> dict:
+    s = record["scores"]
+    six = s["six"]
+    return {"nli": s["nli_follow"]["paired_accuracy"], "nli_e": s["nli_follow"]["entailment"],
+            "nli_c": s["nli_follow"]["contradiction"],
+            "nli_held": s["nli_follow"]["wordings"]["held_out"]["paired_accuracy"],
+            "unseen": s["unseen_tasks"]["main_score"], "wording_train": s["unseen_wording"]["training_wording"],
+            "wording_held": s["unseen_wording"]["main_score"], "drop": s["unseen_wording"]["drop"],
+            "six": six.get("mean", float("nan"))}
+
+
+def table(args: argparse.Namespace) -> None:
+    rows = rows_of(args.results)
+    lora = [summary(r)["six"] for r in rows if r["name"].split("+")[0] == "lora"]
+    print("| row | nli-follow paired (ent / con) | held-out wording | unseen tasks (11) | wording: train -> held-out "
+          "(drop) | six-task mean | % of LoRA | steps | train s | eval s | P's prompt cosine (mean) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        v = summary(r)
+        share = f"{100 * v['six'] / np.mean(lora):.1f} %" if lora else "-"
+        cosine = (r.get("prompt_cosine") or {}).get("mean")
+        print(f"| {r['key']} | {v['nli']:.1f} ({v['nli_e']:.1f} / {v['nli_c']:.1f}) | {v['nli_held']:.1f} | "
+              f"{v['unseen']:.2f} | {v['wording_train']:.2f} -> {v['wording_held']:.2f} ({v['drop']:+.2f}) | "
+              f"{v['six']:.2f} | {share} | {r.get('steps', '-')} | {r.get('train_s', 0):.0f} | "
+              f"{r['eval_total_s']:.0f} | {'-' if cosine is None else f'{cosine:.3f}'} |")
+
+
+def plot(args: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = rows_of(args.results)
+    metrics = [("nli", "nli-follow\n(paired acc.)"), ("unseen", "unseen tasks\n(probe acc.)"),
+               ("wording_held", "unseen wording\n(probe acc.)"), ("six", "six-task suite\n(mean)")]
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    width = 0.8 / len(rows)
+    for i, r in enumerate(rows):
+        v = summary(r)
+        ax.bar(np.arange(len(metrics)) + i * width, [v[m] for m, _ in metrics], width, label=r["key"].split("@")[0])
+    ax.axhline(50, color="grey", linestyle="--", linewidth=0.8)
+    ax.text(-0.4, 51, "50: ignores the instruction (nli-follow)", fontsize=8, color="grey")
+    ax.set_xticks(np.arange(len(metrics)) + 0.4 - width / 2, [label for _, label in metrics])
+    ax.set_ylabel("score x100")
+    budget = f"{BUDGET['max_steps']} steps x batch {BUDGET['batch_size']}, one seed, quick subsets"
+    ax.set_title(f"Instruction-aware or static? Gemma 3 270M as E, trained on multitask ({budget})")
+    ax.legend(fontsize=8, ncol=3)
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=120)
+    print(f"wrote {args.out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run")
+    p.add_argument("--results", type=Path, required=True)
+    p.add_argument("--runs-dir", type=Path, default=Path("runs/instructions"))
+    p.add_argument("rows", nargs="+")
+    p.set_defaults(func=run)
+    p = sub.add_parser("table")
+    p.add_argument("--results", type=Path, required=True)
+    p.set_defaults(func=table)
+    p = sub.add_parser("plot")
+    p.add_argument("--results", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=plot)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
