@@ -22,7 +22,7 @@ FILE_ONLY = frozenset({
 @app.command()
 def train(
     config: Annotated[Path | None, typer.Argument(help="YAML/JSON training config; flags override it.")] = None,
-    method: Annotated[str | None, Opt(help="promptembedder | lora | prompt-tuning | full")] = None,
+    method: Annotated[str | None, Opt(help="promptembedder | lora | prompt-tuning | prompt-table | full")] = None,
     prompting_model: Annotated[str | None, Opt(help="P: HF causal LM id, path or named default")] = None,
     embedding_model: Annotated[str | None, Opt(help="E: HF model id, path or named default")] = None,
     train_data: Annotated[list[str] | None, Opt(help="all | multitask | multitask-labels | esnli | sts-train | "
