@@ -93,6 +93,7 @@ def test_openai_client_matches_encode(served):
     ({"input": "x", "encoding_format": "hex"}, 400, "encoding_format"),
     ({"input": "x", "model": "other"}, 404, "model"),
     ({"input": "x" * 20000}, 413, None),
+    ({"input": {"text": "x"}}, 400, "input"),
 ])
 def test_errors_have_openai_shape(served, body, status, param):
     got_status, payload = request(served[1], "POST", "/v1/embeddings", body)

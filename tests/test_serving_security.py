@@ -89,8 +89,8 @@ def test_api_key_as_openai_clients_send_it():
                 status, body = request(server.port, method, path, {"input": "x"}, headers=headers)
                 assert status == 401 and body["error"]["code"] == "invalid_api_key", (path, headers)
         assert request(server.port, "GET", "/health")[0] == 200  # probes need no key
-        bearer = {"Authorization": f"Bearer {KEY}"}
-        assert request(server.port, "GET", "/openapi.json", headers=bearer)[0] == 200
+        assert request(server.port, "GET", "/openapi.json", headers={"Authorization": f"Bearer {KEY}"})[0] == 200
+        assert request(server.port, "GET", "/v1/models", headers={"Authorization": f"bearer {KEY}"})[0] == 200
         api = openai.OpenAI(base_url=f"http://{HOST}:{server.port}/v1", api_key=KEY, max_retries=0, timeout=30)
         assert len(api.embeddings.create(model="m", input=TEXTS).data) == 2
         wrong = openai.OpenAI(base_url=f"http://{HOST}:{server.port}/v1", api_key="wrong", max_retries=0, timeout=30)

@@ -68,15 +68,17 @@ class ServerSettings:
 
 
 class _RequireKey:
-    """ASGI middleware: 401 in OpenAI's shape unless `Authorization: Bearer KEY` (constant-time comparison)."""
+    """ASGI middleware: 401 in OpenAI's shape unless `Authorization: Bearer KEY` (the scheme in any case, as HTTP
+    has it; the key compared in constant time)."""
 
     def __init__(self, app, key: str):
-        self.app, self.expected = app, f"Bearer {key}".encode()
+        self.app, self.expected = app, key.encode()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
             given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
+            scheme, _, token = given.partition(b" ")
+            if not (scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.expected)):
                 message = ("invalid API key" if given else
                            "no API key: send it as 'Authorization: Bearer KEY' (the openai client's api_key)")
                 response = JSONResponse(error_body(message, code="invalid_api_key"), status_code=401,

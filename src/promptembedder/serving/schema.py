@@ -77,8 +77,10 @@ def parse_request(body: bytes, limits: Limits) -> tuple[EmbeddingRequest, list[s
         request = EmbeddingRequest.model_validate_json(body)
     except ValidationError as err:
         first = err.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        raise APIError(400, f"invalid request: {param or 'body'}: {first['msg']}", param=param) from None
+        param = str(first["loc"][0]) if first["loc"] else None  # the field, not pydantic's union branch (input.str)
+        message = ("input must be a string or a list of strings" if param == "input"
+                   else f"{param or 'body'}: {first['msg']}")
+        raise APIError(400, f"invalid request: {message}", param=param) from None
     texts = [request.input] if isinstance(request.input, str) else request.input
     if not texts:
         raise APIError(400, "input is empty: give a string or a non-empty list of strings", param="input")
