@@ -121,6 +121,21 @@ def test_real_minilm_export(tmp_path, tiny_model_dir):
         assert values.min() >= 0.9999, (name, values)
 
 
+@pytest.mark.slow
+def test_real_decoder_suffix_export(tmp_path, tiny_model_dir):
+    """SmolLM2-135M-Instruct as E (a tiny random P), prompt after the text (`auto`): export verifies itself through
+    sentence-transformers and plain transformers, and its chat template stays the tokenizer's own."""
+    from transformers import AutoTokenizer
+
+    model = _saved(tmp_path, tiny_model_dir, "smollm2-135m")
+    assert model.backbone.prompt_position == "suffix"
+    out = export(tmp_path / "saved", tmp_path / "out", INSTRUCTIONS)
+    cosines, _ = _cosines(model, out)
+    for name, values in cosines.items():
+        assert values.min() >= 0.9999, (name, values)
+    assert "<|im_start|>" in AutoTokenizer.from_pretrained(out).chat_template
+
+
 def test_exported_folder_served(gemma_export):
     """`serve` on an exported folder: tasks are its compiled prompts; free-text instructions are refused."""
     pytest.importorskip("fastapi")
