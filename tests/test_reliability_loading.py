@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from reliability_helpers import runner, text
@@ -14,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from promptembedder.cli import app
 from promptembedder.config import PromptEmbedderConfig
+from promptembedder.model import PromptEmbedder
 from promptembedder.registry import ModelNotAvailableError, resolve
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -77,3 +79,28 @@ def test_a_yaml_syntax_error_is_one_line(tmp_path):
     result = runner.invoke(app, ["train", str(path)])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
     assert f"{path}:3:10: YAML syntax error: expected ',' or ']', but got ':'" in text(result)
+
+
+# --- 17. an exported folder embeds with its compiled instructions only -----------------------------------------------
+def test_an_exported_folder_uses_its_compiled_prompts_and_refuses_others(saved, tmp_path):
+    from promptembedder import evaluation
+    from promptembedder.auto import load_embedder
+    from promptembedder.export import export, task_instructions
+
+    model = PromptEmbedder.from_pretrained(saved / "final", device="cpu")
+    out = export(saved / "final", tmp_path / "out", {"para": "Find a paraphrase.", **task_instructions(["sts-b"])},
+                 verify=False)
+    texts = ["one text", "another text"]
+    for given in ("Find a paraphrase.", "para"):  # the instruction's text, or the name it was exported under
+        result = _encode(out, tmp_path, "--instruction", given)
+        assert result.exit_code == 0, text(result)
+        ours = model.encode(texts, instruction="Find a paraphrase.")
+        assert np.sum(np.load(tmp_path / "e.npy") * ours, axis=1).min() >= 0.9999
+    result = _encode(out, tmp_path, "--instruction", "Classify the topic.")
+    assert result.exit_code == 2 and "embeds only the instructions it was exported with" in text(result)
+    exported = load_embedder(out, device="cpu")
+    scores = evaluation.evaluate(exported, ["sts-b"], "test")
+    assert scores["sts-b"]["main_score"] == pytest.approx(evaluation.evaluate(model, ["sts-b"], "test")["sts-b"]
+                                                          ["main_score"], abs=1e-3)
+    with pytest.raises(ValueError, match="embeds only the instructions .* not 'Retrieve sentences that are para"):
+        evaluation.evaluate(exported, ["mrpc"], "test")

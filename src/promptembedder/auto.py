@@ -10,6 +10,7 @@ import torch
 from .baselines import baseline_from_pretrained
 from .config import BASELINE_CONFIG, CONFIG_NAME
 from .embedder import Embedder
+from .exported import ExportedEmbedder, is_export
 from .model import PromptEmbedder
 from .registry import resolve
 from .validation import check_device
@@ -28,7 +29,8 @@ def sentence_transformers_max_length(reference: str | Path) -> int | None:
 
 def load_embedder(reference: str | Path, device: str | torch.device | None = None, pooling: str | None = None,
                   max_length: int | None = None, strict: bool = True) -> Embedder:
-    """A saved PromptEmbedder or baseline folder, else a bare backbone (HF id, path or named default, no prompt).
+    """A saved PromptEmbedder or baseline folder, an exported folder (its compiled instructions), else a bare
+    backbone (HF id, path or named default, no prompt).
 
     A bare backbone truncates at `max_length`, by default its sentence-transformers `max_seq_length`.
     `strict=False` loads a saved model whose manifest does not match (with a warning).
@@ -39,6 +41,8 @@ def load_embedder(reference: str | Path, device: str | torch.device | None = Non
         return PromptEmbedder.from_pretrained(path, device=device, strict=strict)
     if (path / BASELINE_CONFIG).exists():
         return baseline_from_pretrained(path, device=device, strict=strict)
+    if is_export(path):  # its compiled instructions only, never silently a bare backbone
+        return ExportedEmbedder(path, device=device)
     max_length = max_length or sentence_transformers_max_length(reference) or 512
     return PromptEmbedder(embedding_model=str(reference), num_soft_tokens=0, pooling=pooling, device=device,
                           max_length=max_length).eval()

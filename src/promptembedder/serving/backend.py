@@ -11,7 +11,6 @@ used instead (an edited one is refused); `auto_map` entries in its config.json a
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..exported import load_sentence_transformer as _load_sentence_transformer
 from .schema import APIError
 
 EXPORT_RECORD = "promptembedder_export.json"
@@ -150,37 +150,6 @@ def _token_counts(tokenizer, texts: list[str], max_tokens: int | None) -> list[i
         return [0] * len(texts)
     ids = tokenizer(texts, add_special_tokens=True, truncation=max_tokens is not None, max_length=max_tokens)
     return [len(row) for row in ids["input_ids"]]
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _load_sentence_transformer(path: Path, device: str | None, trust_remote_code: bool):
-    """The folder as a SentenceTransformer, running none of its code unless `trust_remote_code`: our own pooling
-    module, recognised by content hash, resolves to the installed copy."""
-    from sentence_transformers import SentenceTransformer
-
-    from .. import prompt_pooling
-    from ..export import CUSTOM_POOLING_FILE
-
-    shipped = path / CUSTOM_POOLING_FILE
-    if trust_remote_code or not shipped.exists():
-        classes = {}
-    elif _sha256(shipped) == _sha256(Path(prompt_pooling.__file__)):
-        classes = {f"{shipped.stem}.PromptPooling": prompt_pooling.PromptPooling}
-    else:
-        raise ValueError(f"{shipped} is not the pooling module this version of promptembedder exports (edited, or "
-                         "from another version), and serving runs no code from a model folder: export the model "
-                         "again, or pass --trust-remote-code if you trust the code in that folder")
-    try:  # sentence-transformers' own hook for resolving modules.json types to classes already imported
-        return SentenceTransformer._load_with_module_classes(str(path), classes, device=device, local_files_only=True,
-                                                             trust_remote_code=trust_remote_code)
-    except ValueError as err:
-        if trust_remote_code or "trust_remote_code" not in str(err):
-            raise
-        raise ValueError(f"{path} needs code of its own to load, which serving runs only with --trust-remote-code "
-                         f"(if you trust that folder): {err}") from None
 
 
 def load_backend(reference: str | Path, device: str | None = None, tasks: Mapping[str, str] | None = None,
