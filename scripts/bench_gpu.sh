@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 14's table on one GPU: E = Mistral-7B, P = Qwen2.5-0.5B (architecture-only references, random weights, no
 # download), bf16 autocast, 128 tokens per text, triplets; LoRA vs PromptEmbedder-query at batch 8, 16, 32 and with
-# GradCache 32:8 and 64:16, the steady state (documents cached), phase timings and a torch.profiler table.
+# GradCache 32:8 and 64:16, E reading each text once (the default) and E's full forward (-no-read-once), the steady
+# state (documents cached), phase timings (P's generation share) and a torch.profiler table per PromptEmbedder path.
 # One process per method; about 5 minutes on an H100. Results in $OUT (default runs/bench_gpu): sweep.json,
 # sweep.md (printed last), <method>.log, promptembedder-query/profile_step.txt.
 #   bash scripts/bench_gpu.sh                       # on the GPU
@@ -26,5 +27,5 @@ print(f"torch {torch.__version__}, cuda available: {torch.cuda.is_available()}"
 PY
 "$PYTHON" -m promptembedder bench sweep \
     --embedding-model "${E:-arch:mistral-7b}" --prompting-model "${P:-arch:qwen2.5-0.5b}" \
-    --methods "${METHODS:-lora,promptembedder-query}" --configs "${CONFIGS:-8,16,32,32:8,64:16}" \
+    --methods "${METHODS:-lora,promptembedder-query,promptembedder-query-no-read-once}" --configs "${CONFIGS:-8,16,32,32:8,64:16}" \
     --seq-len "${SEQ_LEN:-128}" --warmup "${WARMUP:-2}" --steps "${STEPS:-5}" --output-dir "$OUT" "$@"

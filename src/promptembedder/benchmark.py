@@ -30,6 +30,9 @@ from .training import TRANSFER_ALIGNMENT_LR, Trainer, TrainingConfig
 METHOD_VARIANTS = {
     "promptembedder-query": {"method": "promptembedder", "prompt_on": "query"},
     "promptembedder-both": {"method": "promptembedder", "prompt_on": "both"},
+    # E's full forward (every position with a graph) instead of reading the text once: the comparison rows.
+    "promptembedder-query-no-read-once": {"method": "promptembedder", "prompt_on": "query", "read_once": False},
+    "promptembedder-both-no-read-once": {"method": "promptembedder", "prompt_on": "both", "read_once": False},
     # The prompt-diversity term: each step also generates P's prompts for 3 other instructions (see training.losses).
     "promptembedder-query-diversity": {"method": "promptembedder", "prompt_on": "query", "prompt_diversity": 1.0},
     "lora": {"method": "lora"},

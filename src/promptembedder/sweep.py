@@ -138,14 +138,14 @@ def measure(args: dict, model, variant: dict, batch: int, chunk: int | None, war
     return result
 
 
-def phase_profile(args: dict, model, batch: int) -> dict:
-    """PromptEmbedder with prompt_on='query', no GradCache: synchronised time and memory of each phase of a step
-    (median over the timed steps), then a torch.profiler table of one more step."""
+def phase_profile(args: dict, model, batch: int, variant: dict) -> dict:
+    """PromptEmbedder with prompt_on='query' (`variant`: E reading once or not), no GradCache: synchronised time and
+    memory of each phase of a step (median over the timed steps), then a torch.profiler table of one more step."""
     device = torch.device(args["device"])
     steps = args["warmup"] + args["steps"]
     examples = synthetic_examples(batch * (steps + 1), args["seq_len"], seed=10_000 + batch)
     _fresh(device)
-    trainer = _trainer(args, model, split_method("promptembedder-query")[0], batch, None, examples)
+    trainer = _trainer(args, model, variant, batch, None, examples)
     model.train()
     cuda = device.type == "cuda"
     timings: dict[str, list[float]] = {p: [] for p in PHASES}
@@ -240,7 +240,7 @@ def worker(args: dict) -> None:
     profiled = model.__class__.__name__ == "PromptEmbedder" and cached and not variant.get("prompt_diversity")
     if args["profile"] and profiled:
         try:
-            emit({"kind": "phases", **phase_profile(args, model, args["configs"][0][0])})
+            emit({"kind": "phases", **phase_profile(args, model, args["configs"][0][0], variant)})
         except Exception as err:  # noqa: BLE001 - OOM or a profiler failure must not lose the step table
             emit({"kind": "phases", "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"})
 
@@ -292,7 +292,7 @@ def _cell(record: dict | None) -> str:
     return f"{record['step_s']:.3f} s, {record['peak_memory_mb'] / 1024:.1f} GB"
 
 
-def _pair_rows(steps: dict, frozen: dict, configs: list, pe: str, base: str, label: str) -> list[str]:
+def _pair_rows(steps: dict, frozen: dict, configs: list, pe: str, base: str, label: str, path: str) -> list[str]:
     rows = []
     for batch, chunk in configs:
         a, b = steps.get((pe, batch, chunk, "cold")), steps.get((base, batch, chunk, "cold"))
@@ -307,8 +307,8 @@ def _pair_rows(steps: dict, frozen: dict, configs: list, pe: str, base: str, lab
             above = f"{(a['peak_memory_mb'] - frozen[pe]) / (b['peak_memory_mb'] - frozen[base]):.2f}x"
         steady_ok = warm is not None and b is not None and "error" not in warm and "error" not in b
         steady = f"{warm['step_s'] / b['step_s']:.2f}x" if steady_ok else "–"
-        rows.append(f"| {batch} | {chunk or '–'} | {label} | {ratio} | {memory} | {above} | {_cell(b)} | {_cell(a)} "
-                    f"| {_cell(warm)} | {steady} |")
+        rows.append(f"| {batch} | {chunk or '–'} | {label} | {path} | {ratio} | {memory} | {above} | {_cell(b)} "
+                    f"| {_cell(a)} | {_cell(warm)} | {steady} |")
     return rows
 
 
@@ -343,16 +343,21 @@ def sweep_markdown(report: dict) -> str:
              "", f"{machine.get('gpu', machine['device'])}, torch {machine['libraries']['torch']}, "
              f"{settings['seq_len']} tokens per text, triplets, {settings['warmup']} warm-up + {settings['steps']} "
              f"timed steps (median), memory = {report['memory_measure']}, autocast {settings['autocast']}.", "",
-             "| batch | GradCache chunk | E checkpointed | PE-query step vs LoRA | memory vs LoRA | memory above E's "
-             "weights vs LoRA | LoRA step, peak | PE-query step, peak | PE-query steady state (docs cached) "
-             "| steady vs LoRA |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for suffix, label in (("", "no"), ("+gc", "yes")):
-        lines += _pair_rows(steps, frozen, settings["configs"], "promptembedder-query" + suffix, "lora" + suffix, label)
+             "| batch | GradCache chunk | E checkpointed | E's path | PE-query step vs LoRA | memory vs LoRA | memory "
+             "above E's weights vs LoRA | LoRA step, peak | PE-query step, peak | PE-query steady state (docs cached) "
+             "| steady vs LoRA |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    # A checkpointed E always runs the full forward (backbone.can_read_once).
+    for pe, base, label, path in (("promptembedder-query", "lora", "no", "read once"),
+                                  ("promptembedder-query-no-read-once", "lora", "no", "full"),
+                                  ("promptembedder-query+gc", "lora+gc", "yes", "full")):
+        lines += _pair_rows(steps, frozen, settings["configs"], pe, base, label, path)
     lines += _diversity_rows(steps, settings["configs"])
     for phases in (r for r in records if r["kind"] == "phases" and "phases_s" in r):
         lines += ["", f"Where a batch-{phases['batch_size']} {phases['method']} step goes (synchronised, median):",
                   "", "| phase | time |", "|---|---|"]
         lines += [f"| {name} | {seconds:.4f} s |" for name, seconds in phases["phases_s"].items()]
+        total = sum(phases["phases_s"].values())
+        lines += ["", f"P's generation: {phases['phases_s']['generation'] / total:.0%} of the step."]
         if phases.get("memory"):
             lines += ["", "Allocated memory during that step: " + ", ".join(
                 f"{k} {v / 1024:.2f} GB" for k, v in phases["memory"].items()) + "."]
