@@ -117,3 +117,34 @@ def test_registered_with_their_own_instructions() -> None:
         "nli-follow", "unseen-tasks", "unseen-wording"]
     with pytest.raises(ValueError, match="own instructions"):
         E.evaluate(HashingEmbedder(), ["nli-follow"], instructions={"nli-follow": "say"})
+
+
+def test_readers_on_fixture_files(tmp_path, monkeypatch) -> None:
+    """nli-follow: one item per premise with both labels (its first of each); licl: pool = the five draws, a seeded
+    test subset, the task's own instruction."""
+    import json
+
+    from promptembedder.data import DATA_ENV_VAR
+    from promptembedder.evaluation.nli_follow import follow_items
+    from promptembedder.evaluation.unseen_tasks import licl_instructed
+
+    (tmp_path / "esnli").mkdir()
+    (tmp_path / "esnli" / "esnli_test.csv").write_text(
+        "idx,gold_label,Sentence1,Sentence2\n0,neutral,P one,n\n1,entailment,P one,e1\n2,contradiction,P one,c1\n"
+        "3,entailment,P one,e2\n4,entailment,P two,e3\n5,contradiction,P three,c3\n6,contradiction,P three,c4\n"
+        "7,entailment,P three,e4\n", encoding="utf-8")
+    folder = tmp_path / "licl" / "toy"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({
+        "name": "toy", "task_type": "classification", "options": ["no", "yes"], "instruction": "Say yes or no.",
+        "instruction_2": "Answer no or yes.", "inference_prompt": "Text: {text}\nLabel:"}), encoding="utf-8")
+    for i in range(5):
+        (folder / f"train_{i}.jsonl").write_text(
+            "".join(json.dumps({"text": f"t{i}{j}", "label": ["no", "yes"][j % 2]}) + "\n" for j in range(4)))
+    (folder / "test.jsonl").write_text("".join(json.dumps({"text": f"q{j}", "label": "yes"}) + "\n" for j in range(9)))
+    monkeypatch.setenv(DATA_ENV_VAR, str(tmp_path))
+    assert follow_items() == [FollowItem("P one", "e1", "c1"), FollowItem("P three", "e4", "c3")]
+    task = licl_instructed("licl/toy", test=5)
+    assert (task.name, task.instructions) == ("licl/toy", ("Say yes or no.",))
+    assert len(task.data.train.texts) == 20 and len(task.data.test.texts) == 5
+    assert task.data.test.texts == sorted(task.data.test.texts)  # file order kept
