@@ -38,7 +38,7 @@ from transformers.models.auto.modeling_auto import (
 from .checkpointing import is_checkpointed
 from .config import INPUT_POSITIONS, PROMPT_POSITION_CHOICES
 from .deep_prompt import DeepPrompt, KVLayout, kv_layout, prefix_cache
-from .kv_cache import cache_of, repeat_rows
+from .kv_cache import cache_keyword, new_cache, repeat_rows
 from .pooling import pool
 from .registry import load_pretrained
 
@@ -222,10 +222,14 @@ class EmbeddingBackbone(nn.Module):
         embed = self.model.get_input_embeddings()
         text_end = ids.shape[1] - int(self.suffix_special)
         text_mask = mask[:, :text_end]
+        # A cache of our own making (the model's own kind in recent transformers): older versions gave Gemma 2 and 3 a
+        # fixed-size HybridCache of exactly the text's length, with no room for the prompt.
+        cache = new_cache(self.model.config)
         with torch.no_grad():
-            out = self.model(inputs_embeds=embed(ids[:, :text_end]), attention_mask=text_mask,
-                             position_ids=(text_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
-        cache = {keyword: repeat_rows(states, count) for keyword, states in cache_of(out).items()}
+            self.model(inputs_embeds=embed(ids[:, :text_end]), attention_mask=text_mask,
+                       position_ids=(text_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True,
+                       **{cache_keyword(self.model): cache})
+        cache = {cache_keyword(self.model): repeat_rows(cache, count)}
         text_mask = text_mask.repeat_interleave(count, 0)
         tail = prompts.to(embed.weight.dtype).repeat(len(texts), 1, 1)
         if self.suffix_special:

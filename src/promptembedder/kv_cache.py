@@ -7,6 +7,8 @@ once). All go through these helpers, so a renamed argument or a changed cache la
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from transformers import DynamicCache
 
@@ -16,6 +18,11 @@ def cache_of(output) -> dict:
     if "cache" in output:
         return {"cache": output["cache"]}
     return {"past_key_values": output["past_key_values"]}
+
+
+def cache_keyword(model) -> str:
+    """The keyword a model's forward takes a cache under: `cache` in recent transformers, `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def layer_states(cache, index: int) -> tuple[torch.Tensor, torch.Tensor]:
