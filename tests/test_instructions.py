@@ -68,6 +68,11 @@ def test_licl_wordings_are_the_datas_own() -> None:
             assert held_out_instructions(task)[0] == config.instruction_2
     covered = {t.removeprefix("licl/") for t in (*data.train, *data.unseen, *data.not_trained)}
     assert names <= covered
+    trained = {w for words in data.train.values() for w in words}
+    for task in data.unseen:  # an unseen task's own wordings are no trained task's either
+        if task.startswith("licl/"):
+            config = licl_task(task.removeprefix("licl/"))
+            assert not {config.instruction, config.instruction_2} & trained, task
 
 
 def write(tmp_path: Path, tasks: dict, **extra: object) -> Path:

@@ -4,6 +4,7 @@ near misses, and the `multitask` mix (enough tasks and wordings, none held out).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -115,9 +116,13 @@ def test_train_multitask_end_to_end_on_tiny_models(tiny_model_dir, tmp_path: Pat
 
     from promptembedder.cli import app
 
+    prompting = tmp_path / "llama"  # the tiny P with a context of 512 (not 128): the longest licl wordings fit
+    shutil.copytree(tiny_model_dir("llama"), prompting)
+    settings = json.loads((prompting / "config.json").read_text())
+    (prompting / "config.json").write_text(json.dumps({**settings, "max_position_embeddings": 512}))
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({
-        "prompting_model": str(tiny_model_dir("llama")), "embedding_model": str(tiny_model_dir("bert")),
+        "prompting_model": str(prompting), "embedding_model": str(tiny_model_dir("bert")),
         "train_data": ["multitask"], "batch_size": 4, "max_length": 32, "do_eval": False, "device": "cpu",
         "show_progress_bar": False}))
     result = CliRunner().invoke(app, ["train", str(config), "--max-steps", "3", "--output-dir", str(tmp_path / "run")])
