@@ -10,6 +10,7 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 import torch
 
@@ -130,6 +131,32 @@ def test_large_request_takes_turns_and_a_gone_client_loses_its_batches():
         wait_until(lambda: not request(server.port, "GET", "/health")[1]["in_flight"], what="the drop")
         time.sleep(0.2)
         assert len(backend.batches) < 20  # not the 200 batches of 2 it asked for
+
+
+def test_large_request_batches_by_length_and_answers_in_its_order():
+    """Split into batches longest first (little padding), the rows still come back in the request's order."""
+    import asyncio
+
+    from promptembedder.serving import DynamicBatcher
+
+    texts = ["a" * n for n in (3, 9, 1, 7, 5, 2, 8)]
+    batches = []
+
+    def encode(batch, key):
+        batches.append([len(t) for t in batch])
+        return np.array([[len(t)] for t in batch], dtype=np.float32), [len(t) for t in batch]
+
+    async def run():
+        batcher = DynamicBatcher(encode, max_batch_size=3, max_wait_ms=0)
+        batcher.start()
+        try:
+            return await batcher.submit(texts, None)
+        finally:
+            await batcher.close()
+
+    vectors, counts = asyncio.run(run())
+    assert batches == [[9, 8, 7], [5, 3, 2], [1]]
+    assert vectors[:, 0].tolist() == counts == [3, 9, 1, 7, 5, 2, 8]
 
 
 def test_client_disconnect_logs_one_info_line():

@@ -2,8 +2,9 @@
 
 Each request's texts go into a bounded queue; the worker waits at most `max_wait_ms` after the oldest request
 for more to arrive (or until `max_batch_size` texts are there), then encodes up to `max_batch_size` texts of that
-prompt in one `encode` call. A larger request is encoded a batch at a time and goes to the back of the queue
-after each batch, so a 500-text request does not make a one-text request wait for all 500. A full queue refuses
+prompt in one `encode` call. A larger request is encoded a batch at a time (its texts longest first, as `encode`
+orders them, so each batch pads little) and goes to the back of the queue after each batch, so a 500-text request
+does not make a one-text request wait for all 500. A full queue refuses
 new work (the app answers 503) instead of growing a backlog; a request whose client went away loses its
 remaining batches. Shutting down (`drain`) refuses new work, finishes what is queued within a grace period and
 fails what is left with `ShuttingDown`.
@@ -38,6 +39,7 @@ class _Job:
     arrived: float = field(default_factory=time.monotonic)
     taken: int = 0  # texts handed to the worker so far (they are taken in order)
     parts: list = field(default_factory=list)  # what encode returned for each finished batch, in order
+    order: np.ndarray | None = None  # texts[i] is the request's text order[i] (None: the request's own order)
 
     @property
     def remaining(self) -> int:
@@ -125,6 +127,9 @@ class DynamicBatcher:
         if self._queued + len(texts) > self.max_queue:
             raise Overloaded(f"{self._queued} texts are queued (limit {self.max_queue})")
         job = _Job(texts, key, asyncio.get_running_loop().create_future())
+        if len(texts) > self.max_batch_size:  # batches of like lengths: little padding, as one encode call has
+            job.order = np.argsort([-len(text) for text in texts], kind="stable")
+            job.texts = [texts[i] for i in job.order]
         self._jobs.append(job)
         self._queued += len(texts)
         self._wake.set()
@@ -204,7 +209,7 @@ class DynamicBatcher:
                 if not job.future.done():  # not cancelled meanwhile
                     job.parts.append(_rows(result, offset, offset + end - start))
                     if end == len(job.texts):
-                        job.future.set_result(_join(job.parts))
+                        job.future.set_result(_join(job.parts, job.order))
                 offset += end - start
 
 
@@ -213,12 +218,19 @@ def _rows(result, start: int, end: int):
     return tuple(part[start:end] for part in result) if isinstance(result, tuple) else result[start:end]
 
 
-def _join(parts: list):
-    """One job's batches back together, in order."""
-    if len(parts) == 1:
-        return parts[0]
+def _join(parts: list, order: np.ndarray | None = None):
+    """One job's batches back together, in the request's order (`order`: where each row goes)."""
     if isinstance(parts[0], tuple):
-        return tuple(_join(list(column)) for column in zip(*parts, strict=True))
+        return tuple(_join(list(column), order) for column in zip(*parts, strict=True))
     if isinstance(parts[0], np.ndarray):
-        return np.concatenate(parts)
-    return [item for part in parts for item in part]
+        rows = np.concatenate(parts)
+        if order is not None:
+            rows[order] = rows.copy()
+        return rows
+    items = [item for part in parts for item in part]
+    if order is not None:
+        placed = [None] * len(items)
+        for row, index in enumerate(order):
+            placed[index] = items[row]
+        items = placed
+    return items
