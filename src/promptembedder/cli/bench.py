@@ -56,8 +56,10 @@ def bench_train(
 ) -> None:
     """Step time, examples/s and peak memory of each method, each in its own process, with ratios to LoRA.
 
-    Methods: promptembedder-query, promptembedder-both, lora, prompt-tuning, full, and (with --nproc-per-node 2
-    or more) promptembedder-fsdp, promptembedder-fsdp-grad-op."""
+    Methods: promptembedder-query, promptembedder-both, lora, prompt-tuning, full, the two PromptEmbedder ones with
+    E's full forward instead of reading each text once (promptembedder-query-no-read-once,
+    promptembedder-both-no-read-once), and (with --nproc-per-node 2 or more) promptembedder-fsdp,
+    promptembedder-fsdp-grad-op."""
     from ..benchmark import bench_train as run
 
     try:
