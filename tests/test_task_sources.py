@@ -89,7 +89,7 @@ def test_licl_sources_cover_only_training_tasks(tmp_path: Path, monkeypatch: pyt
 @needs_data
 def test_multitask_mixes_many_tasks_and_wordings_none_held_out() -> None:
     from promptembedder.licl import load_licl
-    from promptembedder.task_data import load_esnli_pairs
+    from promptembedder.task_data import load_agnews, load_esnli_pairs, load_sst2
     from promptembedder.training_sources import MULTITASK_CAP, SOURCES
 
     examples = SOURCES["multitask"]("minilm-l6")
@@ -106,6 +106,9 @@ def test_multitask_mixes_many_tasks_and_wordings_none_held_out() -> None:
     for task in unseen_tasks():
         if task.startswith("licl/"):
             assert not queries & set(load_licl(task.removeprefix("licl/"), "train").texts), task
+    texts = queries | {n for e in examples for n in e.negatives}
+    for evaluation in (load_sst2("dev"), load_sst2("test"), load_agnews("test")):  # evaluation sets stay unseen
+        assert not texts & set(evaluation.texts)
 
 
 @needs_data

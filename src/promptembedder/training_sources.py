@@ -125,8 +125,8 @@ def _multitask(embedding_model: str, labels_as_documents: bool = False) -> list[
     documents), and the six-task suite's training sets (STS-B train, Banking77, MRPC minus STS-B test pairs,
     SciFact training claims without mined negatives), each task capped at MULTITASK_CAP.
 
-    Never read: the unseen and excluded tasks of the catalogue (licl ag_news, trec, sst2, scierc,
-    semeval_absa_laptop, the ten unseen ones, 20 Newsgroups), e-SNLI test and its premises, AG News (its only
+    Never read: the unseen and excluded tasks of the catalogue (licl ag_news, trec, sst2, sst5, rotten_tomatoes,
+    scierc, semeval_absa_laptop, the ten unseen ones, 20 Newsgroups), e-SNLI test and its premises, AG News (its only
     split is the evaluation's).
     """
     scifact = load_scifact("train")
