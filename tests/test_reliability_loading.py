@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from reliability_helpers import runner, text
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from promptembedder.cli import app
@@ -104,3 +105,50 @@ def test_an_exported_folder_uses_its_compiled_prompts_and_refuses_others(saved, 
                                                           ["main_score"], abs=1e-3)
     with pytest.raises(ValueError, match="embeds only the instructions .* not 'Retrieve sentences that are para"):
         evaluation.evaluate(exported, ["mrpc"], "test")
+
+
+# --- found beyond the issue's list: more places that wrote late, guessed or went on silently -------------------------
+def test_more_mistakes_fail_early_with_one_line(saved, models, tmp_path, monkeypatch):
+    import promptembedder.evaluation as evaluation
+
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: pytest.fail("scored before checking --output"))
+    result = runner.invoke(app, ["evaluate", str(saved / "final"), "--output", "/proc/r.json", "--device", "cpu"])
+    assert result.exit_code == 2 and "cannot write in /proc" in text(result)
+    monkeypatch.undo()
+    result = runner.invoke(app, ["export", str(saved / "final"), "/proc/out", "--tasks", "sts-b"])
+    assert result.exit_code == 2 and "cannot write the export beside /proc/out" in text(result)
+    (tmp_path / "empty").mkdir()
+    result = _encode(tmp_path / "empty", tmp_path)
+    assert result.exit_code == 2 and "holds no model" in text(result)
+    model = tmp_path / "model"
+    shutil.copytree(saved / "final", model)
+    (model / "promptembedder_config.json").write_text("[1, 2]")
+    assert "expected a JSON object" in text(_encode(model, tmp_path))
+    result = _encode(models[1], tmp_path, "--instruction", "Find it.")  # a bare backbone would ignore it
+    assert result.exit_code == 2 and "--instruction would be ignored" in text(result)
+    (tmp_path / "data.jsonl").mkdir()
+    result = runner.invoke(app, ["train", "--prompting-model", models[0], "--embedding-model", models[1],
+                                 "--train-data", str(tmp_path / "data.jsonl"), "--output-dir", "/proc/run"])
+    assert result.exit_code == 2 and "--output-dir /proc/run: cannot create it" in text(result)
+    result = runner.invoke(app, ["train", "--prompting-model", models[0], "--embedding-model", models[1],
+                                 "--train-data", str(tmp_path / "data.jsonl"), "--output-dir", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "data.jsonl: is a folder, not a data file" in text(result)
+
+
+def test_a_damaged_checkpoint_is_named_before_training_goes_on(saved, models, tmp_path):
+    from reliability_helpers import run
+
+    out = tmp_path / "run"
+    shutil.copytree(saved, out)
+    (out / "checkpoint" / "data_hashes.json").write_text("{bad")
+    with pytest.raises(ValueError, match="data_hashes.json is corrupt or incomplete"):
+        run(models, out, resume=True, max_steps=3)
+    shutil.copy(saved / "checkpoint" / "data_hashes.json", out / "checkpoint")
+    path = out / "checkpoint" / "trainable.safetensors"
+    with safe_open(path, "pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(path)
+    tensors["alignment.linear.weight"].fill_(float("nan"))
+    save_file(tensors, path, metadata=metadata)
+    with pytest.raises(ValueError, match="trainable.safetensors: tensor 'alignment.linear.weight' holds .* NaN"):
+        run(models, out, resume=True, max_steps=3)

@@ -43,6 +43,9 @@ def load_embedder(reference: str | Path, device: str | torch.device | None = Non
         return baseline_from_pretrained(path, device=device, strict=strict)
     if is_export(path):  # its compiled instructions only, never silently a bare backbone
         return ExportedEmbedder(path, device=device)
+    if path.is_dir() and not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path} holds no model: none of {CONFIG_NAME}, {BASELINE_CONFIG} (a saved model), "
+                                "modules.json (an export) or config.json (a Hugging Face model) is in it")
     max_length = max_length or sentence_transformers_max_length(reference) or 512
     return PromptEmbedder(embedding_model=str(reference), num_soft_tokens=0, pooling=pooling, device=device,
                           max_length=max_length).eval()

@@ -104,8 +104,9 @@ class PromptEmbedderConfig:
             raise FileNotFoundError(f"{path} not found: '{directory}' is not a saved PromptEmbedder")
         try:
             data = json.loads(path.read_text())
-            if isinstance(data, dict):
-                data.setdefault("prompt_position", "prefix")  # saved before prompt positions existed
+            if not isinstance(data, dict):
+                raise ValueError(f"expected a JSON object of setting: value, got {type(data).__name__}")
+            data.setdefault("prompt_position", "prefix")  # saved before prompt positions existed
             return cls.from_dict(data)
         except (json.JSONDecodeError, TypeError, ValueError) as err:
             raise ValueError(f"{path}: invalid PromptEmbedder config: {err}") from err

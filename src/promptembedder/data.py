@@ -125,7 +125,14 @@ class STSPair:
 
 def _raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """Yield `(line_number, raw_bytes)` without line endings; bytes so a bad byte is pinned to its line."""
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise DataError(path, None, "is a folder, not a data file: give the file inside it") from None
+    except FileNotFoundError:
+        raise DataError(path, None, "no such file") from None
+    except OSError as err:
+        raise DataError(path, None, f"cannot read it: {err.strerror or err}") from None
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     if not data:

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,6 +60,14 @@ def check_target(out: Path, model_dir: Path | None, overwrite: bool) -> None:
         model, target = model_dir.resolve(), out.resolve()
         if model == target or target in model.parents:
             raise ExportFolderError(f"OUT {out} holds the model being exported ({model_dir}): choose another folder")
+    parent = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    if parent == out.absolute():
+        parent = parent.parent
+    try:  # OUT.tmp is made beside OUT: fail now, not after minutes of loading, on a read-only place or /proc
+        tempfile.TemporaryDirectory(dir=parent, prefix=f".{out.name}.check").cleanup()
+    except OSError as err:
+        raise ExportFolderError(f"cannot write the export beside {out} (in {parent}): "
+                                f"{err.strerror or err}") from None
     leftover = _sibling(out, "old")
     if leftover.exists():
         raise ExportFolderError(f"{leftover} exists: an export was interrupted while replacing {out}; check which "

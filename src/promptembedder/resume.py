@@ -91,7 +91,12 @@ def check_data(checkpoint: Path, current: dict) -> None:
         warnings.warn(f"{checkpoint} has no {DATA_FILE} (written before data hashes): the training data cannot be "
                       "checked against the checkpoint's", ResumeWarning, stacklevel=3)
         return
-    saved = json.loads(path.read_text())
+    try:
+        saved = json.loads(path.read_text())
+        saved["files"].items()  # noqa: B018 (the shape check_data reads)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path} is corrupt or incomplete ({err}): resume from an earlier copy, or start a new "
+                         "run") from None
     advice = ("a resumed run must train on the same data: restore it, or start a new run (--overwrite or another "
               "--output-dir)")
     for name, digest in saved.get("files", {}).items():

@@ -93,7 +93,10 @@ class RunFolder:
 
     def lock(self) -> None:
         """Take the folder's lock, or refuse naming the process that holds it."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise RunFolderError(f"--output-dir {self.path}: cannot create it: {err.strerror or err}") from None
         lock = FileLock(self.path / LOCK_FILE, timeout=0)
         try:
             lock.acquire()

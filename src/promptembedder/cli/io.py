@@ -71,6 +71,8 @@ def atomic_output(path: Path, flag: str) -> Iterator[Path]:
         os.replace(tmp, path)
     except OSError as err:
         reason = "the disk is full" if err.errno == errno.ENOSPC else (err.strerror or str(err))
+        if err.errno is None and "requested and" in str(err):  # numpy's short write: a full disk, unnamed
+            reason = f"the disk is full ({err})"
         raise ValueError(f"{flag} {path}: cannot write it: {reason}; nothing was written") from None
     finally:
         tmp.unlink(missing_ok=True)

@@ -53,7 +53,10 @@ def evaluate(
     for table in ev.results_tables(results):
         console.print(table)
     if output:
-        ev.write_results(output, results)
+        try:
+            ev.write_results(output, results)
+        except OSError as err:  # the scores are printed above: say so, in one line
+            fail(f"--output {output}: cannot write the results ({err.strerror or err}); the tables above hold them")
         console.print(f"results written to {output}")
 
 
@@ -98,6 +101,9 @@ def encode(
         fail(str(err))
     try:
         embedder = load_embedder(model, device=device, strict=not force)
+        if instruction is not None and getattr(embedder, "generator", True) is None:  # as serve refuses it
+            raise ValueError("a bare backbone has no soft prompt: --instruction would be ignored; drop it, or give "
+                             "a saved PromptEmbedder")
         vectors = embedder.encode(texts, instruction=instruction, batch_size=batch_size, prompt_type=prompt_type,
                                   show_progress_bar=True)
     except (*USER_ERRORS, TypeError) as err:

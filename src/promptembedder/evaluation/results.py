@@ -6,6 +6,7 @@ import datetime as _dt
 import json
 import math
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,11 @@ def check_writable(path: str | os.PathLike[str], overwrite: bool = False) -> Pat
         parent = parent.parent
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise ValueError(f"--output {path}: no permission to write there")
+    try:  # what the write will do (os.access says yes on a read-only mount, in /proc, or to root)
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{path.name}.", suffix=".check"):
+            pass
+    except OSError as err:
+        raise ValueError(f"--output {path}: cannot write in {parent}: {err.strerror or err}") from None
     return path
 
 
@@ -149,7 +155,12 @@ def write_results(path: str | os.PathLike[str], results_by_model: Mapping[str, M
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")  # renamed into place whole: never a truncated file
+    try:
+        tmp.write_text(json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

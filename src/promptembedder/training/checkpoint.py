@@ -26,7 +26,7 @@ from torch.distributed.checkpoint.state_dict import (
 from ..numerics import check_weights
 from ..resume import DATA_FILE
 from ..run_folder import write_folder
-from ..serialization import read_safetensors, read_torch, tied_once
+from ..serialization import check_tensors, read_safetensors, read_torch, tied_once
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -94,6 +94,7 @@ def load_checkpoint(trainer: Trainer) -> dict | None:
     advice = "resume from an earlier copy, or start a new run with --overwrite"
     state = read_torch(path / "trainer_state.pt", advice)
     trained, metadata = read_safetensors(path / "trainable.safetensors", str(trainer.device), advice)
+    check_tensors(path / "trainable.safetensors", trained, {name: t.shape for name, t in trained.items()})  # finite
     aliases = json.loads(metadata.get("aliases", "{}"))
     trained.update({alias: trained[name] for alias, name in aliases.items()})
     expected = get_model_state_dict(trainer.model, options=StateDictOptions(ignore_frozen_params=True))
