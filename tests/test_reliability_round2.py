@@ -56,6 +56,11 @@ def test_export_overwrite_keeps_the_users_files_and_refuses_models_and_runs(save
     record = json.loads((out / "promptembedder_export.json").read_text())
     assert list(record["instructions"]) == ["other"] and "notes.txt" not in record["files"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no out.tmp / out.old left behind
+    (tmp_path / "link").symlink_to(out)  # through a symlink: the folder it points to is replaced, the link stays
+    export(model, tmp_path / "link", INSTRUCTIONS, overwrite=True, verify=False)
+    assert (tmp_path / "link").is_symlink() and (out / "notes.txt").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "out"]
+    (tmp_path / "link").unlink()
 
     shutil.copytree(model, out / "model")  # the model being exported lives inside OUT
     before = _listing(out)

@@ -55,7 +55,7 @@ def _written_by_export(folder: Path) -> set[str]:
 
 def check_target(out: Path, model_dir: Path | None, overwrite: bool) -> None:
     """Refuse an OUT that cannot take this export, before anything loads: checked again when swapping in."""
-    out = Path(out)
+    out = Path(out).resolve() if Path(out).is_symlink() else Path(out)
     if model_dir is not None:
         model, target = model_dir.resolve(), out.resolve()
         if model == target or target in model.parents:
@@ -120,8 +120,9 @@ def _swap_in(staging: Path, out: Path) -> None:
 @contextmanager
 def staged(out: Path, model_dir: Path | None, overwrite: bool) -> Iterator[Path]:
     """Yield `OUT.tmp` to write the export into; swap it in when the block ends without error, otherwise remove
-    it and leave OUT as it was. A failed write (full disk, no permission) becomes an OSError naming OUT."""
-    out = Path(out)
+    it and leave OUT as it was. A failed write (full disk, no permission) becomes an OSError naming OUT. A symlink
+    OUT stays a symlink: the export replaces the folder it points to."""
+    out = Path(out).resolve() if Path(out).is_symlink() else Path(out)
     check_target(out, model_dir, overwrite)
     staging = _sibling(out, "tmp")
     if staging.exists():
