@@ -71,6 +71,8 @@ def test_export_overwrite_keeps_the_users_files_and_refuses_models_and_runs(save
         export(model, out, INSTRUCTIONS, overwrite=True, verify=False)
     assert {k: v for k, v in _listing(out).items() if not k.startswith("runs")} == before
 
+    (tmp_path / "empty").mkdir()  # an existing empty folder takes an export as a new one does
+    assert (export(model, tmp_path / "empty", INSTRUCTIONS, verify=False) / "modules.json").is_file()
     work = tmp_path / "work"  # `export M . --overwrite` in a folder that is no export
     work.mkdir()
     (work / "train.py").write_text("print('my code')\n")

@@ -46,7 +46,10 @@ def _precious(folder: Path) -> Path | None:
 
 
 def _written_by_export(folder: Path) -> set[str]:
-    """The top-level names a previous export wrote into `folder`, from its record."""
+    """The top-level names a previous export wrote into `folder`, from its record (none in a folder without one:
+    an empty folder, or files that appeared while the export was written, which all stay)."""
+    if not (folder / EXPORT_RECORD).is_file():
+        return set()
     record = json.loads((folder / EXPORT_RECORD).read_text())
     files = record.get("files") if isinstance(record, dict) else None
     # An export recorded before its file list: what the new export writes is replaced, nothing else.
@@ -113,6 +116,7 @@ def _swap_in(staging: Path, out: Path) -> None:
         for name in moved:
             (staging / name).rename(old / name)
         old.rename(out)
+        shutil.rmtree(staging, ignore_errors=True)  # only the new export's own files are left in it
         raise
     shutil.rmtree(old, ignore_errors=True)
 
