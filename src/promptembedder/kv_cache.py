@@ -21,8 +21,9 @@ def cache_of(output) -> dict:
 
 
 def cache_keyword(model) -> str:
-    """The keyword a model's forward takes a cache under: `cache` in recent transformers, `past_key_values` before."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    """The keyword a model's forward takes a cache under: `cache` in recent transformers, `past_key_values` before.
+    Read from the class, whose signature a hook or wrapper on the instance's `forward` cannot hide."""
+    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
 
 
 def layer_states(cache, index: int) -> tuple[torch.Tensor, torch.Tensor]:
