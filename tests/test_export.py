@@ -205,6 +205,22 @@ def test_suffix_export_verifies_itself(suffix_export):
         model.train().eval()
 
 
+def test_suffix_export_served_through_the_openai_client(suffix_export):
+    """`serve` on a suffix export, asked by the openai client: the task's tokens go after each text."""
+    pytest.importorskip("fastapi")
+    openai = pytest.importorskip("openai")
+    from serving_utils import ThreadServer
+
+    from promptembedder.serving import ServerSettings, create_app, load_backend
+
+    model, out = suffix_export
+    with ThreadServer(create_app(load_backend(out), ServerSettings("exported"))) as server:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.port}/v1", api_key="unused")
+        response = client.embeddings.create(model="exported", input=TEXTS, extra_body={"task": "sts"})
+    got = np.array([item.embedding for item in response.data])
+    assert np.sum(got * model.encode(TEXTS, instruction=INSTRUCTIONS["sts"]), axis=1).min() >= 0.9999
+
+
 def test_mean_pooled_suffix_prompt_is_refused_with_advice(tmp_path, tiny_model_dir):
     """A prompt after the text left out of a mean is what sentence-transformers cannot express: refused before
     anything is written."""
