@@ -86,13 +86,16 @@ def test_model_card_and_overwrite(gemma_export):
 
 
 def test_mean_pooled_encoder_export(tmp_path, tiny_model_dir):
-    """[CLS] is averaged, the prompt after it is not: a shipped Pooling subclass (trust_remote_code)."""
+    """[CLS] is averaged, the prompt after it is not: a shipped Pooling subclass (trust_remote_code). With
+    prompt_on='both' (the default) sentence-transformers' encode_document prompts documents as ours does."""
     model = _saved(tmp_path, tiny_model_dir, str(tiny_model_dir("bert")))
     out = export(model, tmp_path / "out", INSTRUCTIONS, verify=False)
     assert (out / "prompt_pooling.py").exists()
     cosines, st = _cosines(model, out, trust_remote_code=True)
     for name, values in cosines.items():
         assert values.min() >= 0.9999, (name, values)
+    for ours, theirs in ((model.encode_query, st.encode_query), (model.encode_document, st.encode_document)):
+        assert np.sum(ours(TEXTS) * theirs(TEXTS), axis=1).min() >= 0.9999
     no_prompt = st.encode(TEXTS)  # no prompt_name: the plain backbone, as PromptEmbedder without a prompt
     bare = PromptEmbedder(embedding_model=str(tiny_model_dir("bert")), num_soft_tokens=0, device="cpu")
     assert np.sum(no_prompt * bare.encode(TEXTS), axis=1).min() >= 0.9999
@@ -180,6 +183,9 @@ def test_suffix_export_matches_encode_in_sentence_transformers_and_transformers(
         assert np.sum(ours * model.encode(texts, prompt_type="document"), axis=1).max() < 0.9999  # prompt matters
     bare = model.encode(TEXTS, prompt_type="document", instruction=INSTRUCTIONS["sts"])  # prompt_on="query"
     assert np.sum(bare * st.encode(TEXTS), axis=1).min() >= 0.9999
+    assert np.sum(model.encode_document(TEXTS) * st.encode_document(TEXTS), axis=1).min() >= 0.9999
+    assert np.sum(model.encode_query(TEXTS) * st.encode_query(TEXTS), axis=1).min() >= 0.9999  # default instruction
+    assert np.sum(model.encode_query(TEXTS) * bare, axis=1).max() < 0.9999
     assert not (out / "prompt_pooling.py").exists()  # built-in modules: no trust_remote_code
     config = json.loads((out / "config_sentence_transformers.json").read_text())
     assert config["prompts"]["topic"] == "<pe:topic:0><pe:topic:1><pe:topic:2>"

@@ -85,7 +85,15 @@ def task_instructions(tasks: list[str]) -> dict[str, str]:
     return result
 
 
-def compile_prompts(model: PromptEmbedder, instructions: Mapping[str, str]) -> dict[str, torch.Tensor]:
+def default_prompts(model: PromptEmbedder, instructions: Mapping[str, str | None]) -> dict[str, None]:
+    """sentence-transformers' `query` and `document` prompts (what its encode_query / encode_document use without a
+    prompt_name), as our encode_query / encode_document without one: the default instruction's prompt, for
+    documents only when the model prompts them (`prompt_on='both'`). Names the user gave are left alone."""
+    sides = ["query"] + (["document"] if model.uses_prompt("document") else [])
+    return {side: None for side in sides if side not in instructions}
+
+
+def compile_prompts(model: PromptEmbedder, instructions: Mapping[str, str | None]) -> dict[str, torch.Tensor]:
     """Each instruction's aligned soft prompt (K, d_E) in float32: exactly what `PromptEmbedder.embed` feeds E."""
     if model.generator is None:
         raise ValueError("this model has no soft prompt (num_soft_tokens=0): the bare backbone needs no export")
@@ -294,6 +302,7 @@ def export(model: str | Path | PromptEmbedder, out: str | Path, instructions: Ma
         raise ValueError("this model mean-pools behind a suffix prompt; sentence-transformers cannot leave a prompt "
                          "that follows the text out of a mean (it measures prompts from the start). Use "
                          "`promptembedder serve` on the saved model instead")
+    instructions = {**instructions, **default_prompts(model, instructions)}
     prompts = compile_prompts(model, instructions)
     reference = model.config.embedding_model
     decoder = is_decoder(model.backbone.model)
@@ -322,8 +331,8 @@ def _write(out: Path, folder_name: str, model: PromptEmbedder, model_dir: Path |
               "instructions": dict(instructions), "tokens": {n: t.token_string for n, t in exported.items()},
               "source": model.config.to_dict()}
     (out / "promptembedder_export.json").write_text(json.dumps(record, indent=2) + "\n")
-    cards = [CompiledPrompt(name, text, exported[name].token_string, model.decode_prompt(text))
-             for name, text in instructions.items()]
+    cards = [CompiledPrompt(name, "(the default instruction)" if text is None else text, exported[name].token_string,
+                            model.decode_prompt(text)) for name, text in instructions.items()]
     (out / README).write_text(exported_model_card(model.config, model_dir, cards, trust_remote_code=custom,
                                                   folder=folder_name, position=prompt_position,
                                                   pooling=model.backbone.pooling))

@@ -132,6 +132,10 @@ def exported_model_card(config: PromptEmbedderConfig, model_dir: str | Path | No
         f"Anything that embeds plain strings with this folder (transformers, an embeddings server) embeds `{plain}` "
         f"for task `{first}`, with {pooling} pooling and L2 normalisation.", "",
     ]
+    if any(p.name == "query" for p in prompts):
+        lines += ["`model.encode_query(texts)` and `model.encode_document(texts)` without a `prompt_name` use the "
+                  "`query` and `document` prompts, as PromptEmbedder's do: the default instruction's prompt "
+                  "(documents only when the model prompts them).", ""]
     if config.prompt_on == "query":
         lines += ["Documents get no prompt (the model was trained with `prompt_on='query'`): encode them without "
                   "`prompt_name`.", ""]
