@@ -85,7 +85,8 @@ class ExportedEmbedder(Embedder):
         for name, compiled in self.instructions.items():
             if compiled == text:
                 return name
-        what = "the default instruction (no --instruction given)" if instruction is None else repr(instruction)
+        what = "the default instruction (used where none is given, and for documents under prompt_on 'both')" \
+            if instruction is None else repr(instruction)
         listing = "; ".join(f"{name}: {text!r}" for name, text in self.instructions.items())
         raise ValueError(f"{self.path} is an exported model: it embeds only the instructions it was exported with "
                          f"({listing}), not {what}. Pass one of those (its text or name), or use the saved model, "
