@@ -99,10 +99,13 @@ def test_an_exported_folder_uses_its_compiled_prompts_and_refuses_others(saved, 
         assert np.sum(np.load(tmp_path / "e.npy") * ours, axis=1).min() >= 0.9999
     result = _encode(out, tmp_path, "--instruction", "Classify the topic.")
     assert result.exit_code == 2 and "embeds only the instructions it was exported with" in text(result)
-    exported = load_embedder(out, device="cpu")
-    scores = evaluation.evaluate(exported, ["sts-b"], "test")
+    result = runner.invoke(app, ["evaluate", str(out), "--output", str(tmp_path / "r.json"), "--device", "cpu"])
+    assert result.exit_code == 0, text(result)
+    scores = evaluation.read_results(tmp_path / "r.json")[str(out)]
+    assert list(scores) == ["sts-b"]  # the tasks it was exported with, not the default sts-b,sick-r
     assert scores["sts-b"]["main_score"] == pytest.approx(evaluation.evaluate(model, ["sts-b"], "test")["sts-b"]
                                                           ["main_score"], abs=1e-3)
+    exported = load_embedder(out, device="cpu")
     with pytest.raises(ValueError, match="embeds only the instructions .* not 'Retrieve sentences that are para"):
         evaluation.evaluate(exported, ["mrpc"], "test")
 

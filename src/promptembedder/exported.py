@@ -92,6 +92,18 @@ class ExportedEmbedder(Embedder):
                          f"({listing}), not {what}. Pass one of those (its text or name), or use the saved model, "
                          "which writes a prompt for any instruction")
 
+    def evaluation_tasks(self) -> list[str]:
+        """The evaluation tasks the folder was exported with (`export --tasks`): what `evaluate` scores by default."""
+        from .evaluation import TASKS
+
+        found = [name for name, text in self.instructions.items()
+                 if name in TASKS and TASKS[name].instruction is not None and TASKS[name].instruction == text]
+        if not found:
+            raise ValueError(f"{self.path} was exported with no evaluation task (its prompts: "
+                             f"{', '.join(self.instructions)}): export it with --tasks, or pass --tasks naming tasks "
+                             "whose instruction it compiled")
+        return found
+
     def embed(self, texts: list[str], instruction: str | None = None, prompt_type: str = "query",
               normalize: bool = True) -> torch.Tensor:
         return self.model.encode(texts, prompt_name=self.prompt_name(instruction, prompt_type), batch_size=len(texts),

@@ -10,14 +10,18 @@ import typer
 from .app import USER_ERRORS, Opt, app, console, fail
 from .io import atomic_output, check_output_file, npy_path, read_texts
 
+#: What `evaluate` scores without --tasks (an exported folder: the tasks it was exported with).
+DEFAULT_TASKS = "sts-b,sick-r"
+
 
 @app.command()
 def evaluate(
     models: Annotated[list[str], typer.Argument(help="saved PromptEmbedder / baseline folders or HF backbones")],
     tasks: Annotated[str, Opt(help="all (the six) | instructions (nli-follow, unseen-tasks, unseen-wording) | sts | "
                                    "retrieval | classification | pair | clustering | task names, comma-separated "
-                                   "(sts-b, sick-r, scifact, banking77, mrpc, twentynewsgroups, nli-follow, ...)")]
-    = "sts-b,sick-r",
+                                   "(sts-b, sick-r, scifact, banking77, mrpc, twentynewsgroups, nli-follow, ...); "
+                                   "default: sts-b,sick-r, and for an exported folder the tasks it was exported with")]
+    = None,
     split: Annotated[str, Opt()] = "test",
     instruction: Annotated[str | None, Opt(help="one instruction for every task")] = None,
     instructions: Annotated[Path | None, Opt(help="JSON {task: instruction} overriding the defaults")] = None,
@@ -34,19 +38,22 @@ def evaluate(
     from .. import evaluation as ev
     from ..architectures import refuse
     from ..auto import load_embedder
+    from ..exported import ExportedEmbedder
 
     try:
         refuse(models, "evaluate")
-        names = ev.select_tasks(tasks)
+        names = ev.select_tasks(tasks or DEFAULT_TASKS)
         if output:
             ev.check_writable(output, overwrite)
         overrides = ev.load_instructions(instructions) if instructions else {}
-        if instruction is not None or no_instruction:
-            overrides = dict.fromkeys(names, None if no_instruction else instruction)
         results = {}
         for reference in models:
             embedder = load_embedder(reference, device=device, max_length=max_length, strict=not force)
-            results[reference] = ev.evaluate(embedder, names, split, overrides, batch_size, show_progress_bar=True,
+            chosen = embedder.evaluation_tasks() if tasks is None and isinstance(embedder, ExportedEmbedder) \
+                else names
+            if instruction is not None or no_instruction:
+                overrides = dict.fromkeys(chosen, None if no_instruction else instruction)
+            results[reference] = ev.evaluate(embedder, chosen, split, overrides, batch_size, show_progress_bar=True,
                                              in_domain=ev.in_domain_tasks(reference))
     except USER_ERRORS as err:
         fail(str(err))
