@@ -44,6 +44,13 @@ class TrainableEmbedder(Embedder):
         """Recompute E's activations in backward (transformers' name): memory for time."""
         enable_gradient_checkpointing(self.backbone.model)
 
+    def set_read_once(self, enabled: bool) -> None:
+        """Whether E may read each text once behind a suffix prompt (backbone.py, `TrainingConfig.read_once`); a model
+        without a backbone E has nothing to switch."""
+        backbone = getattr(self, "backbone", None)
+        if backbone is not None:
+            backbone.read_once = enabled
+
     def training_module(self) -> nn.Module:
         """The module a training step calls, which data parallelism wraps (its gradients are averaged over ranks)."""
         return self

@@ -107,6 +107,7 @@ class Trainer:
         self.model.to(self.device)
         if config.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
+        self.model.set_read_once(config.read_once)
         if not any(p.requires_grad for p in self.model.parameters()):
             raise ValueError("the model has no trainable parameters")
         # FSDP shards in place (before the optimizer sees the parameters); a single process has no peers.
