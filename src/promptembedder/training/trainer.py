@@ -115,7 +115,6 @@ class Trainer:
         if self.sharded:
             dist_utils.fully_shard_modules(list(self.model.sharded_modules().values()), self.device,
                                            reshard_after_forward=config.fsdp == "full_shard")
-        self.model.backbone.read_once = config.read_once
         self.optimizer = torch.optim.AdamW(self.model.param_groups(config.alignment_learning_rate), lr=config.lr,
                                            weight_decay=config.weight_decay)
         self.scheduler = get_scheduler(config.lr_scheduler, self.optimizer,
