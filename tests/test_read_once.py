@@ -17,7 +17,9 @@ from transformers import AutoModel, AutoTokenizer
 
 from promptembedder import PromptEmbedder
 from promptembedder.backbone import EmbeddingBackbone
+from promptembedder.baselines import BackboneEmbedder
 from promptembedder.checkpointing import enable_gradient_checkpointing
+from promptembedder.config import BaselineConfig
 from promptembedder.data import TrainExample
 from promptembedder.training import Trainer, TrainingConfig
 from promptembedder.training.grad_cache import CachedContrastiveLoss
@@ -193,3 +195,14 @@ def test_a_training_step_has_the_full_forwards_gradients(tiny_model_dir, tmp_pat
     assert fast.keys() == full.keys() and any(g.abs().max() > 0 for g in full.values())
     for name, grad in full.items():
         torch.testing.assert_close(fast[name], grad, atol=1e-6, rtol=1e-3, msg=name)
+
+
+def test_a_baseline_encodes_several_instructions_one_by_one(tiny_model_dir):
+    """A model that cannot read a text once for several instructions (the instruction as text) still gives one
+    matrix per instruction, each its own encode's."""
+    model = BackboneEmbedder(BaselineConfig("hard-text", str(tiny_model_dir("bert")), prompt_on="query"), device="cpu")
+    together = model.encode(TEXTS, instruction=INSTRUCTIONS[:2])
+    assert together.shape == (2, len(TEXTS), model.embedding_dim)
+    for matrix, instruction in zip(together, INSTRUCTIONS[:2], strict=True):
+        np.testing.assert_allclose(matrix, model.encode(TEXTS, instruction=instruction), atol=1e-6)
+    assert not np.allclose(together[0], together[1], atol=1e-4)  # the instruction reached the texts
