@@ -97,6 +97,9 @@ def test_an_exported_folder_uses_its_compiled_prompts_and_refuses_others(saved, 
         assert result.exit_code == 0, text(result)
         ours = model.encode(texts, instruction="Find a paraphrase.")
         assert np.sum(np.load(tmp_path / "e.npy") * ours, axis=1).min() >= 0.9999
+    result = _encode(out, tmp_path)  # no instruction: the default one, which export compiles as the query prompt
+    assert result.exit_code == 0, text(result)
+    assert np.sum(np.load(tmp_path / "e.npy") * model.encode(texts), axis=1).min() >= 0.9999
     result = _encode(out, tmp_path, "--instruction", "Classify the topic.")
     assert result.exit_code == 2 and "embeds only the instructions it was exported with" in text(result)
     result = runner.invoke(app, ["evaluate", str(out), "--output", str(tmp_path / "r.json"), "--device", "cpu"])

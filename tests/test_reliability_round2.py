@@ -54,7 +54,8 @@ def test_export_overwrite_keeps_the_users_files_and_refuses_models_and_runs(save
     export(model, out, {"other": "Classify the topic."}, overwrite=True, verify=False)
     assert (out / "notes.txt").read_text() == "mine\n" and (out / "mine" / "data.csv").is_file()
     record = json.loads((out / "promptembedder_export.json").read_text())
-    assert list(record["instructions"]) == ["other"] and "notes.txt" not in record["files"]
+    assert "other" in record["instructions"] and "para" not in record["instructions"]
+    assert "notes.txt" not in record["files"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no out.tmp / out.old left behind
     (tmp_path / "link").symlink_to(out)  # through a symlink: the folder it points to is replaced, the link stays
     export(model, tmp_path / "link", INSTRUCTIONS, overwrite=True, verify=False)

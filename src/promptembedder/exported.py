@@ -65,7 +65,7 @@ class ExportedEmbedder(Embedder):
         self.path = Path(path)
         record = json.loads((self.path / EXPORT_RECORD).read_text())
         source = record.get("source", {})
-        self.instructions: dict[str, str] = dict(record.get("instructions", {}))
+        self.instructions: dict[str, str | None] = dict(record.get("instructions", {}))  # None: the default one
         self.default_instruction = source.get("default_instruction", "")
         self.documents_unprompted = source.get("prompt_on") == "query"
         self.normalize = bool(source.get("normalize", True))
@@ -80,6 +80,10 @@ class ExportedEmbedder(Embedder):
         if prompt_type == "document" and self.documents_unprompted:
             return None
         text = self.default_instruction if instruction is None else instruction
+        if text == self.default_instruction:  # export compiles it as sentence-transformers' query/document prompts
+            side = "document" if prompt_type == "document" and "document" in self.instructions else "query"
+            if side in self.instructions and self.instructions[side] is None:
+                return side
         if text in self.instructions:
             return text
         for name, compiled in self.instructions.items():
@@ -87,7 +91,8 @@ class ExportedEmbedder(Embedder):
                 return name
         what = "the default instruction (used where none is given, and for documents under prompt_on 'both')" \
             if instruction is None else repr(instruction)
-        listing = "; ".join(f"{name}: {text!r}" for name, text in self.instructions.items())
+        listing = "; ".join(f"{name}: {'(the default instruction)' if text is None else repr(text)}"
+                            for name, text in self.instructions.items())
         raise ValueError(f"{self.path} is an exported model: it embeds only the instructions it was exported with "
                          f"({listing}), not {what}. Pass one of those (its text or name), or use the saved model, "
                          "which writes a prompt for any instruction")
