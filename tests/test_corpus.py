@@ -144,3 +144,17 @@ def test_two_processes_encode_like_one(tmp_path, corpus, saved_model, model):
     ids, vectors = read_embeddings(out)
     one_ids, one_vectors = read_embeddings(tmp_path / "one")
     assert ids == one_ids and np.allclose(vectors, one_vectors, atol=1e-6)
+
+
+def test_command_line_mistakes_are_one_line(tmp_path, corpus, saved_model):
+    from typer.testing import CliRunner
+
+    from promptembedder.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["encode", str(saved_model), "-i", str(corpus)])
+    assert result.exit_code == 2 and "--output FILE.npy" in result.output and "--output-dir" in result.output
+    result = runner.invoke(app, ["encode", "no-such-model", "-i", str(corpus), "--output-dir", str(tmp_path / "o"),
+                                 "--text-column", "body"])
+    assert result.exit_code == 2 and "no 'body' key" in result.output  # before the (missing) model is looked up
+    assert "Traceback" not in result.output

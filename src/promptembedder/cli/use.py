@@ -131,11 +131,12 @@ def _encode_corpus(model: str, input: Path, output_dir: Path, instruction: str |
 
     from .. import distributed
     from ..auto import load_embedder
-    from ..corpus import encode_corpus
+    from ..corpus import encode_corpus, read_rows
 
     if str(input) == "-":
         fail("--output-dir reads --input twice when resuming: give a file, not stdin")
     try:
+        next(read_rows(input, text_column, id_column), None)  # a wrong column must not wait for the model to load
         chosen = torch.device(device) if device else distributed.local_device()
         distributed.init_from_env(chosen)
         embedder = load_embedder(model, device=str(chosen), strict=not force)
