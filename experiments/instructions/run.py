@@ -225,7 +225,7 @@ def plot(args: argparse.Namespace) -> None:
     ax.set_xticks(np.arange(len(metrics)) + 0.4 - width / 2, [label for _, label in metrics])
     ax.set_ylabel("score x100")
     budget = f"{BUDGET['max_steps']} steps x batch {BUDGET['batch_size']}, one seed, quick subsets"
-    ax.set_title(f"Instruction-aware or static? Gemma 3 270M as E, trained on multitask ({budget})")
+    ax.set_title(f"Instruction-aware or static? Gemma 3 270M as E, multitask + its NLI at half\n({budget})")
     ax.legend(fontsize=8, ncol=3)
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)
