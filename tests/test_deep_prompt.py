@@ -8,8 +8,9 @@ from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer
 
 from promptembedder import PromptEmbedder
+from promptembedder.auto import baseline_from_pretrained
 from promptembedder.backbone import EmbeddingBackbone
-from promptembedder.baselines import PROMPT_FILE, PromptTuningEmbedder, baseline_from_pretrained
+from promptembedder.baselines import PROMPT_FILE, PromptTuningEmbedder
 from promptembedder.data import TrainExample
 from promptembedder.deep_prompt import DeepPrompt, static_offsets
 from promptembedder.export import export

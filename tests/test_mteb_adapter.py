@@ -15,6 +15,7 @@ import torch
 from promptembedder import mteb_adapter as A
 from promptembedder.data import STS_INSTRUCTION, data_dir
 from promptembedder.embedder import Embedder
+from promptembedder.mteb_tasks import local_sts_task
 
 HAS_MTEB = importlib.util.find_spec("mteb") is not None
 needs_mteb = pytest.mark.skipif(not HAS_MTEB, reason="mteb not installed (pip install 'promptembedder[mteb]')")
@@ -189,7 +190,7 @@ def test_overrides() -> None:
 def _run_mteb(embedder: Embedder, task: str = "sts-b") -> float:
     import mteb
 
-    result = mteb.evaluate(A.MTEBModel(embedder), A.local_sts_task(task), cache=None, co2_tracker=False,
+    result = mteb.evaluate(A.MTEBModel(embedder), local_sts_task(task), cache=None, co2_tracker=False,
                            encode_kwargs={"batch_size": 128}, show_progress_bar=False)
     assert not result.exceptions
     (task_result,) = result.task_results

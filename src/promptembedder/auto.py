@@ -7,12 +7,14 @@ from pathlib import Path
 
 import torch
 
-from .baselines import baseline_from_pretrained
-from .config import BASELINE_CONFIG, CONFIG_NAME
+from .baselines import BackboneEmbedder, PromptTuningEmbedder
+from .config import BASELINE_CONFIG, CONFIG_NAME, BaselineConfig
 from .embedder import Embedder
 from .exported import ExportedEmbedder, is_export
 from .model import PromptEmbedder
+from .prompt_table import PromptTableEmbedder
 from .registry import resolve
+from .serialization import verify_manifest
 from .validation import check_device
 
 
@@ -25,6 +27,25 @@ def sentence_transformers_max_length(reference: str | Path) -> int | None:
     except (OSError, ValueError, AttributeError):
         return None
     return value if isinstance(value, int) and value > 0 else None
+
+
+def baseline_from_pretrained(directory: str | Path, device=None, strict: bool = True) -> Embedder:
+    """Reload a saved baseline (LoRA, full fine-tune, hard text or prompt tuning); its manifest must match
+    (`strict=False` only warns)."""
+    directory = Path(directory)
+    path = directory / BASELINE_CONFIG
+    try:
+        data = json.loads(path.read_text())
+        data.setdefault("prompt_position", "prefix")  # saved before prompt positions existed
+        config = BaselineConfig(**data)
+    except (OSError, ValueError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path}: not a readable baseline config: {err}") from err
+    reference = config.embedding_model  # before load: a full fine-tune points it at its saved copy
+    loaders = {"prompt-tuning": PromptTuningEmbedder, "prompt-table": PromptTableEmbedder}
+    loader = loaders.get(config.method, BackboneEmbedder)
+    model = loader.load(directory, config, device)
+    verify_manifest(directory, BASELINE_CONFIG, {"embedding_model": (reference, model.backbone.model.config)}, strict)
+    return model
 
 
 def load_embedder(reference: str | Path, device: str | torch.device | None = None, pooling: str | None = None,

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -19,11 +18,10 @@ from safetensors.torch import save_file
 
 from .backbone import EmbeddingBackbone
 from .compatibility import check_context
-from .config import BASELINE_CONFIG, BaselineConfig
+from .config import BaselineConfig
 from .deep_prompt import DeepPrompt, static_offsets
-from .embedder import Embedder
 from .modeling import add_lora, default_device, frozen_dtype, load_lora
-from .serialization import check_tensors, read_safetensors, verify_manifest, write_manifest
+from .serialization import check_tensors, read_safetensors, write_manifest
 from .trainable import TrainableEmbedder
 
 #: PromptEOL (Jiang et al. 2023): a decoder's last token after this reads as a one-word summary of the text.
@@ -153,24 +151,3 @@ class PromptTuningEmbedder(TrainableEmbedder):
 def _references(model: TrainableEmbedder) -> dict[str, tuple[str, object]]:
     """E, held by reference, with its config (for the manifest's hash)."""
     return {"embedding_model": (model.config.embedding_model, model.backbone.model.config)}
-
-
-def baseline_from_pretrained(directory: str | Path, device=None, strict: bool = True) -> Embedder:
-    """Reload a saved baseline (LoRA, full fine-tune, hard text or prompt tuning); its manifest must match
-    (`strict=False` only warns)."""
-    directory = Path(directory)
-    path = directory / BASELINE_CONFIG
-    try:
-        data = json.loads(path.read_text())
-        data.setdefault("prompt_position", "prefix")  # saved before prompt positions existed
-        config = BaselineConfig(**data)
-    except (OSError, ValueError, TypeError, AttributeError) as err:
-        raise ValueError(f"{path}: not a readable baseline config: {err}") from err
-    reference = config.embedding_model  # before load: a full fine-tune points it at its saved copy
-    from .prompt_table import PromptTableEmbedder  # it builds on this module
-
-    loaders = {"prompt-tuning": PromptTuningEmbedder, "prompt-table": PromptTableEmbedder}
-    loader = loaders.get(config.method, BackboneEmbedder)
-    model = loader.load(directory, config, device)
-    verify_manifest(directory, BASELINE_CONFIG, {"embedding_model": (reference, model.backbone.model.config)}, strict)
-    return model

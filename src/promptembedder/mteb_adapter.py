@@ -30,7 +30,6 @@ __all__ = [
     "RETRIEVAL_INSTRUCTION",
     "RETRIEVAL_TASK_TYPES",
     "MTEBModel",
-    "local_sts_task",
 ]
 
 MTEB_EXTRA = "pip install 'promptembedder[mteb]'"
@@ -251,17 +250,3 @@ class MTEBModel:
     def __repr__(self) -> str:
         return f"MTEBModel({self.model_name!r}, revision={self.revision!r})"
 
-
-def local_sts_task(task: str = "sts-b") -> Any:
-    """MTEB's own STS task (`STSBenchmark` or `SICK-R`) with its test data read from the shared folder.
-
-    It runs through `mteb.evaluate` with no network; `promptembedder.mteb_tasks.local_task` does the same for
-    every registered task type.
-    """
-    from .evaluation import get_task
-    from .mteb_tasks import local_task
-
-    spec = get_task(task)
-    if spec.type != "sts":
-        raise ValueError(f"task {spec.name!r} is not an STS task: use promptembedder.mteb_tasks.local_task")
-    return local_task(spec.name)

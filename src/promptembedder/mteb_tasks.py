@@ -99,3 +99,15 @@ def evaluate_with_mteb(embedder: Embedder, tasks: Iterable[str], instructions: M
         name = next(n for n in names if MTEB_BASE_TASKS[n] == result.task_name)
         scores[name] = 100 * float(result.get_score())
     return scores
+
+
+def local_sts_task(task: str = "sts-b") -> Any:
+    """MTEB's own STS task (`STSBenchmark` or `SICK-R`) with its test data read from the shared folder.
+
+    It runs through `mteb.evaluate` with no network; `local_task` does the same for every
+    registered task type.
+    """
+    spec = get_task(task)
+    if spec.type != "sts":
+        raise ValueError(f"task {spec.name!r} is not an STS task: use local_task")
+    return local_task(spec.name)
