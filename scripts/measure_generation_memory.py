@@ -8,8 +8,8 @@ import time
 import torch
 from transformers import AutoModelForCausalLM
 
-from promptembedder.architectures import build_config, build_tokenizer
-from promptembedder.generator import PromptGenerator
+from promptembedder.models.architectures import build_config, build_tokenizer
+from promptembedder.models.generator import PromptGenerator
 
 torch.manual_seed(0)
 config = build_config("arch:qwen2.5-0.5b")

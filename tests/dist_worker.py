@@ -26,12 +26,12 @@ from safetensors.torch import save_file
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.tensor import DTensor
 
-import promptembedder.backbone as backbone_mod
-import promptembedder.distributed as dist_utils
-import promptembedder.model as model_mod
+import promptembedder.models.backbone as backbone_mod
+import promptembedder.models.prompt_embedder as model_mod
 import promptembedder.training.callbacks as callbacks_mod
 import promptembedder.training.checkpoint as checkpoint_mod
-from promptembedder.data import STSPair, TrainExample
+import promptembedder.training.distributed as dist_utils
+from promptembedder.data.datasets import STSPair, TrainExample
 from promptembedder.training import Trainer, TrainingConfig
 
 INSTRUCTION = "Retrieve semantically similar text."

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from promptembedder.data import TrainExample
+from promptembedder.data.datasets import TrainExample
 from promptembedder.training import Trainer, TrainingConfig
 
 runner = CliRunner()

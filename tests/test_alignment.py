@@ -7,7 +7,7 @@ import torch
 from transformers import AutoTokenizer
 
 from promptembedder import PromptEmbedder
-from promptembedder.alignment import MIN_SHARED_TOKENS, Alignment, shared_token_ids
+from promptembedder.models.alignment import MIN_SHARED_TOKENS, Alignment, shared_token_ids
 
 
 def build(tiny_model_dir, p="llama", e="bert", **kwargs):

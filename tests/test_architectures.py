@@ -10,9 +10,9 @@ from transformers import AutoModel, AutoModelForCausalLM
 from typer.testing import CliRunner
 
 from promptembedder import PromptEmbedder
-from promptembedder.architectures import NOTICE, build_model, build_tokenizer
+from promptembedder.bench.sweep import parse_configs, run_sweep, split_method, synthetic_examples
 from promptembedder.cli import app
-from promptembedder.sweep import parse_configs, run_sweep, split_method, synthetic_examples
+from promptembedder.models.architectures import NOTICE, build_model, build_tokenizer
 
 # Published parameter counts of the real models (model cards / safetensors index), in billions, causal-LM heads.
 PUBLISHED = {"mistral-7b": 7.24, "qwen2.5-0.5b": 0.494, "qwen2.5-1.5b": 1.54, "qwen2.5-7b": 7.62, "llama-3-8b": 8.03}

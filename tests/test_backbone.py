@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from promptembedder.backbone import EmbeddingBackbone, is_decoder
-from promptembedder.pooling import pool
+from promptembedder.models.backbone import EmbeddingBackbone, is_decoder
+from promptembedder.models.pooling import pool
 
 TEXTS = ["a man is eating a piece of bread", "a dog", "the quick brown fox jumps"]
 K = 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from promptembedder.data import TrainExample
+from promptembedder.data.datasets import TrainExample
 from promptembedder.training.batching import StepBatches, instructions_of, make_batches
 
 WORDINGS = ("Find the same intent.", "Retrieve a query with the same purpose.", "Match the intent.")

@@ -6,8 +6,8 @@ import pytest
 import torch
 from tiny_models import CORPUS
 
-from promptembedder.checkpointing import transformer_blocks
-from promptembedder.data import TrainExample
+from promptembedder.data.datasets import TrainExample
+from promptembedder.models.activation_checkpointing import transformer_blocks
 from promptembedder.training import Trainer, TrainingConfig
 
 INSTRUCTION = "Retrieve semantically similar text."

@@ -16,11 +16,11 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from promptembedder.auto import load_embedder
-from promptembedder.benchmark import bench_converge, bench_encode, bench_train
+from promptembedder.bench.demo import DemoConfig, Results, results_table, run_demo
+from promptembedder.bench.training import bench_converge, bench_encode, bench_train
 from promptembedder.cli import app
-from promptembedder.config import PromptEmbedderConfig
-from promptembedder.data import data_dir
-from promptembedder.demo import DemoConfig, Results, results_table, run_demo
+from promptembedder.data.datasets import data_dir
+from promptembedder.models.config import PromptEmbedderConfig
 
 runner = CliRunner()
 
@@ -302,7 +302,7 @@ def test_bench_converge_reports_steps_to_target(trained, tiny_model_dir, tmp_pat
     """Each run is scored at step 0 and stops at the target: one that every start meets takes 0 steps and 0 s."""
     import promptembedder.training.callbacks as callbacks_mod
     import promptembedder.training.trainer as trainer_mod
-    from promptembedder.training_files import load_examples
+    from promptembedder.data.files import load_examples
 
     data = write_pairs(tmp_path / "pairs.jsonl", PAIRS)
     monkeypatch.setattr(trainer_mod, "load_training_data", lambda specs, skip_invalid=False, **kwargs:

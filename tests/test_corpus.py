@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from promptembedder.corpus import CorpusError, encode_corpus, read_embeddings, read_rows, shard_name
-from promptembedder.model import PromptEmbedder
+from promptembedder.models.prompt_embedder import PromptEmbedder
 
 TEXTS = [f"Passage {i}: {' '.join(['river', 'stone', 'light', 'market', 'song'][: 1 + i % 5])} number {i}."
          for i in range(30)]

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from promptembedder import data as D
-from promptembedder.data import DataError, DataWarning, STSPair, TrainExample
-from promptembedder.training_files import load_examples
+from promptembedder.data import datasets as D
+from promptembedder.data.datasets import DataError, DataWarning, STSPair, TrainExample
+from promptembedder.data.files import load_examples
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,12 @@ from transformers import AutoModel, AutoTokenizer
 
 from promptembedder import PromptEmbedder
 from promptembedder.auto import baseline_from_pretrained
-from promptembedder.backbone import EmbeddingBackbone
-from promptembedder.baselines import PROMPT_FILE, PromptTuningEmbedder
-from promptembedder.data import TrainExample
-from promptembedder.deep_prompt import DeepPrompt, static_offsets
-from promptembedder.export import export
-from promptembedder.model import ALIGNMENT_FILE, LAYER_OFFSETS
+from promptembedder.data.datasets import TrainExample
+from promptembedder.export.exporter import export
+from promptembedder.models.backbone import EmbeddingBackbone
+from promptembedder.models.baselines import PROMPT_FILE, PromptTuningEmbedder
+from promptembedder.models.deep_prompt import DeepPrompt, static_offsets
+from promptembedder.models.prompt_embedder import ALIGNMENT_FILE, LAYER_OFFSETS
 from promptembedder.training import Trainer, TrainingConfig
 
 TEXTS = ["a man is eating a piece of bread", "a dog", "the quick brown fox jumps over the lazy dog"]
@@ -114,7 +114,7 @@ def test_promptembedder_deep_trains_its_offsets_saves_and_reloads(tiny_model_dir
 
 def test_static_deep_prompt_tuning_saves_its_offsets(tiny_model_dir, tmp_path):
     """Prompt tuning at `deep` is P-tuning v2: a static prompt plus free offsets at every layer."""
-    from promptembedder.config import BaselineConfig
+    from promptembedder.models.config import BaselineConfig
 
     model = PromptTuningEmbedder(BaselineConfig(method="prompt-tuning", embedding_model=str(tiny_model_dir("llama")),
                                                 num_soft_tokens=K, prompt_position="deep"), device="cpu")

@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 
 import promptembedder.training.callbacks as callbacks_mod
 from promptembedder.auto import load_embedder
-from promptembedder.model import ALIGNMENT_FILE, PROMPTING_FILE
+from promptembedder.models.prompt_embedder import ALIGNMENT_FILE, PROMPTING_FILE
 from promptembedder.training import Trainer, TrainingConfig
 
 TinyDir = Callable[[str], Path]

@@ -6,8 +6,8 @@ import pytest
 import torch
 from tiny_models import CORPUS
 
-from promptembedder.benchmark import fill_document_cache
-from promptembedder.data import TrainExample
+from promptembedder.bench.training import fill_document_cache
+from promptembedder.data.datasets import TrainExample
 from promptembedder.training import Trainer, TrainingConfig
 
 EXAMPLES = [TrainExample(CORPUS[i], CORPUS[i + 1], (CORPUS[i + 2],), "Retrieve similar text.") for i in range(8)]

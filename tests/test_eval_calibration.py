@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 
 from promptembedder import evaluation as E
-from promptembedder.data import data_dir
-from promptembedder.task_data import load_scifact
+from promptembedder.data.datasets import data_dir
+from promptembedder.data.task_sets import load_scifact
 
 #: task -> (expected main score, tolerance): MTEB's published figure where one exists, else an independent script's.
 CALIBRATION = {

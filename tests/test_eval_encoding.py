@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from promptembedder.embedder import Embedder
 from promptembedder.evaluation.encoding import cpu_workers, encode_texts, length_batches
+from promptembedder.models.embedder import Embedder
 
 
 class LengthEmbedder(Embedder):

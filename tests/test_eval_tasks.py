@@ -9,7 +9,7 @@ import pytest
 from test_evaluation import HashingEmbedder
 
 from promptembedder import evaluation as E
-from promptembedder.task_data import LabelledPair, LabelledTexts, RetrievalData
+from promptembedder.data.task_sets import LabelledPair, LabelledTexts, RetrievalData
 
 # ---------------------------------------------------------------------------------------------------
 # Retrieval: nDCG@10 by pytrec_eval, checked against the formula by hand

@@ -12,8 +12,8 @@ import torch
 from rich.console import Console
 
 from promptembedder import evaluation as E
-from promptembedder.data import STS_INSTRUCTION, STSPair
-from promptembedder.embedder import Embedder
+from promptembedder.data.datasets import STS_INSTRUCTION, STSPair
+from promptembedder.models.embedder import Embedder
 
 
 class HashingEmbedder(Embedder):

@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from promptembedder.export import export, read_instructions, task_instructions
-from promptembedder.model import PromptEmbedder
+from promptembedder.export.exporter import export, read_instructions, task_instructions
+from promptembedder.models.prompt_embedder import PromptEmbedder
 
 INSTRUCTIONS = {"sts": "Retrieve semantically similar text.", "topic": "Identify the topic of the news article."}
 TEXTS = ["A man is eating food.", "A monkey is playing drums.", "The girl is carrying a baby.",
@@ -169,7 +169,7 @@ def suffix_export(tmp_path_factory, tiny_model_dir):
 def test_suffix_export_matches_encode_in_sentence_transformers_and_transformers(suffix_export):
     """prompt_name puts the tokens after the text, a too-long text keeps them (as our truncation does), no
     prompt_name is the bare document side, and plain transformers on text + tokens gives the same vectors."""
-    from promptembedder.export import plain_embeddings
+    from promptembedder.export.exporter import plain_embeddings
 
     model, out = suffix_export
     texts = [*TEXTS, "word " * 40]  # over 24 tokens: truncated before the prompt, as PromptEmbedder truncates
@@ -195,7 +195,7 @@ def test_suffix_export_matches_encode_in_sentence_transformers_and_transformers(
 
 
 def test_suffix_export_verifies_itself(suffix_export):
-    from promptembedder.export import verify_export
+    from promptembedder.export.exporter import verify_export
 
     model, out = suffix_export
     assert min(verify_export(out, model, list(INSTRUCTIONS)).values()) >= 0.9999
@@ -239,8 +239,8 @@ def test_mean_pooled_suffix_prompt_is_refused_with_advice(tmp_path, tiny_model_d
 def test_model_card_names_the_dev_metric_and_reads_older_summaries() -> None:
     """The card says what the dev score is (selection may be on SciFact's nDCG@10); summaries written before
     `dev_metric` existed were STS-B Spearman under `*_dev_spearman`."""
-    from promptembedder.config import PromptEmbedderConfig
-    from promptembedder.model_card import _model_lines
+    from promptembedder.hub.model_card import _model_lines
+    from promptembedder.models.config import PromptEmbedderConfig
 
     config = PromptEmbedderConfig(embedding_model="tiny")
     new = _model_lines(config, {"summary": {"best_dev_score": 61.234, "dev_metric": "scifact ndcg_at_10"}})

@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from promptembedder.generator import PromptGenerator
-from promptembedder.registry import load_pretrained
+from promptembedder.hub.registry import load_pretrained
+from promptembedder.models.generator import PromptGenerator
 
 
 def _generator(reference: str) -> PromptGenerator:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from promptembedder.generator import PromptGenerator, SoftPrompt, relax
+from promptembedder.models.generator import PromptGenerator, SoftPrompt, relax
 
 INSTRUCTION = "Retrieve passages that answer the question."
 K = 4

@@ -8,7 +8,7 @@ import pytest
 import torch
 from tiny_models import CORPUS
 
-from promptembedder.data import TrainExample
+from promptembedder.data.datasets import TrainExample
 from promptembedder.training import Trainer, TrainingConfig
 from promptembedder.training.grad_cache import CachedContrastiveLoss
 from promptembedder.training.losses import ContrastiveLoss

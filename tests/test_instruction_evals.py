@@ -9,8 +9,7 @@ import torch
 from test_evaluation import HashingEmbedder
 
 from promptembedder import evaluation as E
-from promptembedder.baselines import PromptTuningEmbedder
-from promptembedder.config import BaselineConfig
+from promptembedder.data.task_sets import LabelledTexts
 from promptembedder.evaluation.classification import ClassificationData
 from promptembedder.evaluation.nli_follow import (
     FollowItem,
@@ -20,7 +19,8 @@ from promptembedder.evaluation.nli_follow import (
 )
 from promptembedder.evaluation.unseen_tasks import InstructedTask, evaluate_unseen_tasks
 from promptembedder.evaluation.unseen_wording import evaluate_unseen_wording
-from promptembedder.task_data import LabelledTexts
+from promptembedder.models.baselines import PromptTuningEmbedder
+from promptembedder.models.config import BaselineConfig
 
 ITEMS = [FollowItem("a man plays a guitar on stage", "a man plays guitar", "nobody plays any instrument"),
          FollowItem("two dogs run in a green park", "dogs are running outside", "the dogs sleep indoors"),
@@ -124,7 +124,7 @@ def test_readers_on_fixture_files(tmp_path, monkeypatch) -> None:
     test subset, the task's own instruction."""
     import json
 
-    from promptembedder.data import DATA_ENV_VAR
+    from promptembedder.data.datasets import DATA_ENV_VAR
     from promptembedder.evaluation.nli_follow import follow_items
     from promptembedder.evaluation.unseen_tasks import licl_instructed
 

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from promptembedder.data import NLI_INSTRUCTION, STS_INSTRUCTION, data_dir
-from promptembedder.evaluation.tasks import TASKS
-from promptembedder.instructions import (
+from promptembedder.data.datasets import NLI_INSTRUCTION, STS_INSTRUCTION, data_dir
+from promptembedder.data.instructions import (
     catalogue,
     held_out_instructions,
     load_catalogue,
     training_instructions,
     unseen_tasks,
 )
+from promptembedder.evaluation.tasks import TASKS
 
 #: The lead's list (written down before any run): licl tasks never trained on, for the unseen-task test.
 UNSEEN = ("yahoo_answers_topics", "senteval_subj", "ethos", "rct20k", "pun_detection", "silicone_dyda_da",
@@ -57,7 +57,7 @@ def have_licl() -> bool:
 
 @pytest.mark.skipif(not have_licl(), reason="needs ../shared/data/licl")
 def test_licl_wordings_are_the_datas_own() -> None:
-    from promptembedder.licl import licl_task, licl_tasks
+    from promptembedder.data.licl import licl_task, licl_tasks
 
     data = catalogue()
     names = set(licl_tasks())

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from promptembedder.data import DataError
-from promptembedder.licl import licl_task, licl_tasks, load_licl
+from promptembedder.data.datasets import DataError
+from promptembedder.data.licl import licl_task, licl_tasks, load_licl
 
 
 def licl(root: Path, name: str, template: str, rows: list[dict], options: tuple[str, ...] = ("no", "yes"),

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from promptembedder.loss import info_nce
+from promptembedder.training.infonce import info_nce
 
 
 def _cos(a: list[float], b: list[float]) -> float:

@@ -14,12 +14,12 @@ from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer
 
 from promptembedder import PromptEmbedder, PromptEmbedderConfig
-from promptembedder.config import CONFIG_NAME
-from promptembedder.loss import info_nce
-from promptembedder.model import ADAPTER_DIR, ALIGNMENT_FILE, PROMPTING_FILE
-from promptembedder.model_card import README
-from promptembedder.registry import ModelNotAvailableError
-from promptembedder.serialization import MANIFEST_FILE
+from promptembedder.hub.model_card import README
+from promptembedder.hub.registry import ModelNotAvailableError
+from promptembedder.hub.serialization import MANIFEST_FILE
+from promptembedder.models.config import CONFIG_NAME
+from promptembedder.models.prompt_embedder import ADAPTER_DIR, ALIGNMENT_FILE, PROMPTING_FILE
+from promptembedder.training.infonce import info_nce
 
 INSTRUCTION = "Retrieve semantically similar text."
 QUERIES = ["A man is eating food.", "A monkey is playing drums.", "The girl is carrying a baby.",

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from promptembedder import mteb_adapter as A
-from promptembedder.data import STS_INSTRUCTION, data_dir
-from promptembedder.embedder import Embedder
-from promptembedder.mteb_tasks import local_sts_task
+from promptembedder.data.datasets import STS_INSTRUCTION, data_dir
+from promptembedder.evaluation import mteb_model as A
+from promptembedder.evaluation.mteb_tasks import local_sts_task
+from promptembedder.models.embedder import Embedder
 
 HAS_MTEB = importlib.util.find_spec("mteb") is not None
 needs_mteb = pytest.mark.skipif(not HAS_MTEB, reason="mteb not installed (pip install 'promptembedder[mteb]')")

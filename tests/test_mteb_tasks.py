@@ -11,9 +11,9 @@ from test_evaluation import HashingEmbedder
 pytest.importorskip("mteb")
 
 from promptembedder import evaluation as E  # noqa: E402
-from promptembedder.data import STSPair  # noqa: E402
-from promptembedder.mteb_tasks import evaluate_with_mteb, local_task  # noqa: E402
-from promptembedder.task_data import LabelledPair, LabelledTexts, RetrievalData  # noqa: E402
+from promptembedder.data.datasets import STSPair  # noqa: E402
+from promptembedder.data.task_sets import LabelledPair, LabelledTexts, RetrievalData  # noqa: E402
+from promptembedder.evaluation.mteb_tasks import evaluate_with_mteb, local_task  # noqa: E402
 
 
 class NoisyHashingEmbedder(HashingEmbedder):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from promptembedder.data import DataError
-from promptembedder.pair_data import load_cad_nli, load_mnli, load_quora, load_scitail
-from promptembedder.task_data import NLIPair, load_agnews, load_esnli_pairs, load_sst2, load_trec
+from promptembedder.data.datasets import DataError
+from promptembedder.data.pair_sets import load_cad_nli, load_mnli, load_quora, load_scitail
+from promptembedder.data.task_sets import NLIPair, load_agnews, load_esnli_pairs, load_sst2, load_trec
 
 
 def write(root: Path, relative: str, text: str | bytes) -> Path:

@@ -9,9 +9,9 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from promptembedder import PromptEmbedder
-from promptembedder.backbone import EmbeddingBackbone
-from promptembedder.baselines import PROMPTEOL_TEMPLATE, BackboneEmbedder, PromptTuningEmbedder
-from promptembedder.config import CONFIG_NAME, BaselineConfig, PromptEmbedderConfig
+from promptembedder.models.backbone import EmbeddingBackbone
+from promptembedder.models.baselines import PROMPTEOL_TEMPLATE, BackboneEmbedder, PromptTuningEmbedder
+from promptembedder.models.config import CONFIG_NAME, BaselineConfig, PromptEmbedderConfig
 from promptembedder.training import TrainingConfig, build_model
 
 TEXTS = ["a man is eating a piece of bread", "a dog", "the quick brown fox jumps"]
@@ -175,8 +175,8 @@ def test_auto_is_a_suffix_for_last_token_decoders_and_a_prefix_otherwise(tiny_mo
 
 def test_the_default_is_auto_a_suffix_on_decoders_and_a_prefix_on_encoders(tiny_model_dir):
     """What won the regime ablation is the default: both models and the training settings start from `auto`."""
-    from promptembedder.baselines import PromptTuningEmbedder
-    from promptembedder.config import BaselineConfig
+    from promptembedder.models.baselines import PromptTuningEmbedder
+    from promptembedder.models.config import BaselineConfig
     from promptembedder.training import TrainingConfig
 
     assert PromptEmbedderConfig().prompt_position == TrainingConfig().prompt_position == "auto"

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from promptembedder.auto import load_embedder
-from promptembedder.config import BaselineConfig
-from promptembedder.data import TrainExample
-from promptembedder.prompt_table import PromptTableEmbedder
+from promptembedder.data.datasets import TrainExample
+from promptembedder.models.config import BaselineConfig
+from promptembedder.models.prompt_table import PromptTableEmbedder
 from promptembedder.training import Trainer, TrainingConfig
 
 INSTRUCTIONS = ["Retrieve semantically similar text.", "Classify the sentiment of a movie review."]

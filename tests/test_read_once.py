@@ -16,11 +16,11 @@ from tokenizers import processors
 from transformers import AutoModel, AutoTokenizer
 
 from promptembedder import PromptEmbedder
-from promptembedder.backbone import EmbeddingBackbone
-from promptembedder.baselines import BackboneEmbedder
-from promptembedder.checkpointing import enable_gradient_checkpointing
-from promptembedder.config import BaselineConfig
-from promptembedder.data import TrainExample
+from promptembedder.data.datasets import TrainExample
+from promptembedder.models.activation_checkpointing import enable_gradient_checkpointing
+from promptembedder.models.backbone import EmbeddingBackbone
+from promptembedder.models.baselines import BackboneEmbedder
+from promptembedder.models.config import BaselineConfig
 from promptembedder.training import Trainer, TrainingConfig
 from promptembedder.training.grad_cache import CachedContrastiveLoss
 from promptembedder.training.losses import ContrastiveLoss

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from promptembedder import PromptEmbedder
-from promptembedder.loss import info_nce
-from promptembedder.registry import minilm_path
+from promptembedder.hub.registry import minilm_path
+from promptembedder.training.infonce import info_nce
 
 pytestmark = pytest.mark.slow
 

@@ -21,11 +21,10 @@ import torch
 import yaml
 from reliability_helpers import EXAMPLES, PAIRS, config, run
 
-from promptembedder import interrupts
-from promptembedder.numerics import NonFiniteError
-from promptembedder.resume import ResumeWarning
-from promptembedder.run_folder import COMPLETE_FILE, RunFolderError, recover, truncate_log
-from promptembedder.training import Trainer, TrainingConfig
+from promptembedder.training import Trainer, TrainingConfig, interrupts
+from promptembedder.training.numerics import NonFiniteError
+from promptembedder.training.resume import ResumeWarning
+from promptembedder.training.run_folder import COMPLETE_FILE, RunFolderError, recover, truncate_log
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

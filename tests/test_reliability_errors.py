@@ -12,9 +12,9 @@ from reliability_helpers import EXAMPLES, config, run, runner, text, truncate
 
 import promptembedder.auto as auto
 from promptembedder.cli import app
-from promptembedder.config import PromptEmbedderConfig
-from promptembedder.model import PromptEmbedder
-from promptembedder.serialization import MANIFEST_FILE, CorruptFileError, ManifestWarning
+from promptembedder.hub.serialization import MANIFEST_FILE, CorruptFileError, ManifestWarning
+from promptembedder.models.config import PromptEmbedderConfig
+from promptembedder.models.prompt_embedder import PromptEmbedder
 from promptembedder.training import Trainer, TrainingConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -140,7 +140,7 @@ def test_manifest_refuses_an_edited_config_or_another_backbone(saved, models, ti
 def test_a_model_saved_before_a_config_field_existed_still_loads(saved, tmp_path):
     """A save from before `train_alignment` existed: its config file and manifest lack the field, and it loads
     with the field's default (the manifest checks the config as saved, not as re-serialised with new defaults)."""
-    from promptembedder.serialization import config_hash
+    from promptembedder.hub.serialization import config_hash
 
     model = tmp_path / "model"
     shutil.copytree(saved / "final", model)
@@ -160,7 +160,7 @@ def test_baseline_manifest_round_trips_and_refuses_an_edit(models, tmp_path):
     existed; an edited config is refused."""
     import warnings
 
-    from promptembedder.serialization import config_hash
+    from promptembedder.hub.serialization import config_hash
 
     run(models, tmp_path / "run", method="full", max_steps=1)
     final = tmp_path / "run" / "final"

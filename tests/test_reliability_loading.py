@@ -15,9 +15,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from promptembedder.cli import app
-from promptembedder.config import PromptEmbedderConfig
-from promptembedder.model import PromptEmbedder
-from promptembedder.registry import ModelNotAvailableError, resolve
+from promptembedder.hub.registry import ModelNotAvailableError, resolve
+from promptembedder.models.config import PromptEmbedderConfig
+from promptembedder.models.prompt_embedder import PromptEmbedder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -86,7 +86,7 @@ def test_a_yaml_syntax_error_is_one_line(tmp_path):
 def test_an_exported_folder_uses_its_compiled_prompts_and_refuses_others(saved, tmp_path):
     from promptembedder import evaluation
     from promptembedder.auto import load_embedder
-    from promptembedder.export import export, task_instructions
+    from promptembedder.export.exporter import export, task_instructions
 
     model = PromptEmbedder.from_pretrained(saved / "final", device="cpu")
     out = export(saved / "final", tmp_path / "out", {"para": "Find a paraphrase.", **task_instructions(["sts-b"])},

@@ -16,12 +16,12 @@ import torch
 from reliability_helpers import EXAMPLES, PAIRS, config, run, runner, text
 
 import promptembedder.auto as auto
-import promptembedder.export as export_module
+import promptembedder.export.exporter as export_module
 from promptembedder.cli import app
-from promptembedder.export import export
-from promptembedder.resume import ResumeWarning
-from promptembedder.serialization import UnsafeFileError
+from promptembedder.export.exporter import export
+from promptembedder.hub.serialization import UnsafeFileError
 from promptembedder.training import Trainer
+from promptembedder.training.resume import ResumeWarning
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 INSTRUCTIONS = {"para": "Find a paraphrase."}

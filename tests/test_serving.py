@@ -20,8 +20,8 @@ openai = pytest.importorskip("openai")
 
 from serving_utils import HOST, ThreadServer, launch_server, request, wait_healthy  # noqa: E402
 
-from promptembedder.data import STS_INSTRUCTION  # noqa: E402
-from promptembedder.model import PromptEmbedder  # noqa: E402
+from promptembedder.data.datasets import STS_INSTRUCTION  # noqa: E402
+from promptembedder.models.prompt_embedder import PromptEmbedder  # noqa: E402
 from promptembedder.serving import ServerSettings, create_app  # noqa: E402
 
 TEXTS = ["A man is eating food.", "A monkey is playing drums.", "The girl is carrying a baby.",

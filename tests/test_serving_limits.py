@@ -28,7 +28,7 @@ from serving_utils import (  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from promptembedder.cli import app as cli  # noqa: E402
-from promptembedder.model import PromptEmbedder  # noqa: E402
+from promptembedder.models.prompt_embedder import PromptEmbedder  # noqa: E402
 from promptembedder.serving import EmbedderBackend, ServerSettings, create_app  # noqa: E402
 from promptembedder.serving.schema import Limits  # noqa: E402
 

@@ -17,9 +17,9 @@ from serving_utils import HOST, SleepyBackend, ThreadServer, request  # noqa: E4
 from typer.testing import CliRunner  # noqa: E402
 
 from promptembedder.cli import app as cli  # noqa: E402
-from promptembedder.export import export  # noqa: E402
-from promptembedder.model import PromptEmbedder  # noqa: E402
-from promptembedder.prompt_pooling import PromptPooling  # noqa: E402
+from promptembedder.export.exporter import export  # noqa: E402
+from promptembedder.export.prompt_pooling import PromptPooling  # noqa: E402
+from promptembedder.models.prompt_embedder import PromptEmbedder  # noqa: E402
 from promptembedder.serving import ServerSettings, create_app, load_backend, serve  # noqa: E402
 
 TEXTS = ["A man is eating food.", "A monkey is playing drums."]

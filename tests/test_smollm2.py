@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from promptembedder import PromptEmbedder
-from promptembedder.registry import load_pretrained, resolve
+from promptembedder.hub.registry import load_pretrained, resolve
 
 pytestmark = pytest.mark.slow
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from promptembedder.baselines import BackboneEmbedder
-from promptembedder.config import BaselineConfig
 from promptembedder.evaluation import get_task
-from promptembedder.model import PromptEmbedder
+from promptembedder.models.baselines import BackboneEmbedder
+from promptembedder.models.config import BaselineConfig
+from promptembedder.models.prompt_embedder import PromptEmbedder
 
 TEXTS = ["A man is eating food.", "A monkey is playing drums.", "It was raining when we arrived."]
 
@@ -70,7 +70,7 @@ def test_bad_arguments_are_named(query_only):
     with pytest.raises(ValueError, match="truncate_dim"):
         query_only.encode_query(TEXTS, truncate_dim=0)
     with pytest.raises(ValueError, match="similarity_fn_name"):
-        from promptembedder.similarity import similarity
+        from promptembedder.models.similarity import similarity
 
         similarity(torch.ones(1, 2), torch.ones(1, 2), "angle")
 

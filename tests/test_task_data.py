@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from promptembedder.data import DataError, data_dir
-from promptembedder.task_data import (
+from promptembedder.data.datasets import DataError, data_dir
+from promptembedder.data.task_sets import (
     load_banking77,
     load_esnli_triplets,
     load_mrpc,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from test_cli import needs_data
 
-from promptembedder import task_sources as many
-from promptembedder.instructions import catalogue, held_out_instructions, training_instructions, unseen_tasks
-from promptembedder.task_data import NLIPair
+from promptembedder.data import task_sources as many
+from promptembedder.data.instructions import catalogue, held_out_instructions, training_instructions, unseen_tasks
+from promptembedder.data.task_sets import NLIPair
 
 ESNLI_HEADER = "idx,gold_label,Sentence1,Sentence2\n"
 
@@ -88,9 +88,9 @@ def test_licl_sources_cover_only_training_tasks(tmp_path: Path, monkeypatch: pyt
 
 @needs_data
 def test_multitask_mixes_many_tasks_and_wordings_none_held_out() -> None:
-    from promptembedder.licl import load_licl
-    from promptembedder.task_data import load_agnews, load_esnli_pairs, load_sst2
-    from promptembedder.training_sources import MULTITASK_CAP, SOURCES
+    from promptembedder.data.licl import load_licl
+    from promptembedder.data.sources import MULTITASK_CAP, SOURCES
+    from promptembedder.data.task_sets import load_agnews, load_esnli_pairs, load_sst2
 
     examples = SOURCES["multitask"]("minilm-l6")
     tasks = {e.instructions for e in examples}

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from promptembedder.data import TrainExample
-from promptembedder.trainable import TrainableEmbedder
+from promptembedder.data.datasets import TrainExample
+from promptembedder.models.trainable import TrainableEmbedder
 from promptembedder.training import Trainer, TrainingConfig
 
 INSTRUCTION = "Find a paraphrase."

@@ -23,11 +23,11 @@ from transformers import AutoConfig, AutoTokenizer, BertModel
 import promptembedder.training.callbacks as callbacks_mod
 import promptembedder.training.trainer as trainer_mod
 from promptembedder.auto import load_embedder
-from promptembedder.config import PromptEmbedderConfig
-from promptembedder.data import STS_INSTRUCTION, DataError, STSPair, TrainExample, data_dir
-from promptembedder.model import PromptEmbedder
+from promptembedder.data.datasets import STS_INSTRUCTION, DataError, STSPair, TrainExample, data_dir
+from promptembedder.data.sources import load_training_data
+from promptembedder.models.config import PromptEmbedderConfig
+from promptembedder.models.prompt_embedder import PromptEmbedder
 from promptembedder.training import DEFAULT_LR, Trainer, TrainingConfig, tau_at
-from promptembedder.training_sources import load_training_data
 
 TinyDir = Callable[[str], Path]
 
@@ -688,7 +688,7 @@ def test_a_frozen_alignment_is_refused_where_it_means_nothing(
     tiny_model_dir: TinyDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     llama = str(tiny_model_dir("llama"))
-    monkeypatch.setattr("promptembedder.alignment.MIN_SHARED_TOKENS", 10**9)  # too few shared tokens: W random
+    monkeypatch.setattr("promptembedder.models.alignment.MIN_SHARED_TOKENS", 10**9)  # too few shared tokens: W random
     with pytest.raises(ValueError, match="share too few tokens"):
         PromptEmbedder(prompting_model=llama, embedding_model=llama, train_alignment=False, device="cpu")
     with pytest.raises(ValueError, match="train_alignment=False.*'lora'"):
@@ -741,7 +741,7 @@ def test_every_model_setting_is_a_training_setting_or_model_only(tmp_path: Path)
     is deliberately left at its default (MODEL_ONLY); and the derived configs carry the run's values."""
     from dataclasses import fields
 
-    from promptembedder.config import BaselineConfig, PromptEmbedderConfig
+    from promptembedder.models.config import BaselineConfig, PromptEmbedderConfig
     from promptembedder.training.config import MODEL_ONLY, RENAMED
 
     settings = {f.name for f in fields(TrainingConfig)}

@@ -9,12 +9,12 @@ import pytest
 from test_cli import needs_data
 from test_evaluation import HashingEmbedder
 
-from promptembedder import training_sources as S
-from promptembedder.data import TrainExample
+from promptembedder.data import sources as S
+from promptembedder.data.datasets import TrainExample
+from promptembedder.data.task_sets import RetrievalData
 from promptembedder.evaluation import TASKS, in_domain_tasks
-from promptembedder.selection import check_eval_task, dev_metric, sample_dev
-from promptembedder.task_data import RetrievalData
 from promptembedder.training import TrainingConfig
+from promptembedder.training.dev_selection import check_eval_task, dev_metric, sample_dev
 
 
 def test_dev_subset_is_a_fixed_sample_across_the_file() -> None:
@@ -78,7 +78,7 @@ def test_real_sources_have_one_instruction_each() -> None:
     assert len(mrpc) == 2753 - 57  # paraphrases minus those that are STS-B test pairs
     banking = S.SOURCES["banking77-train"]("unused")
     assert len(banking) > 9900 and {e.instruction for e in banking} == {TASKS["banking77"].instruction}
-    from promptembedder.task_data import load_banking77
+    from promptembedder.data.task_sets import load_banking77
 
     data = load_banking77("train")
     intent = dict(zip(data.texts, data.labels, strict=False))

@@ -26,7 +26,7 @@ def export_all(work: Path) -> None:
     import torch
 
     from promptembedder import PromptEmbedder
-    from promptembedder.export import export, task_instructions
+    from promptembedder.export.exporter import export, task_instructions
 
     for name, kwargs in MODELS.items():
         torch.manual_seed(0)
@@ -42,7 +42,7 @@ def export_all(work: Path) -> None:
 def query(work: Path, name: str, port: int) -> None:
     from openai import OpenAI
 
-    from promptembedder.export import with_prompt
+    from promptembedder.export.exporter import with_prompt
 
     record = json.loads((work / name / "export" / "promptembedder_export.json").read_text())
     client = OpenAI(base_url=f"http://127.0.0.1:{port}", api_key="unused")

@@ -31,15 +31,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from promptembedder.baselines import PROMPTEOL_TEMPLATE, BackboneEmbedder
-from promptembedder.config import BaselineConfig
-from promptembedder.embedder import Embedder
+from promptembedder.models.baselines import PROMPTEOL_TEMPLATE, BackboneEmbedder
+from promptembedder.models.config import BaselineConfig
+from promptembedder.models.embedder import Embedder
 from promptembedder.evaluation import TASKS
 from promptembedder.evaluation.nli_follow import InstructionFollowingData, evaluate_instruction_following
-from promptembedder.evaluation.subsets import score_suite
+from promptembedder.bench.subsets import score_suite
 from promptembedder.evaluation.unseen_tasks import evaluate_unseen_tasks, licl_instructed, newsgroups_instructed
 from promptembedder.evaluation.unseen_wording import evaluate_unseen_wording, load_unseen_wording
-from promptembedder.instructions import catalogue, unseen_tasks
+from promptembedder.data.instructions import catalogue, unseen_tasks
 from promptembedder.training import Trainer, TrainingConfig
 
 E, P = "gemma3-270m", "smollm2-135m"

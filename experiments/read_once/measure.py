@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from promptembedder import PromptEmbedder
-from promptembedder.benchmark import fixed_length_examples
-from promptembedder.data import load_sts
+from promptembedder.bench.training import fixed_length_examples
+from promptembedder.data.datasets import load_sts
 from promptembedder.training import Trainer, TrainingConfig
 from promptembedder.training.losses import split_batch
 

@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 
 from promptembedder import PromptEmbedder, PromptEmbedderConfig
-from promptembedder.baselines import PROMPTEOL_TEMPLATE, BackboneEmbedder
-from promptembedder.config import BaselineConfig
-from promptembedder.data import STS_INSTRUCTION, load_sick, load_sts
+from promptembedder.models.baselines import PROMPTEOL_TEMPLATE, BackboneEmbedder
+from promptembedder.models.config import BaselineConfig
+from promptembedder.data.datasets import STS_INSTRUCTION, load_sick, load_sts
 from promptembedder.evaluation import evaluate_pairs
 from promptembedder.training import Trainer, TrainingConfig
 

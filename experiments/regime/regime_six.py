@@ -32,11 +32,11 @@ from pathlib import Path
 import torch
 from regime import VARIANTS, E, P, append, build_pe, claim, done, train_time
 
-from promptembedder.baselines import BackboneEmbedder
-from promptembedder.config import BaselineConfig
-from promptembedder.data import NLI_INSTRUCTION, STS_INSTRUCTION
+from promptembedder.models.baselines import BackboneEmbedder
+from promptembedder.models.config import BaselineConfig
+from promptembedder.data.datasets import NLI_INSTRUCTION, STS_INSTRUCTION
 from promptembedder.evaluation import TASKS
-from promptembedder.evaluation.subsets import SIZES, TASK_ORDER, describe, score_suite
+from promptembedder.bench.subsets import SIZES, TASK_ORDER, describe, score_suite
 from promptembedder.training import Trainer, TrainingConfig, make_batches
 
 SOURCES = ["esnli", "sts-train", "banking77-train", "mrpc-train"]

@@ -24,9 +24,9 @@ from pathlib import Path
 from rich.console import Console
 
 from promptembedder.auto import load_embedder
-from promptembedder.demo import DemoConfig, _common, train_in_subprocess
+from promptembedder.bench.demo import DemoConfig, _common, train_in_subprocess
 from promptembedder.evaluation import evaluate
-from promptembedder.evaluation.subsets import score_suite
+from promptembedder.bench.subsets import score_suite
 from promptembedder.training import TRANSFER_ALIGNMENT_LR, TrainingConfig
 
 #: LoRA's rate on E' (the rate that won on Gemma in round 4; the demo's 2e-4 did not learn in 10 steps).
@@ -121,7 +121,7 @@ def drift(sources: list[str]) -> None:
     import torch
 
     from promptembedder import PromptEmbedder
-    from promptembedder.data import NLI_INSTRUCTION, STS_INSTRUCTION
+    from promptembedder.data.datasets import NLI_INSTRUCTION, STS_INSTRUCTION
     from promptembedder.evaluation import TASKS
 
     instructions = {"sts": STS_INSTRUCTION, "nli": NLI_INSTRUCTION, "banking77": TASKS["banking77"].instruction,

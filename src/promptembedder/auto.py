@@ -7,15 +7,15 @@ from pathlib import Path
 
 import torch
 
-from .baselines import BackboneEmbedder, PromptTuningEmbedder
-from .config import BASELINE_CONFIG, CONFIG_NAME, BaselineConfig
-from .embedder import Embedder
-from .exported import ExportedEmbedder, is_export
-from .model import PromptEmbedder
-from .prompt_table import PromptTableEmbedder
-from .registry import resolve
-from .serialization import verify_manifest
-from .validation import check_device
+from .export.exported import ExportedEmbedder, is_export
+from .hub.registry import resolve
+from .hub.serialization import verify_manifest
+from .models.baselines import BackboneEmbedder, PromptTuningEmbedder
+from .models.config import BASELINE_CONFIG, CONFIG_NAME, BaselineConfig
+from .models.embedder import Embedder
+from .models.prompt_embedder import PromptEmbedder
+from .models.prompt_table import PromptTableEmbedder
+from .settings import check_device
 
 
 def sentence_transformers_max_length(reference: str | Path) -> int | None:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .embedder import Embedder
+from .models.embedder import Embedder
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -227,7 +227,7 @@ def encode_corpus(embedder: Embedder, input: str | Path, out: str | Path, *, ins
     goes into the settings a rerun must match, with the input's path, size and mtime, the columns, the
     instruction, the prompt type, the shard size and the dtype.
     """
-    from . import distributed
+    from .training import distributed
 
     if shard_size < 1:
         raise CorpusError(f"--shard-size must be >= 1, got {shard_size}")

@@ -41,7 +41,7 @@ def fail(message: str) -> None:
 
 def finish_training(result) -> None:
     """A run stopped by SIGINT/SIGTERM (checkpoint written) exits 130/143, so `train && evaluate` stops too."""
-    from .. import distributed
+    from ..training import distributed
 
     if result.interrupted:
         if distributed.is_main_process():

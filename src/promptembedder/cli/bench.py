@@ -23,7 +23,7 @@ def demo(
     = False,
 ) -> None:
     """The paper's regime at small scale: baselines, PromptEmbedder, LoRA, transfer; one table and plots."""
-    from ..demo import DemoConfig, run_demo
+    from ..bench.demo import DemoConfig, run_demo
 
     models = {"prompting_model": prompting_model, "embedding_model": embedding_model, "transfer_model": transfer_model}
     config = DemoConfig.preset(quick, output_dir=str(output_dir), transfer_only=transfer_only,
@@ -60,7 +60,7 @@ def bench_train(
     E's full forward instead of reading each text once (promptembedder-query-no-read-once,
     promptembedder-both-no-read-once), and (with --nproc-per-node 2 or more) promptembedder-fsdp,
     promptembedder-fsdp-grad-op."""
-    from ..benchmark import bench_train as run
+    from ..bench.training import bench_train as run
 
     try:
         run(embedding_model=embedding_model, prompting_model=prompting_model, batch_size=batch_size,
@@ -90,7 +90,7 @@ def bench_sweep(
 ) -> None:
     """Several batch / GradCache configurations per method, one process per method (a 7B E is built once), with
     the steady state of cached documents, phase timings and a profile; writes sweep.json and sweep.md."""
-    from ..sweep import parse_configs, run_sweep
+    from ..bench.sweep import parse_configs, run_sweep
 
     try:
         report = run_sweep(embedding_model=embedding_model, prompting_model=prompting_model,
@@ -98,7 +98,7 @@ def bench_sweep(
                            steps=steps, lora_rank=lora_rank, output_dir=output_dir, device=device, profile=profile)
     except ValueError as err:
         fail(str(err))
-    from ..sweep import sweep_markdown
+    from ..bench.sweep import sweep_markdown
 
     console.print(f"written: {output_dir / 'sweep.json'}, {output_dir / 'sweep.md'}")
     print(sweep_markdown(report))
@@ -117,7 +117,7 @@ def bench_encode(
     device: Annotated[str | None, Opt()] = None,
 ) -> None:
     """Encode throughput: PromptEmbedder vs the bare backbone vs sentence-transformers (where installed)."""
-    from ..benchmark import bench_encode as run
+    from ..bench.training import bench_encode as run
 
     run(model=model, embedding_model=embedding_model, prompting_model=prompting_model, num_texts=num_texts,
         batch_size=batch_size, output_dir=output_dir, device=device, console=console)
@@ -138,7 +138,7 @@ def bench_converge(
     device: Annotated[str | None, Opt()] = None,
 ) -> None:
     """Time (and steps) to a target dev score: promptembedder vs lora, and transfer (new W only) vs lora."""
-    from ..benchmark import bench_converge as run
+    from ..bench.training import bench_converge as run
 
     run(target_score=target_score, embedding_model=embedding_model, prompting_model=prompting_model,
         transfer_from=transfer_from, transfer_model=transfer_model, max_steps=max_steps, eval_steps=eval_steps,
@@ -159,7 +159,7 @@ def bench_serve(
 ) -> None:
     """Server throughput and p50/p99 latency at several concurrencies: vs encode in-process, vs batching off,
     vs the bare backbone served the same way."""
-    from ..serving.benchmark import bench_serve as run
+    from ..bench.serving import bench_serve as run
 
     run(model=model, embedding_model=embedding_model, prompting_model=prompting_model,
         concurrencies=[int(c) for c in concurrency.split(",")], requests_per_client=requests_per_client,

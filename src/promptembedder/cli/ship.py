@@ -21,7 +21,7 @@ def export_model(
     verify: Annotated[bool, Opt("--verify/--no-verify", help="reload OUT and compare with encode")] = True,
 ) -> None:
     """Compile each instruction's soft prompt into K new tokens of E; P is not needed to use the result."""
-    from ..export import export, read_instructions, task_instructions
+    from ..export.exporter import export, read_instructions, task_instructions
 
     try:
         chosen = read_instructions(instructions) if instructions else {}
@@ -72,7 +72,7 @@ def serve(
     except ImportError as err:
         fail(f"serving needs FastAPI and uvicorn: pip install 'promptembedder[serve]' ({err})")
     try:
-        from ..export import read_instructions
+        from ..export.exporter import read_instructions
 
         if not (math.isfinite(max_body_mb) and max_body_mb * 1024 * 1024 >= 1):
             raise ValueError(f"--max-body-mb must be a positive number, got {max_body_mb}")

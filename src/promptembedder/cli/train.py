@@ -75,7 +75,7 @@ def train(
 ) -> None:
     """Train PromptEmbedder or a baseline contrastively (works under torchrun / accelerate launch)."""
     overrides = {k: v for k, v in locals().items() if k != "config" and v is not None}
-    from ..architectures import refuse
+    from ..models.architectures import refuse
     from ..training import Trainer, TrainingConfig
 
     try:
@@ -86,7 +86,7 @@ def train(
     except USER_ERRORS as err:
         fail(str(err))
     finish_training(result)
-    from .. import distributed
+    from ..training import distributed
 
     if distributed.is_main_process():
         console.print_json(json.dumps(result.__dict__))
@@ -112,7 +112,7 @@ def transfer(
     overwrite: Annotated[bool, Opt("--overwrite", help="replace the run already in output_dir")] = False,
 ) -> None:
     """Move a trained P to a new backbone by training only a new alignment W; prints steps and time to target."""
-    from ..architectures import refuse
+    from ..models.architectures import refuse
     from ..training import TRANSFER_ALIGNMENT_LR, Trainer, TrainingConfig
 
     try:
@@ -128,7 +128,7 @@ def transfer(
     except USER_ERRORS as err:
         fail(str(err))
     finish_training(result)
-    from .. import distributed
+    from ..training import distributed
 
     if distributed.is_main_process():
         console.print(f"steps: {result.steps}  wall time: {result.wall_time_s:.1f} s  "

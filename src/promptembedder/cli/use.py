@@ -36,9 +36,9 @@ def evaluate(
 ) -> None:
     """Score models as MTEB does, one table per task type and an average per model; '*' marks in-domain tasks."""
     from .. import evaluation as ev
-    from ..architectures import refuse
     from ..auto import load_embedder
-    from ..exported import ExportedEmbedder
+    from ..export.exported import ExportedEmbedder
+    from ..models.architectures import refuse
 
     try:
         refuse(models, "evaluate")
@@ -129,9 +129,9 @@ def _encode_corpus(model: str, input: Path, output_dir: Path, instruction: str |
     """`encode --output-dir`: corpus.encode_corpus on this process's device and share of the shards."""
     import torch
 
-    from .. import distributed
     from ..auto import load_embedder
     from ..corpus import encode_corpus, read_rows
+    from ..training import distributed
 
     if str(input) == "-":
         fail("--output-dir reads --input twice when resuming: give a file, not stdin")
@@ -161,8 +161,8 @@ def decode_prompt(
     force: Annotated[bool, Opt("--force", help="load a saved model whose manifest does not match (warns)")] = False,
 ) -> None:
     """Show the text each instruction's soft prompt is closest to."""
-    from ..model import PromptEmbedder
-    from ..validation import check_device
+    from ..models.prompt_embedder import PromptEmbedder
+    from ..settings import check_device
 
     try:
         check_device(device)

@@ -5,7 +5,7 @@ from the shared data folder, so training runs and the CLI report numbers compara
 task type holds its metric; `tasks` holds the registry; `runner` runs a model; `results` prints and saves.
 """
 
-from ..data import load_sick, load_sts
+from ..data.datasets import load_sick, load_sts
 from .classification import ClassificationData, evaluate_classification, probe_scores, undersample
 from .clustering import cluster_scores, evaluate_clustering
 from .pair_classification import evaluate_pair_classification, pair_scores

@@ -16,8 +16,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 
-from ..embedder import Embedder
-from ..task_data import LabelledTexts
+from ..data.task_sets import LabelledTexts
+from ..models.embedder import Embedder
 from .encoding import encode_texts
 
 SAMPLINGS = ("mteb", "stream")

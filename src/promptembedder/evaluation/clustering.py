@@ -8,8 +8,8 @@ import numpy as np
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.metrics import v_measure_score
 
-from ..embedder import Embedder
-from ..task_data import LabelledTexts
+from ..data.task_sets import LabelledTexts
+from ..models.embedder import Embedder
 from .encoding import encode_texts
 
 BATCH_SIZE = 500

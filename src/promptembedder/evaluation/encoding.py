@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..embedder import Embedder
+from ..models.embedder import Embedder
 
 #: A batch holds at most this many characters of its longest text times its size (about 8 SciFact abstracts).
 MAX_BATCH_CHARS = 16_384

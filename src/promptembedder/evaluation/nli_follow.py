@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ..embedder import Embedder
-from ..task_data import load_esnli_triplets
+from ..data.task_sets import load_esnli_triplets
+from ..models.embedder import Embedder
 from .encoding import encode_texts, normalize_rows
 
 

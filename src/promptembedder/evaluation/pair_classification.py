@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import average_precision_score
 
-from ..embedder import Embedder
-from ..task_data import LabelledPair
+from ..data.task_sets import LabelledPair
+from ..models.embedder import Embedder
 from .encoding import encode_texts
 from .sts import cosine_similarity
 

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..embedder import Embedder
-from ..task_data import RetrievalData
+from ..data.task_sets import RetrievalData
+from ..models.embedder import Embedder
 from .encoding import encode_texts, normalize_rows
 
 TOP_K = 1000

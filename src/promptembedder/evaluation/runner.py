@@ -11,8 +11,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..data import read_instructions_json
-from ..embedder import Embedder
+from ..data.datasets import read_instructions_json
+from ..models.embedder import Embedder
 from .classification import evaluate_classification
 from .clustering import evaluate_clustering
 from .nli_follow import evaluate_instruction_following
@@ -107,7 +107,7 @@ def in_domain_tasks(model_dir: str | os.PathLike[str]) -> set[str]:
     The trainer writes that file into the run folder, next to the ``best``/``final`` model folders. Only a saved
     model folder is looked at: a bare backbone (a name such as ``minilm-l6``) was trained on nothing of ours.
     """
-    from ..config import BASELINE_CONFIG, CONFIG_NAME
+    from ..models.config import BASELINE_CONFIG, CONFIG_NAME
 
     model_dir = Path(model_dir)
     if not ((model_dir / CONFIG_NAME).is_file() or (model_dir / BASELINE_CONFIG).is_file()):

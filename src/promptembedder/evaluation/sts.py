@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
 
-from ..data import STS_INSTRUCTION, STSPair
-from ..embedder import Embedder
+from ..data.datasets import STS_INSTRUCTION, STSPair
+from ..models.embedder import Embedder
 from .encoding import encode_texts
 
 

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..data import STS_INSTRUCTION, load_sick, load_sts
-from ..task_data import load_banking77, load_mrpc, load_scifact, load_twentynewsgroups
+from ..data.datasets import STS_INSTRUCTION, load_sick, load_sts
+from ..data.task_sets import load_banking77, load_mrpc, load_scifact, load_twentynewsgroups
 from .classification import ClassificationData
 from .nli_follow import InstructionFollowingData, follow_items
 from .unseen_tasks import load_unseen_tasks
@@ -91,7 +91,7 @@ def _banking77(split: str) -> ClassificationData:
 def _nli_follow(split: str) -> InstructionFollowingData:
     """e-SNLI test premises (no training source reads that file) under the catalogue's training wording of the
     entailment and contradiction tasks, and under their first held-out wording."""
-    from ..instructions import held_out_instructions, training_instructions
+    from ..data.instructions import held_out_instructions, training_instructions
 
     wordings = {"training": (training_instructions("nli-entailment")[0], training_instructions("nli-contradiction")[0]),
                 "held_out": (held_out_instructions("nli-entailment")[0],

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from ..embedder import Embedder
-from ..instructions import unseen_tasks
-from ..licl import licl_task, load_licl
-from ..task_data import LabelledTexts, load_twentynewsgroups
+from ..data.instructions import unseen_tasks
+from ..data.licl import licl_task, load_licl
+from ..data.task_sets import LabelledTexts, load_twentynewsgroups
+from ..models.embedder import Embedder
 from .classification import ClassificationData, evaluate_classification
 
 #: 20 Newsgroups' test texts scored (seeded draw): the whole 7,532 would dwarf the ten licl tasks' ~100 each.

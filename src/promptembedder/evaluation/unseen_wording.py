@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..embedder import Embedder
-from ..instructions import catalogue
+from ..data.instructions import catalogue
+from ..models.embedder import Embedder
 from .classification import evaluate_classification
 from .unseen_tasks import InstructedTask, licl_instructed
 

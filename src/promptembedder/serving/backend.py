@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..exported import load_sentence_transformer as _load_sentence_transformer
+from ..export.exported import load_sentence_transformer as _load_sentence_transformer
 from .schema import APIError
 
 EXPORT_RECORD = "promptembedder_export.json"
@@ -62,7 +62,7 @@ class EmbedderBackend:
 
     def __init__(self, embedder, tasks: Mapping[str, str] | None = None, default_instruction: str | None = None,
                  batch_size: int = 64, prompt_cache_size: int = DEFAULT_PROMPT_CACHE_SIZE):
-        from ..model import PromptEmbedder
+        from ..models.prompt_embedder import PromptEmbedder
 
         self.embedder, self.batch_size = embedder, batch_size
         self.tasks = dict(tasks or {})

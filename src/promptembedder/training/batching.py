@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import random
 
-from ..data import TrainExample
+from ..data.datasets import TrainExample
 
 
 def make_batches(examples: list[TrainExample], batch_size: int, seed: int, epoch: int) -> list[list[int]]:

@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import torch
 
-from ..baselines import BackboneEmbedder, PromptTuningEmbedder
-from ..model import PromptEmbedder
-from ..prompt_table import PromptTableEmbedder
-from ..trainable import TrainableEmbedder
+from ..models.baselines import BackboneEmbedder, PromptTuningEmbedder
+from ..models.prompt_embedder import PromptEmbedder
+from ..models.prompt_table import PromptTableEmbedder
+from ..models.trainable import TrainableEmbedder
 from .config import TrainingConfig
 
 

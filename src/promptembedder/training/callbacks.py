@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
-from .. import distributed as dist_utils
-from ..data import STS_INSTRUCTION, load_sts
-from ..run_folder import truncate_log
-from ..selection import DEFAULT_EVAL_TASK, dev_metric, dev_score, sample_dev
+from ..data.datasets import STS_INSTRUCTION, load_sts
+from . import distributed as dist_utils
+from .dev_selection import DEFAULT_EVAL_TASK, dev_metric, dev_score, sample_dev
+from .run_folder import truncate_log
 
 if TYPE_CHECKING:
     from .trainer import Trainer

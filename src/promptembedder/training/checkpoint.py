@@ -23,10 +23,10 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
-from ..numerics import check_weights
-from ..resume import DATA_FILE
-from ..run_folder import write_folder
-from ..serialization import check_tensors, read_safetensors, read_torch, tied_once
+from ..hub.serialization import check_tensors, read_safetensors, read_torch, tied_once
+from .numerics import check_weights
+from .resume import DATA_FILE
+from .run_folder import write_folder
 
 if TYPE_CHECKING:
     from .trainer import Trainer

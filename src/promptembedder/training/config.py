@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from ..config import PROMPT_POSITION_CHOICES, BaselineConfig, PromptEmbedderConfig
-from ..selection import check_eval_task
-from ..training_files import load_examples
-from ..training_sources import SOURCES, parse_task_weights
-from ..validation import check_data_specs, check_device, check_positive, coerce_fields
+from ..data.files import load_examples
+from ..data.sources import SOURCES, parse_task_weights
+from ..models.config import PROMPT_POSITION_CHOICES, BaselineConfig, PromptEmbedderConfig
+from ..settings import check_data_specs, check_device, check_positive, coerce_fields
+from .dev_selection import check_eval_task
 
 METHODS = ("promptembedder", "lora", "prompt-tuning", "prompt-table", "full")
 FSDP_STRATEGIES = ("full_shard", "shard_grad_op")  # the names of transformers' and accelerate's FSDP options

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data import TrainExample
+from ..data.datasets import TrainExample
 from .checkpoint import rng_state, set_rng_state
 from .losses import ContrastiveLoss, gradient_sync, split_batch
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..data import TrainExample
-from ..distributed import world_size
-from ..loss import Gather, info_nce
-from ..trainable import TrainableEmbedder
+from ..data.datasets import TrainExample
+from ..models.trainable import TrainableEmbedder
+from .distributed import world_size
+from .infonce import Gather, info_nce
 
 
 class DocumentCache:

@@ -20,23 +20,23 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from transformers import get_scheduler
 
-from .. import distributed as dist_utils
-from ..data import TrainExample
+from ..data.datasets import TrainExample
+from ..data.sources import load_training_data
 from ..environment import environment
-from ..interrupts import catch_stop_signals, deferred_interrupt, raise_pending, signal_of
-from ..numerics import check_step, json_safe
-from ..plotting import plot_training
-from ..resume import check_data, data_hashes, record
-from ..run_folder import RunFolder, open_run
-from ..trainable import TrainableEmbedder
-from ..training_sources import load_training_data
+from ..models.trainable import TrainableEmbedder
 from . import checkpoint
+from . import distributed as dist_utils
 from .batching import StepBatches, instructions_of
 from .build import build_model
 from .callbacks import Checkpointing, CSVLogger, DevEvaluation, ProgressBar, TensorBoardLogger
 from .config import TrainingConfig, tau_at
 from .grad_cache import CachedContrastiveLoss
+from .interrupts import catch_stop_signals, deferred_interrupt, raise_pending, signal_of
 from .losses import ContrastiveLoss, DocumentCache, gradient_sync
+from .numerics import check_step, json_safe
+from .plotting import plot_training
+from .resume import check_data, data_hashes, record
+from .run_folder import RunFolder, open_run
 
 #: The training instructions whose prompts train_summary.json reports (the first ones seen).
 INSTRUCTIONS_REPORTED = 20

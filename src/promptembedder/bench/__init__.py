@@ -1,0 +1,1 @@
+"""The demo and the benchmarks (training, encoding, convergence, serving, the GPU sweep) and the quick suite."""

@@ -1,0 +1,1 @@
+"""Export to a plain Hugging Face / sentence-transformers folder."""
