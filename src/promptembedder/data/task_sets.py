@@ -90,23 +90,27 @@ def _read_text(path: Path) -> str:
         raise
 
 
-def _header_rows(path: Path, delimiter: str, columns: Sequence[str], quoting: int) -> Iterator[tuple[int, dict]]:
-    """Rows of a delimited file with a header, as dicts of the needed columns, each with its first 1-based line.
-
-    A quoted field may span lines (Banking77 has some), so rows are located with the csv reader's line count.
-    """
+def _csv_rows(path: Path, delimiter: str = ",", quoting: int = csv.QUOTE_MINIMAL) -> Iterator[tuple[int, list[str]]]:
+    """Every row of a delimited file with its first 1-based line; a quoted field may span lines (Banking77 has
+    some), so rows are located with the csv reader's line count. A malformed row is a DataError at its line."""
     reader = csv.reader(io.StringIO(_read_text(path), newline=""), delimiter=delimiter, quoting=quoting, strict=True)
-    header: dict[str, int] | None = None
-    width = 0
     number = 1
     while True:
         try:
             fields = next(reader)
         except StopIteration:
-            break
+            return
         except csv.Error as err:
             raise DataError(path, number, f"malformed row ({err})") from None
         start, number = number, reader.line_num + 1
+        yield start, fields
+
+
+def _header_rows(path: Path, delimiter: str, columns: Sequence[str], quoting: int) -> Iterator[tuple[int, dict]]:
+    """Rows of a delimited file with a header, as dicts of the needed columns, each with its first 1-based line."""
+    header: dict[str, int] | None = None
+    width = 0
+    for start, fields in _csv_rows(path, delimiter, quoting):
         if not fields or not any(f.strip() for f in fields):
             continue
         if header is None:
@@ -243,16 +247,8 @@ def load_agnews(split: str = "test", root: PathLike | None = None) -> LabelledTe
     base = _root(root) / "agnews"
     names = [line.strip() for _, line in _text_lines(base / "classes.txt") if line.strip()]
     path = base / "test.csv"
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""), strict=True)
-    texts, labels, number = [], [], 1
-    while True:
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as err:
-            raise DataError(path, number, f"malformed row ({err})") from None
-        start, number = number, reader.line_num + 1
+    texts, labels = [], []
+    for start, fields in _csv_rows(path):
         if len(fields) != 3 or not fields[0].isdigit() or not 1 <= int(fields[0]) <= len(names):
             raise DataError(path, start, f"expected class (1-{len(names)}), title, description; got {fields[:3]}")
         title = _check_text(path, start, "title", fields[1].strip())
