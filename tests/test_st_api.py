@@ -3,6 +3,9 @@ mean there, and match our own `encode` and evaluation's sides."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -48,6 +51,39 @@ def test_encode_document_is_evaluations_document_side(query_only):
     assert not _close(model.encode_query(TEXTS, prompt_name="scifact"), bare)
     sts = get_task("sts-b").instruction  # symmetric: both sides read as queries under the instruction
     assert _close(model.encode_document(TEXTS, prompt_name="sts-b"), model.encode(TEXTS, instruction=sts))
+
+
+def test_prompt_names_are_the_task_registry(query_only, monkeypatch):
+    """`prompt_name`s are the model's `task_prompts` (sentence-transformers' `prompts`): the suite's tasks, every
+    task registered in evaluation's TASKS (later ones too), or a model's own mapping."""
+    from promptembedder import evaluation as E
+    from promptembedder.data.instructions import SUITE_PROMPTS, TaskPrompt
+
+    model, topic = query_only, "Identify the topic of the support ticket"
+    for name, prompt in SUITE_PROMPTS.items():
+        known = model.task_prompts[name]
+        assert (known.instruction, known.document_prompt_type) == (prompt.instruction, prompt.document_prompt_type)
+    assert "nli-follow" in model.task_prompts
+    monkeypatch.setitem(E.TASKS, "tickets", E.TaskSpec("tickets", "Tickets", ("test",), lambda split: None, topic,
+                                                       "clustering"))
+    monkeypatch.setitem(E.TASKS, "faq", E.TaskSpec("faq", "Faq", ("test",), lambda split: None, "Find the answer",
+                                                   "retrieval", "document"))
+    assert _close(model.encode_query(TEXTS, prompt_name="Tickets"), model.encode(TEXTS, instruction=topic))
+    assert _close(model.encode_document(TEXTS, prompt_name="tickets"), model.encode(TEXTS, instruction=topic))
+    assert _close(model.encode_document(TEXTS, prompt_name="faq"), model.encode(TEXTS, prompt_type="document"))
+    monkeypatch.setattr(model, "task_prompts", {"mine": TaskPrompt("Find the topic.")})
+    assert _close(model.encode_query(TEXTS, prompt_name="mine"), model.encode(TEXTS, instruction="Find the topic."))
+    with pytest.raises(ValueError, match=r"unknown prompt_name 'scifact' \(known tasks: mine\)"):
+        model.encode_query(TEXTS, prompt_name="scifact")
+
+
+def test_suite_task_names_need_no_evaluation():
+    """The models layer knows the suite's task names from data; it never imports evaluation for them."""
+    code = ("import sys; from promptembedder.models.embedder import TASK_PROMPTS as T; "
+            "print(T['scifact'].document_prompt_type, T['sts-b'].instruction, "
+            "any(m.startswith('promptembedder.evaluation') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "document" and " ".join(out[1:-1]) == get_task("sts-b").instruction and out[-1] == "False"
 
 
 def test_output_types_and_truncation(query_only):

@@ -1,5 +1,6 @@
 """The instruction catalogue (`instructions.json`, package data): per training task the wordings training draws
-from and the wordings kept out of training, and the tasks never trained on.
+from and the wordings kept out of training, and the tasks never trained on; and the evaluation suite's task
+instructions (`SUITE_PROMPTS`).
 
 Kept as data so the wordings can be read and reviewed in one place, and so the unseen-wording and unseen-task
 evaluations can ask which instructions a run could not have seen. Task names are a source's (`quora`,
@@ -9,17 +10,40 @@ evaluations can ask which instructions a run could not have seen. Task names are
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 
-from .datasets import PathLike
+from .datasets import STS_INSTRUCTION, PathLike
 
-__all__ = ["Catalogue", "catalogue", "held_out_instructions", "load_catalogue", "training_instructions",
-           "unseen_tasks"]
+__all__ = ["SUITE_PROMPTS", "Catalogue", "TaskPrompt", "catalogue", "held_out_instructions", "load_catalogue",
+           "training_instructions", "unseen_tasks"]
 
 CATALOGUE_FILE = "instructions.json"
+
+
+@dataclass(frozen=True)
+class TaskPrompt:
+    """How a task is instructed: its instruction (the query side) and the prompt type of its second side,
+    "document" for retrieval's documents (read bare) or "query" for symmetric tasks (both sides instructed)."""
+
+    instruction: str | None
+    document_prompt_type: str = "query"
+
+
+#: The evaluation suite's instructions (E5 / MTEB's), here below everything that reads them: evaluation's
+#: `TASKS`, the training sources built from these tasks' training splits and `encode_query(prompt_name=...)`.
+SUITE_PROMPTS: Mapping[str, TaskPrompt] = MappingProxyType({
+    "sts-b": TaskPrompt(STS_INSTRUCTION),
+    "sick-r": TaskPrompt(STS_INSTRUCTION),
+    "scifact": TaskPrompt("Given a scientific claim, retrieve documents that support or refute the claim", "document"),
+    "banking77": TaskPrompt("Given a online banking query, find the corresponding intents"),
+    "mrpc": TaskPrompt("Retrieve sentences that are paraphrases of the given sentence"),
+    "twentynewsgroups": TaskPrompt("Identify the topic or theme of the given news articles"),
+})
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..data.datasets import STS_INSTRUCTION, load_sick, load_sts
+from ..data.instructions import SUITE_PROMPTS
 from ..data.task_sets import load_banking77, load_mrpc, load_scifact, load_twentynewsgroups
+from ..models.embedder import include_prompts
 from .classification import ClassificationData
 from .nli_follow import InstructionFollowingData, follow_items
 from .unseen_tasks import load_unseen_tasks
@@ -99,23 +101,27 @@ def _nli_follow(split: str) -> InstructionFollowingData:
     return InstructionFollowingData(follow_items(split), wordings)
 
 
+def _suite(name: str, mteb_name: str, splits: tuple[str, ...], loader: Callable[[str], Any], type: str = "sts",
+           **options: Any) -> TaskSpec:
+    """A task of the evaluation suite, instructed as `data.instructions.SUITE_PROMPTS` says (training reads it too)."""
+    prompt = SUITE_PROMPTS[name]
+    return TaskSpec(name, mteb_name, splits, loader, prompt.instruction, type, prompt.document_prompt_type, **options)
+
+
 TASKS: dict[str, TaskSpec] = {
-    "sts-b": TaskSpec("sts-b", "STSBenchmark", ("train", "dev", "test"), load_sts, train_source="sts-train",
-                      description="sentence-pair similarity 0-5 (news, captions, forums)"),
-    "sick-r": TaskSpec("sick-r", "SICK-R", ("test",), _sick, description="sentence-pair relatedness 1-5"),
-    "scifact": TaskSpec("scifact", "SciFact", ("train", "dev", "test"), load_scifact,
-                        "Given a scientific claim, retrieve documents that support or refute the claim",
-                        "retrieval", "document", "scifact-train",
-                        "find the abstracts that support or refute a claim among 5,183"),
-    "banking77": TaskSpec("banking77", "Banking77Classification", ("test",), _banking77,
-                          "Given a online banking query, find the corresponding intents", "classification",
-                          train_source="banking77-train", description="77-way intent of banking queries, 8-shot probe"),
-    "mrpc": TaskSpec("mrpc", "MRPC", ("train", "test"), load_mrpc,
-                     "Retrieve sentences that are paraphrases of the given sentence", "pair_classification",
-                     train_source="mrpc-train", description="is the sentence pair a paraphrase (news)"),
-    "twentynewsgroups": TaskSpec("twentynewsgroups", "TwentyNewsgroupsClustering", ("train", "test"),
-                                 load_twentynewsgroups, "Identify the topic or theme of the given news articles",
-                                 "clustering", description="cluster 7,532 post subjects into 20 newsgroups"),
+    "sts-b": _suite("sts-b", "STSBenchmark", ("train", "dev", "test"), load_sts, train_source="sts-train",
+                    description="sentence-pair similarity 0-5 (news, captions, forums)"),
+    "sick-r": _suite("sick-r", "SICK-R", ("test",), _sick, description="sentence-pair relatedness 1-5"),
+    "scifact": _suite("scifact", "SciFact", ("train", "dev", "test"), load_scifact, "retrieval",
+                      train_source="scifact-train", description="find the abstracts that support or refute a claim "
+                                                                "among 5,183"),
+    "banking77": _suite("banking77", "Banking77Classification", ("test",), _banking77, "classification",
+                        train_source="banking77-train", description="77-way intent of banking queries, 8-shot probe"),
+    "mrpc": _suite("mrpc", "MRPC", ("train", "test"), load_mrpc, "pair_classification", train_source="mrpc-train",
+                   description="is the sentence pair a paraphrase (news)"),
+    "twentynewsgroups": _suite("twentynewsgroups", "TwentyNewsgroupsClustering", ("train", "test"),
+                               load_twentynewsgroups, "clustering",
+                               description="cluster 7,532 post subjects into 20 newsgroups"),
     "nli-follow": TaskSpec("nli-follow", "", ("test",), _nli_follow, None, "instruction_following",
                            description="2,921 e-SNLI test premises: the entailed hypothesis nearer under the "
                                        "entailment instruction, the contradicted one under the contradiction one"),
@@ -125,6 +131,9 @@ TASKS: dict[str, TaskSpec] = {
                                description="the trained licl tasks under held-out wordings against their training "
                                            "wording"),
 }
+
+
+include_prompts(TASKS)  # encode_query(prompt_name=...) resolves every task here, one a user adds too
 
 
 def get_task(name: str) -> TaskSpec:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.instructions import unseen_tasks
+from ..data.instructions import SUITE_PROMPTS, unseen_tasks
 from ..data.licl import licl_task, load_licl
 from ..data.task_sets import LabelledTexts, load_twentynewsgroups
 from ..models.embedder import Embedder
@@ -53,15 +53,13 @@ def licl_instructed(task: str, instructions: Sequence[str] | None = None, test: 
 
 def newsgroups_instructed(pool_per_label: int | None = None, test: int | None = NEWSGROUPS_TEST) -> InstructedTask:
     """20 Newsgroups subjects as classification: pool from the training posts, a seeded draw of the test posts."""
-    from .tasks import TASKS
-
     train = load_twentynewsgroups("train")
     if pool_per_label is not None:
         rng = random.Random(SEED)
         chosen = sorted(i for label in sorted(set(train.labels))
                         for i in rng.sample([j for j, y in enumerate(train.labels) if y == label], pool_per_label))
         train = LabelledTexts([train.texts[i] for i in chosen], [train.labels[i] for i in chosen])
-    instruction = TASKS["twentynewsgroups"].instruction
+    instruction = SUITE_PROMPTS["twentynewsgroups"].instruction
     assert instruction is not None
     return InstructedTask("twentynewsgroups", ClassificationData(train, sample(load_twentynewsgroups("test"), test)),
                           (instruction,))

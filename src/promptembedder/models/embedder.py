@@ -7,14 +7,44 @@ sorting, progress, input checks and numpy conversion live here once.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections import ChainMap
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..data.instructions import SUITE_PROMPTS
+
 PROMPT_TYPES = ("query", "document")
+
+
+class TaskPromptLike(Protocol):
+    """What a `prompt_name` names: a task's instruction and its second side's prompt type (`data.TaskPrompt`, or
+    anything shaped alike, such as evaluation's `TaskSpec`)."""
+
+    @property
+    def instruction(self) -> str | None: ...
+
+    @property
+    def document_prompt_type(self) -> str: ...
+
+
+_PROMPT_REGISTRIES: ChainMap[str, TaskPromptLike] = ChainMap(SUITE_PROMPTS)  # read only, through TASK_PROMPTS
+#: Every `prompt_name` an embedder knows (read-only): the evaluation suite's tasks, and the registries added with
+#: `include_prompts`. evaluation adds its `TASKS`, so a task registered there resolves too, without this layer
+#: importing evaluation.
+TASK_PROMPTS: Mapping[str, TaskPromptLike] = MappingProxyType(_PROMPT_REGISTRIES)
+
+
+def include_prompts(registry: Mapping[str, TaskPromptLike]) -> None:
+    """Let `prompt_name` resolve `registry`'s names too, ahead of those known so far. The mapping is read at each
+    lookup, so names added to it later resolve as well."""
+    if all(known is not registry for known in _PROMPT_REGISTRIES.maps):
+        _PROMPT_REGISTRIES.maps.insert(0, registry)
 
 
 def check_texts(texts: object) -> tuple[list[str], bool]:
@@ -119,6 +149,10 @@ class Embedder(nn.Module):
     # --- sentence-transformers' names -----------------------------------------------------------------------
     #: How `similarity` compares embeddings (sentence-transformers' attribute): cosine, dot, euclidean, manhattan.
     similarity_fn_name: str = "cosine"
+    #: sentence-transformers' `prompts` (a prompt table's `prompts` are its soft prompts): the names `prompt_name`
+    #: may give, each a task's instruction and document side. All embedders share `TASK_PROMPTS`; give one model
+    #: its own mapping to change its names alone.
+    task_prompts: Mapping[str, TaskPromptLike] = TASK_PROMPTS
 
     def encode_query(self, inputs: str | Sequence[str], prompt_name: str | None = None, prompt: str | None = None,
                      batch_size: int = 32, show_progress_bar: bool | None = None, convert_to_numpy: bool = True,
@@ -129,7 +163,7 @@ class Embedder(nn.Module):
         `prompt` is the instruction P writes the prompt from; `prompt_name` a task name (`sts-b`, `scifact`, ...:
         its evaluation instruction, as `serve`'s `task` and `export --tasks`); neither: the default instruction.
         """
-        instruction, _ = _instruction(prompt_name, prompt, "query")
+        instruction, _ = _instruction(self.task_prompts, prompt_name, prompt, "query")
         return self._encode_side(inputs, instruction, "query", batch_size, show_progress_bar, convert_to_numpy,
                                  convert_to_tensor, normalize_embeddings, truncate_dim)
 
@@ -142,7 +176,7 @@ class Embedder(nn.Module):
         with `prompt_on='query'` reads documents bare; with `prompt_on='both'` behind the instruction's prompt
         (`prompt`). A `prompt_name` task encodes its second side: no instruction for retrieval (the default
         instruction's prompt under `both`), the task's instruction for symmetric tasks (STS, pairs)."""
-        instruction, prompt_type = _instruction(prompt_name, prompt, "document")
+        instruction, prompt_type = _instruction(self.task_prompts, prompt_name, prompt, "document")
         return self._encode_side(inputs, instruction, prompt_type, batch_size, show_progress_bar, convert_to_numpy,
                                  convert_to_tensor, normalize_embeddings, truncate_dim)
 
@@ -173,7 +207,8 @@ class Embedder(nn.Module):
                                    self.similarity_fn_name)
 
 
-def _instruction(prompt_name: str | None, prompt: str | None, side: str) -> tuple[str | None, str]:
+def _instruction(task_prompts: Mapping[str, TaskPromptLike], prompt_name: str | None, prompt: str | None,
+                 side: str) -> tuple[str | None, str]:
     """(instruction, prompt_type) for encode_query / encode_document, from sentence-transformers' arguments."""
     if prompt_name is not None and prompt is not None:
         raise ValueError("give prompt (an instruction) or prompt_name (a task name), not both")
@@ -181,9 +216,12 @@ def _instruction(prompt_name: str | None, prompt: str | None, side: str) -> tupl
         raise TypeError(f"prompt must be an instruction string, got {type(prompt).__name__}")
     if prompt_name is None:
         return prompt, side
-    from ..evaluation import get_task
-
-    spec = get_task(prompt_name)
+    if not isinstance(prompt_name, str):
+        raise TypeError(f"prompt_name must be a task name (a string), got {type(prompt_name).__name__}")
+    spec = task_prompts.get(prompt_name) or task_prompts.get(prompt_name.lower())
+    if spec is None:
+        raise ValueError(f"unknown prompt_name {prompt_name!r} (known tasks: {', '.join(task_prompts)}); or give "
+                         "the instruction itself as prompt")
     if side == "document" and spec.document_prompt_type == "document":
         return None, "document"
     return spec.instruction, "query"  # symmetric tasks read both sides as queries, as evaluation does
