@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,55 @@ def test_mined_negative_is_the_best_uncited_document() -> None:
                                                   "far": "fast cars"}, {"q": {"cited": 1}})
     assert S.mine_negatives(HashingEmbedder(), data) == {"q": "near"}
 
+    class Encoder:  # any model with an embedder's `encode` mines: no Embedder needed
+        def __init__(self) -> None:
+            self.sides: list[str] = []
+
+        def encode(self, texts, *, batch_size, prompt_type, show_progress_bar, convert_to_numpy):
+            self.sides.append(prompt_type)
+            return HashingEmbedder().encode(texts, batch_size=batch_size, prompt_type=prompt_type)
+
+    encoder = Encoder()
+    assert S.mine_negatives(encoder, data) == {"q": "near"} and encoder.sides == ["query", "document"]
+
+
+MINING_WORDS = ("apple", "river", "stone", "cloud", "music", "paper", "light", "green", "house", "water", "market",
+                "train", "doctor", "claim", "protein", "cell", "study", "result", "energy", "planet", "garden",
+                "window", "bread", "story", "table")
+
+
+def mining_data() -> RetrievalData:
+    rng = random.Random(0)
+
+    def sentence(n: int) -> str:
+        return " ".join(rng.choice(MINING_WORDS) for _ in range(n))
+
+    corpus = {f"d{i}": sentence(rng.randint(3, 40)) for i in range(90)}
+    corpus["d90"] = corpus["d3"]  # a duplicate abstract: its score ties with d3's
+    queries = {f"q{i}": sentence(rng.randint(2, 8)) for i in range(20)}
+    qrels = {q: {f"d{rng.randrange(91)}": 1 for _ in range(1 + i % 2)} for i, q in enumerate(queries)}
+    queries["q20"], qrels["q20"] = corpus["d3"], {"d5": 1}  # its best uncited documents tie: d3 and d90
+    queries["q21"], qrels["q21"] = corpus["d8"], {"d8": 1, "d21": 1}  # its top two are cited
+    return RetrievalData(queries, corpus, qrels)
+
+
+#: What `mine_negatives` gave on `mining_data` with a tiny BERT before it moved into data/ (it ranked with
+#: evaluation's encoder and `rank` then); the SciFact negatives cached so far were mined that way.
+RECORDED_NEGATIVES = {"q0": "d71", "q1": "d36", "q2": "d17", "q3": "d46", "q4": "d73", "q5": "d23", "q6": "d7",
+                      "q7": "d71", "q8": "d54", "q9": "d36", "q10": "d25", "q11": "d35", "q12": "d46", "q13": "d26",
+                      "q14": "d61", "q15": "d70", "q16": "d63", "q17": "d63", "q18": "d86", "q19": "d46",
+                      "q20": "d3", "q21": "d14"}
+
+
+def test_mined_negatives_are_those_mined_before(tiny_model_dir) -> None:
+    from promptembedder.training.build import bare_embedder
+
+    model = bare_embedder(str(tiny_model_dir("bert")), device="cpu")
+    assert S.mine_negatives(model, mining_data()) == RECORDED_NEGATIVES
+    # top_k=0 leaves 2 candidates (the most any query cites): q21 cites both of its, so it gets none
+    assert S.mine_negatives(model, mining_data(), top_k=0) == {q: d for q, d in RECORDED_NEGATIVES.items()
+                                                               if q != "q21"}
+
 
 def test_in_domain_tasks_read_from_the_run(tmp_path: Path) -> None:
     (tmp_path / "final").mkdir()
@@ -91,14 +141,19 @@ def test_real_sources_have_one_instruction_each() -> None:
 def test_scifact_negatives_are_mined_once_per_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
 
-    def fake_loader(reference, device=None):
-        calls.append(reference)
+    def load_model() -> HashingEmbedder:
+        calls.append(1)
         return HashingEmbedder(dim=256)
 
     monkeypatch.setattr(S, "cache_dir", lambda: tmp_path)
-    monkeypatch.setattr("promptembedder.auto.load_embedder", fake_loader)
-    first = S.SOURCES["scifact-train"]("model-a")
-    second = S.SOURCES["scifact-train"]("model-a")
-    assert calls == ["model-a"] and first == second and len(list(tmp_path.glob("mined/*.json"))) == 1
+    first = S.load_training_data(["scifact-train"], embedding_model="model-a", negatives_model=load_model)
+    second = S.load_training_data(["scifact-train"], embedding_model="model-a", negatives_model=load_model)
+    assert calls == [1] and first == second
+    # the key the cached files already carry: sha256 of (resolved E, the training claims' ids)
+    assert [p.name for p in tmp_path.glob("mined/*.json")] == ["scifact-train-e5f315b3db31b692.json"]
     assert len(first) > 700 and all(e.negatives[0] != e.positive for e in first)
     assert {e.instruction for e in first} == {TASKS["scifact"].instruction}
+    assert S.SOURCES["scifact-train"]("model-a") == first  # cached: no model needed
+    with pytest.raises(ValueError, match="no hard negatives of model-b are cached .*give load_training_data a "
+                                         "negatives_model"):
+        S.SOURCES["scifact-train"]("model-b")

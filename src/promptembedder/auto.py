@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 
 from .export.exported import ExportedEmbedder, is_export
-from .hub.registry import resolve
 from .hub.serialization import verify_manifest
 from .models.baselines import BackboneEmbedder, PromptTuningEmbedder
 from .models.config import BASELINE_CONFIG, CONFIG_NAME, BaselineConfig
@@ -16,17 +15,7 @@ from .models.embedder import Embedder
 from .models.prompt_embedder import PromptEmbedder
 from .models.prompt_table import PromptTableEmbedder
 from .settings import check_device
-
-
-def sentence_transformers_max_length(reference: str | Path) -> int | None:
-    """`max_seq_length` from a sentence-transformers folder's config (MiniLM: 256), so a bare backbone embeds
-    with the same truncation as its published scores; None when there is no such config."""
-    path = Path(resolve(str(reference))) / "sentence_bert_config.json"
-    try:
-        value = json.loads(path.read_text(encoding="utf-8")).get("max_seq_length")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return value if isinstance(value, int) and value > 0 else None
+from .training.build import bare_embedder
 
 
 def baseline_from_pretrained(directory: str | Path, device=None, strict: bool = True) -> Embedder:
@@ -67,6 +56,4 @@ def load_embedder(reference: str | Path, device: str | torch.device | None = Non
     if path.is_dir() and not (path / "config.json").exists():
         raise FileNotFoundError(f"{path} holds no model: none of {CONFIG_NAME}, {BASELINE_CONFIG} (a saved model), "
                                 "modules.json (an export) or config.json (a Hugging Face model) is in it")
-    max_length = max_length or sentence_transformers_max_length(reference) or 512
-    return PromptEmbedder(embedding_model=str(reference), num_soft_tokens=0, pooling=pooling, device=device,
-                          max_length=max_length).eval()
+    return bare_embedder(str(reference), device, pooling, max_length)

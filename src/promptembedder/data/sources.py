@@ -3,7 +3,8 @@
 Each source gives `TrainExample`s carrying its task's instruction, or its task's wordings from the instruction
 catalogue (the many-task sources of `task_sources`), so `make_batches` keeps one instruction (one soft prompt) per
 batch. Sources are mixed by size, or resampled to `task_weights`. A source built from a task's
-training split makes that task in-domain (see `evaluation.TaskSpec.train_source`).
+training split makes that task in-domain (see `evaluation.TaskSpec.train_source`). SciFact's hard negatives are
+mined with a model the caller passes (`negatives_model`): data loads no model itself.
 """
 
 from __future__ import annotations
@@ -14,19 +15,18 @@ import json
 import random
 import sys
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from ..evaluation.retrieval import rank
-from ..evaluation.tasks import TASKS
 from ..hub.registry import cache_dir, resolve
-from ..models.embedder import Embedder
 from . import task_sources as many
 from .datasets import NLI_INSTRUCTION, STS_INSTRUCTION, TrainExample, load_snli_triplets, load_sts, load_sts_train_pairs
 from .files import load_examples
-from .instructions import training_instructions
-from .task_sets import RetrievalData, load_banking77, load_esnli_triplets, load_mrpc, load_scifact
+from .instructions import SUITE_PROMPTS, training_instructions
+from .negatives import TextEncoder, mine_negatives
+from .task_sets import load_banking77, load_esnli_triplets, load_mrpc, load_scifact
 
 __all__ = ["ALL_SOURCES", "MULTITASK_CAP", "SOURCES", "load_training_data", "mine_negatives", "mix_sources"]
 
@@ -56,52 +56,37 @@ def _banking77(embedding_model: str) -> list[TrainExample]:
             continue
         other = rng.choice([lab for lab in by_label if lab != label])
         examples.append(TrainExample(text, data.texts[rng.choice(same)], (data.texts[rng.choice(by_label[other])],),
-                                     TASKS["banking77"].instruction))
+                                     SUITE_PROMPTS["banking77"].instruction))
     return examples
 
 
 def _mrpc(embedding_model: str) -> list[TrainExample]:
     """MRPC training paraphrases, minus the 127 pairs that are also STS Benchmark test pairs."""
     sts_test = {frozenset((p.sentence1, p.sentence2)) for p in load_sts("test")}
-    return [TrainExample(p.sentence1, p.sentence2, (), TASKS["mrpc"].instruction) for p in load_mrpc("train")
+    return [TrainExample(p.sentence1, p.sentence2, (), SUITE_PROMPTS["mrpc"].instruction) for p in load_mrpc("train")
             if p.label == 1 and frozenset((p.sentence1, p.sentence2)) not in sts_test]
 
 
-def mine_negatives(model: Embedder, data: RetrievalData, top_k: int = 10) -> dict[str, str]:
-    """Per query, the best-ranked document that it does not cite (the hard negative), by `model` with no prompt."""
-    from ..evaluation.encoding import encode_texts
-
-    query_ids, doc_ids = list(data.queries), list(data.corpus)
-    queries = encode_texts(model, [data.queries[q] for q in query_ids], None, "query", 64, None)
-    docs = encode_texts(model, [data.corpus[d] for d in doc_ids], None, "document", 64, True)  # minutes on a CPU
-    run = rank(queries, docs, query_ids, doc_ids, top_k + max(len(d) for d in data.qrels.values()))
-    negatives = {}
-    for qid, ranked in run.items():
-        for doc in sorted(ranked, key=ranked.get, reverse=True):
-            if doc not in data.qrels[qid]:
-                negatives[qid] = doc
-                break
-    return negatives
-
-
-def _scifact(embedding_model: str) -> list[TrainExample]:
-    """(claim, a cited abstract, the top-ranked uncited abstract by the frozen E); negatives cached per E."""
+def _scifact(embedding_model: str, negatives_model: Callable[[], TextEncoder] | None = None) -> list[TrainExample]:
+    """(claim, a cited abstract, the top-ranked uncited abstract by the frozen E); negatives cached per E, mined
+    with `negatives_model()` (E, loaded only when its negatives are not cached yet)."""
     data = load_scifact("train")
     key = hashlib.sha256(json.dumps([resolve(embedding_model), sorted(data.qrels)]).encode()).hexdigest()[:16]
     path = cache_dir() / "mined" / f"scifact-train-{key}.json"
     if path.is_file():
         negatives = json.loads(path.read_text(encoding="utf-8"))
+    elif negatives_model is None:
+        raise ValueError(f"scifact-train: no hard negatives of {embedding_model} are cached ({path}), and mining them "
+                         "needs the model: give load_training_data a negatives_model (training does)")
     else:
-        from ..auto import load_embedder
-
         print(f"scifact-train: mining hard negatives with {embedding_model} over {len(data.corpus):,} abstracts "
               f"(once per E; cached in {path.parent})", file=sys.stderr, flush=True)
-        negatives = mine_negatives(load_embedder(embedding_model, device="cpu" if not _cuda() else None), data)
+        negatives = mine_negatives(negatives_model(), data)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(negatives), encoding="utf-8")
         tmp.replace(path)
-    instruction = TASKS["scifact"].instruction
+    instruction = SUITE_PROMPTS["scifact"].instruction
     return [TrainExample(data.queries[q], data.corpus[d], (data.corpus[negatives[q]],), instruction)
             for q, docs in data.qrels.items() for d in docs if q in negatives]
 
@@ -141,13 +126,8 @@ def _multitask(embedding_model: str, labels_as_documents: bool = False) -> list[
     return mixed
 
 
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-#: Named sources: name -> builder(embedding_model) -> examples.
+#: Named sources: name -> builder(embedding_model) -> examples (`load_training_data` gives scifact-train its
+#: `negatives_model` too).
 SOURCES: dict[str, Callable[[str], list[TrainExample]]] = {
     "snli": lambda e: load_snli_triplets(instruction=NLI_INSTRUCTION),
     "esnli": _esnli,
@@ -211,14 +191,19 @@ def parse_task_weights(value: str | Mapping[str, float] | None) -> dict[str, flo
 
 
 def load_training_data(specs: list, skip_invalid: bool = False, embedding_model: str = "minilm-l6",
-                       task_weights: Mapping[str, float] | None = None) -> list[TrainExample]:
-    """Named sources (see `SOURCES`; `all` = `ALL_SOURCES`) or files ({'path': ..., 'instruction': ..., columns})."""
+                       task_weights: Mapping[str, float] | None = None,
+                       negatives_model: Callable[[], TextEncoder] | None = None) -> list[TrainExample]:
+    """Named sources (see `SOURCES`; `all` = `ALL_SOURCES`) or files ({'path': ..., 'instruction': ..., columns}).
+
+    `negatives_model` returns `embedding_model` loaded (anything with its `encode`); scifact-train calls it only to
+    mine hard negatives that are not cached yet."""
+    builders = {**SOURCES, "scifact-train": partial(_scifact, negatives_model=negatives_model)}
     per_source: dict[str, list[TrainExample]] = {}
     for spec in specs:
         names = ALL_SOURCES if spec == "all" else (spec,)
         for name in names:
-            if isinstance(name, str) and name in SOURCES:
-                per_source[name] = SOURCES[name](embedding_model)
+            if isinstance(name, str) and name in builders:
+                per_source[name] = builders[name](embedding_model)
                 continue
             options = {"path": name} if isinstance(name, str) else dict(name)
             path = options.pop("path")

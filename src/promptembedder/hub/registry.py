@@ -148,6 +148,17 @@ def resolve(reference: str) -> str:
     return reference
 
 
+def sentence_transformers_max_length(reference: str | Path) -> int | None:
+    """`max_seq_length` from a sentence-transformers folder's config (MiniLM: 256), so a bare backbone embeds
+    with the same truncation as its published scores; None when there is no such config."""
+    path = Path(resolve(str(reference))) / "sentence_bert_config.json"
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get("max_seq_length")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and value > 0 else None
+
+
 def looks_like_path(reference: str) -> bool:
     """A reference meant as a local path, never a Hub id (`org/name`): it starts with '.', '/' or '~', has a
     backslash or two slashes, or its first part is an existing folder here (`runs/mistyped`)."""

@@ -1,4 +1,5 @@
-"""The model a run trains, from its settings (`TrainingConfig.model_config`), or a transfer's P with a fresh W."""
+"""The model a run trains, from its settings (`TrainingConfig.model_config`), or a transfer's P with a fresh W; and
+E alone, which mines hard negatives (and which `auto.load_embedder` gives for a bare backbone)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import replace
 
 import torch
 
+from ..hub.registry import sentence_transformers_max_length
 from ..models.baselines import BackboneEmbedder, PromptTuningEmbedder
 from ..models.prompt_embedder import PromptEmbedder
 from ..models.prompt_table import PromptTableEmbedder
@@ -30,3 +32,12 @@ def build_model(config: TrainingConfig, device: torch.device, instructions: Sequ
         rows = ["" if text is None else text for text in instructions]
         return PromptTableEmbedder(replace(model, instructions=rows), device=device)
     return BackboneEmbedder(model, device=device)
+
+
+def bare_embedder(reference: str, device: torch.device | str | None = None, pooling: str | None = None,
+                  max_length: int | None = None) -> PromptEmbedder:
+    """E with no prompt, in eval mode, truncating at `max_length`, by default at its sentence-transformers
+    `max_seq_length` (else 512) so that it embeds as its published scores were measured."""
+    max_length = max_length or sentence_transformers_max_length(reference) or 512
+    return PromptEmbedder(embedding_model=str(reference), num_soft_tokens=0, pooling=pooling, device=device,
+                          max_length=max_length).eval()

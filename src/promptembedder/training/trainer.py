@@ -27,7 +27,7 @@ from ..models.trainable import TrainableEmbedder
 from . import checkpoint
 from . import distributed as dist_utils
 from .batching import StepBatches, instructions_of
-from .build import build_model
+from .build import bare_embedder, build_model
 from .callbacks import Checkpointing, CSVLogger, DevEvaluation, ProgressBar, TensorBoardLogger
 from .config import TrainingConfig, tau_at
 from .grad_cache import CachedContrastiveLoss
@@ -94,7 +94,7 @@ class Trainer:
                           "torchrun or accelerate launch", stacklevel=2)
         self.examples = examples if examples is not None else load_training_data(
             config.train_data, config.skip_invalid, embedding_model=config.embedding_model,
-            task_weights=config.task_weights)
+            task_weights=config.task_weights, negatives_model=lambda: bare_embedder(config.embedding_model))
         self.data_hashes = data_hashes(config.train_data, self.examples)  # saved with each checkpoint
         if config.resume:  # every rank: each would otherwise wait for the others
             try:
