@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -204,6 +205,9 @@ def test_write_results_round_trips(tmp_path: Path) -> None:
     assert data["models"][1]["average_spearman"] is None
     assert E.read_results(path) == RESULTS
     assert data["environment"]["libraries"]["promptembedder"] and data["environment"]["python"]
+    import promptembedder  # the package's version, read from its installed metadata as the results' is
+
+    assert data["promptembedder_version"] == promptembedder.__version__ == metadata.version("promptembedder")
 
 
 # Calibration against MTEB's published MiniLM scores (STS-B, SICK-R and the other four tasks, one model run) is in

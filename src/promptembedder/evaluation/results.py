@@ -137,15 +137,15 @@ def check_writable(path: str | os.PathLike[str], overwrite: bool = False) -> Pat
 def write_results(path: str | os.PathLike[str], results_by_model: Mapping[str, Mapping[str, Any]]) -> Path:
     """Save results as JSON with the date, the environment (library versions, CPU) and each model's scores and
     averages (all tasks, per type, STS)."""
-    from .. import __version__
     from ..environment import environment
 
     by_type = _tasks_by_type(results_by_model)
+    env = environment()
     payload = {
         "format_version": RESULTS_FORMAT_VERSION,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "promptembedder_version": __version__,
-        "environment": environment(),
+        "promptembedder_version": env["libraries"].get("promptembedder", "unknown"),  # installed metadata's
+        "environment": env,
         "models": [
             {"model": name, "scores": results, "average": averages(results, by_type)["all"],
              "average_by_type": averages(results, by_type),
