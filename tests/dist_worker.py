@@ -28,8 +28,8 @@ from torch.distributed.tensor import DTensor
 
 import promptembedder.models.backbone as backbone_mod
 import promptembedder.models.prompt_embedder as model_mod
-import promptembedder.training.callbacks as callbacks_mod
 import promptembedder.training.checkpoint as checkpoint_mod
+import promptembedder.training.dev_evaluation as dev_evaluation_mod
 import promptembedder.training.distributed as dist_utils
 from promptembedder.data.datasets import STSPair, TrainExample
 from promptembedder.training import Trainer, TrainingConfig
@@ -122,7 +122,7 @@ def no_dropout(model: torch.nn.Module) -> None:
 
 def patch_dev_pairs() -> None:
     """Evaluation is not under test here: a few synthetic pairs instead of the shared STS-B dev."""
-    callbacks_mod.load_sts = lambda split="test", root=None: list(DEV_PAIRS)
+    dev_evaluation_mod.load_sts = lambda split="test", root=None: list(DEV_PAIRS)
 
 
 def trainable(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -167,8 +167,8 @@ def count_read_once() -> list[int]:
 
 def stop_after(step: int):
     """A callback that interrupts the run after `step` as Ctrl-C would (the trainer checkpoints and returns)."""
-    def callback(trainer: Trainer, current: int) -> None:
-        if current == step:
+    def callback(args, state, control) -> None:
+        if state.global_step == step:
             raise KeyboardInterrupt
 
     return callback

@@ -28,7 +28,7 @@ import torch.distributed as dist
 import yaml
 from safetensors.torch import load_file
 
-import promptembedder.training.callbacks as callbacks_mod
+import promptembedder.training.dev_evaluation as dev_evaluation_mod
 from promptembedder.auto import load_embedder
 from promptembedder.models.prompt_embedder import ALIGNMENT_FILE, PROMPTING_FILE
 from promptembedder.training import Trainer, TrainingConfig
@@ -65,9 +65,9 @@ def single_process(prompting: Path, embedding: Path, output_dir: Path, dataset: 
     """The same training in this process, on the global batch (WORLD x the per-rank batch), with the plain step:
     no GradCache, no checkpointing, nothing to shard, and E's full forward (no reading once)."""
     threads = torch.get_num_threads()
-    original_load_sts = callbacks_mod.load_sts
+    original_load_sts = dev_evaluation_mod.load_sts
     torch.set_num_threads(1)
-    callbacks_mod.load_sts = lambda split="test", root=None: list(dist_worker.DEV_PAIRS)
+    dev_evaluation_mod.load_sts = lambda split="test", root=None: list(dist_worker.DEV_PAIRS)
     changes = {k: v for k, v in dist_worker.VARIANTS[variant].items() if k not in ("grad_cache_chunk_size", "fsdp",
                                                                                        "gradient_checkpointing")}
     per_rank = changes.pop("batch_size", dist_worker.BATCH_PER_RANK)
@@ -82,7 +82,7 @@ def single_process(prompting: Path, embedding: Path, output_dir: Path, dataset: 
         trainer.train()
         return {"losses": losses, "initial": initial, "final": dist_worker.trainable(trainer.model)}
     finally:
-        callbacks_mod.load_sts = original_load_sts
+        dev_evaluation_mod.load_sts = original_load_sts
         torch.set_num_threads(threads)
 
 

@@ -206,9 +206,9 @@ class _SignalsInFinalizer:
 def test_a_stop_signal_lost_in_a_finalizer_still_stops_the_run(models, tmp_path):
     steps = []
 
-    def lose_a_signal_at_step_2(trainer, step):
-        steps.append(step)
-        if step == 2:
+    def lose_a_signal_at_step_2(args, state, control):
+        steps.append(state.global_step)
+        if state.global_step == 2:
             _SignalsInFinalizer()  # collected at once: the interrupt is swallowed here
 
     trainer = Trainer(config(models, tmp_path / "run", max_steps=50), examples=EXAMPLES,

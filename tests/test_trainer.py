@@ -21,13 +21,14 @@ from tiny_models import CORPUS
 from transformers import AutoConfig, AutoTokenizer, BertModel
 
 import promptembedder.training.callbacks as callbacks_mod
+import promptembedder.training.dev_evaluation as dev_evaluation_mod
 import promptembedder.training.trainer as trainer_mod
 from promptembedder.auto import load_embedder
 from promptembedder.data.datasets import STS_INSTRUCTION, DataError, STSPair, TrainExample, data_dir
 from promptembedder.data.sources import load_training_data
 from promptembedder.models.config import PromptEmbedderConfig
 from promptembedder.models.prompt_embedder import PromptEmbedder
-from promptembedder.training import DEFAULT_LR, Trainer, TrainingConfig, tau_at
+from promptembedder.training import DEFAULT_LR, Trainer, TrainerCallback, TrainingConfig, tau_at
 
 TinyDir = Callable[[str], Path]
 
@@ -88,7 +89,7 @@ def one_thread():
 def dev_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
     """The trainer reads STS-B dev in __init__; without the shared data, give it synthetic pairs."""
     if not real_data_available():
-        monkeypatch.setattr(callbacks_mod, "load_sts", lambda split="test", root=None: list(SYNTHETIC_DEV))
+        monkeypatch.setattr(dev_evaluation_mod, "load_sts", lambda split="test", root=None: list(SYNTHETIC_DEV))
 
 
 @pytest.fixture(scope="module")
@@ -229,8 +230,8 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(stop: str, tiny_model_
 
     snapshots: dict[int, dict[str, torch.Tensor]] = {}
 
-    def snapshot(trainer: Trainer, step: int) -> None:
-        snapshots[step] = trainable_state(trainer.model)
+    def snapshot(args, state, control, model) -> None:
+        snapshots[state.global_step] = trainable_state(model)
 
     config_a = make_config(tmp_path, p, e, "a", **settings)
     trainer_a = Trainer(config_a, examples=examples, callbacks=[snapshot])
@@ -239,8 +240,8 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(stop: str, tiny_model_
     assert result_a.steps == 12 and not result_a.interrupted
     weights_a = trainable_state(trainer_a.model)
 
-    def stop_after_6(trainer: Trainer, step: int) -> None:
-        if step == 6:
+    def stop_after_6(args, state, control) -> None:
+        if state.global_step == 6:
             raise KeyboardInterrupt if stop == "interrupt" else Crash
 
     config_b = make_config(tmp_path, p, e, "b", **settings)
@@ -418,7 +419,7 @@ def test_eval_on_start_keeps_a_better_start_and_meets_the_target(tiny_model_dir:
     """A start better than every trained step stays `best/`; a target it meets takes 0 steps and 0 s."""
     llama, bert = tiny_model_dir("llama"), tiny_model_dir("bert")
     falling = iter([60.0, 50.0, 40.0])
-    monkeypatch.setattr(callbacks_mod.DevEvaluation, "evaluate", lambda self, trainer: next(falling))
+    monkeypatch.setattr(dev_evaluation_mod.DevEvaluation, "evaluate", lambda self, model: next(falling))
     config = make_config(tmp_path, llama, bert, "best", max_steps=2, eval_steps=1, eval_on_start=True,
                          target_score=55.0)
     trainer = Trainer(config, examples=mixed_examples())
@@ -455,11 +456,57 @@ def test_tau_at_anneals_geometrically(tmp_path: Path) -> None:
     assert [tau_at(constant, s) for s in range(5)] == pytest.approx([0.7] * 5)
 
 
+def test_callbacks_get_the_state_and_steer_the_loop_through_control(tiny_model_dir: TinyDir, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """As transformers' callbacks: (args, state, control, **kwargs), never the trainer; a checkpoint asked for at
+    step 2 is written, a stop asked for at step 3 ends the run there, each evaluation reaches on_evaluate."""
+    scores = iter([10.0, 30.0, 20.0])
+    monkeypatch.setattr(dev_evaluation_mod.DevEvaluation, "evaluate", lambda self, model: next(scores))
+
+    class Steer(TrainerCallback):
+        def __init__(self) -> None:
+            self.seen: list[tuple] = []
+
+        def on_evaluate(self, args, state, control, **kwargs) -> None:
+            self.seen.append(("evaluate", state.global_step, state.dev_score, state.best_metric))
+
+        def on_step_end(self, args, state, control, model, optimizer, lr_scheduler) -> None:
+            assert isinstance(model, PromptEmbedder) and args.max_steps == 8 and state.max_steps == 8
+            self.seen.append(("step", state.global_step, state.log_row["step"]))
+            control.should_save = state.global_step == 2
+            control.should_training_stop = state.global_step == 3
+
+    steer = Steer()
+    config = make_config(tmp_path, tiny_model_dir("llama"), tiny_model_dir("bert"), max_steps=8, eval_steps=1,
+                         save_model=False)
+    result = Trainer(config, examples=mixed_examples(), callbacks=[steer]).train()
+    assert result.steps == 3 and result.best_dev_score == 30.0 and result.final_dev_score == 20.0
+    assert steer.seen == [("evaluate", 1, 10.0, 10.0), ("step", 1, 1), ("evaluate", 2, 30.0, 30.0), ("step", 2, 2),
+                          ("evaluate", 3, 20.0, 30.0), ("step", 3, 3)]
+    state = torch.load(Path(config.output_dir) / "checkpoint" / "trainer_state.pt", weights_only=True)
+    assert state["step"] == 2 and state["best_score"] == 30.0
+    assert [r["dev_score"] for r in read_log(config.output_dir)] == ["10.000", "30.000", "20.000"]
+
+
+def test_an_old_style_callback_still_runs_with_a_warning(tiny_model_dir: TinyDir, tmp_path: Path) -> None:
+    """f(trainer, step), the form of earlier releases, keeps working for one release."""
+    steps = []
+    config = make_config(tmp_path, tiny_model_dir("llama"), tiny_model_dir("bert"), max_steps=2)
+    with pytest.warns(FutureWarning, match=r"f\(args, state, control, \*\*kwargs\)"):
+        trainer = Trainer(config, examples=mixed_examples(), callbacks=[lambda t, step: steps.append((t, step))])
+    trainer.train()
+    assert steps == [(trainer, 1), (trainer, 2)]
+    with pytest.raises(TypeError, match="neither a TrainerCallback nor a function"):
+        Trainer(make_config(tmp_path, tiny_model_dir("llama"), tiny_model_dir("bert"), "bad"),
+                examples=mixed_examples(), callbacks=[42])
+
+
 def test_trainer_sets_generator_tau(tiny_model_dir: TinyDir, tmp_path: Path) -> None:
     config = make_config(tmp_path, tiny_model_dir("llama"), tiny_model_dir("bert"), max_steps=5,
                          tau_start=2.0, tau_end=0.5)
     seen = []
-    trainer = Trainer(config, examples=mixed_examples(), callbacks=[lambda t, s: seen.append(t.model.generator.tau)])
+    trainer = Trainer(config, examples=mixed_examples(),
+                      callbacks=[lambda args, state, control, model: seen.append(model.generator.tau)])
     trainer.train()
     expected = [2.0 * 0.25 ** (s / 4) for s in range(5)]
     assert seen == pytest.approx(expected)

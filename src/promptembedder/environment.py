@@ -8,6 +8,7 @@ of guessed at.
 from __future__ import annotations
 
 import platform
+import resource
 from datetime import datetime, timezone
 from importlib import metadata
 
@@ -52,3 +53,10 @@ def environment(device: torch.device | str | None = None) -> dict:
     if torch.cuda.is_available():  # the run's GPU, or the current one when the device is not a GPU or not known
         info["gpu"] = torch.cuda.get_device_name(device if device is not None and device.type == "cuda" else None)
     return info
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA max allocated on GPU; peak resident set size of this process on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

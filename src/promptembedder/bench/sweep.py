@@ -120,13 +120,13 @@ def measure(args: dict, model, variant: dict, batch: int, chunk: int | None, war
     between: list[float] = []
     stamps = [time.perf_counter()]
 
-    def record(trainer_, step):
+    def record(args, state, control):
         _sync(device)
         stamps.append(time.perf_counter())
         if device.type == "cuda":
             between.append(torch.cuda.memory_allocated(device) / 2**20)
 
-    trainer.callbacks.append(record)
+    trainer.add_callback(record)
     _sync(device)
     stamps[0] = time.perf_counter()
     trainer.train()

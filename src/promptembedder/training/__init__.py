@@ -1,11 +1,12 @@
 """Contrastive training of PromptEmbedder and its baselines under one loop (see docs/architecture.md):
 settings (config), the model a run trains (build), batches (batching), losses (losses, grad_cache),
-checkpoints (checkpoint), what runs after each step (callbacks) and the loop (trainer)."""
+checkpoints (checkpoint), the state callbacks see (state), the built-in callbacks (callbacks) and the loop (trainer)."""
 
 from .batching import make_batches
 from .build import build_model
 from .config import DEFAULT_LR, METHODS, TRANSFER_ALIGNMENT_LR, TrainingConfig, tau_at
-from .trainer import Trainer, TrainResult, train
+from .state import TrainerCallback, TrainerControl, TrainerState, TrainResult
+from .trainer import Trainer, train
 
-__all__ = ["DEFAULT_LR", "METHODS", "TRANSFER_ALIGNMENT_LR", "TrainResult", "Trainer", "TrainingConfig",
-           "build_model", "make_batches", "tau_at", "train"]
+__all__ = ["DEFAULT_LR", "METHODS", "TRANSFER_ALIGNMENT_LR", "TrainResult", "Trainer", "TrainerCallback",
+           "TrainerControl", "TrainerState", "TrainingConfig", "build_model", "make_batches", "tau_at", "train"]

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 
 from ..data.datasets import TrainExample
-from .checkpoint import rng_state, set_rng_state
 from .losses import ContrastiveLoss, gradient_sync, split_batch
+from .rng import rng_state, set_rng_state
 
 
 @dataclass(eq=False)

@@ -8,12 +8,11 @@ under torchrun / accelerate launch, with DDP or with FSDP2 sharding what the mod
 from __future__ import annotations
 
 import json
-import resource
 import statistics
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -22,21 +21,24 @@ from transformers import get_scheduler
 
 from ..data.datasets import TrainExample
 from ..data.sources import load_training_data
-from ..environment import environment
+from ..environment import environment, peak_memory_mb
 from ..models.trainable import TrainableEmbedder
 from . import checkpoint
 from . import distributed as dist_utils
 from .batching import StepBatches, instructions_of
 from .build import bare_embedder, build_model
-from .callbacks import Checkpointing, CSVLogger, DevEvaluation, ProgressBar, TensorBoardLogger
+from .callbacks import CSVLogger, ProgressBar, TensorBoardLogger, as_callback, call_hook, step_flags
 from .config import TrainingConfig, tau_at
+from .dev_evaluation import DevEvaluation
 from .grad_cache import CachedContrastiveLoss
 from .interrupts import catch_stop_signals, deferred_interrupt, raise_pending, signal_of
 from .losses import ContrastiveLoss, DocumentCache, gradient_sync
 from .numerics import check_step, json_safe
 from .plotting import plot_training
 from .resume import check_data, data_hashes, record
+from .rng import rng_state, seed_everything, set_rng_state
 from .run_folder import RunFolder, open_run
+from .state import TrainerCallback, TrainerControl, TrainerState, TrainResult
 
 #: The training instructions whose prompts train_summary.json reports (the first ones seen).
 INSTRUCTIONS_REPORTED = 20
@@ -44,41 +46,18 @@ INSTRUCTIONS_REPORTED = 20
 COLLAPSED_COSINE = 0.99
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """CUDA max allocated on GPU; peak resident set size of this process on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-@dataclass
-class TrainResult:
-    output_dir: str
-    steps: int
-    wall_time_s: float
-    median_step_time_s: float
-    examples_per_s: float
-    peak_memory_mb: float
-    trainable_parameters: int
-    best_dev_score: float | None
-    final_dev_score: float | None
-    dev_metric: str | None = None  # what the dev scores are, e.g. "sts-b spearman" or "scifact ndcg_at_10"
-    steps_to_target: int | None = None
-    seconds_to_target: float | None = None
-    interrupted: bool = False
-    stop_signal: int | None = None  # SIGINT or SIGTERM when interrupted (the CLI exits 128 + it)
-
-
 class Trainer:
-    """Set-up and loop. `callbacks` are called as f(trainer, step) after each step, after the built-in ones
-    (evaluation, logs, progress bar, checkpoint); `trainer.row` holds the step's log row, `should_stop` ends it."""
+    """Set-up and loop. `callbacks` are `TrainerCallback`s, or functions f(args, state, control, **kwargs) run at
+    the end of each step, after the built-in ones (logs, progress bar); `state` is the run's `TrainerState`, and
+    `control.should_training_stop` ends the run. After each step the loop evaluates, logs and checkpoints as
+    `control` asks (`step_flags` sets it from the config; callbacks may change it)."""
 
     def __init__(
         self,
         config: TrainingConfig,
         model: TrainableEmbedder | None = None,
         examples: list[TrainExample] | None = None,
-        callbacks: list[Callable] | None = None,
+        callbacks: list[TrainerCallback | Callable] | None = None,
     ):
         self.config = config
         self.device = torch.device(config.device) if config.device else dist_utils.local_device()
@@ -102,7 +81,7 @@ class Trainer:
             except ValueError:
                 self.folder.close()
                 raise
-        checkpoint.seed_everything(config.seed)
+        seed_everything(config.seed)
         self.model = model if model is not None else build_model(config, self.device, self.instructions)
         self.model.to(self.device)
         if config.gradient_checkpointing:
@@ -126,20 +105,17 @@ class Trainer:
             self.wrapped = DistributedDataParallel(
                 self.wrapped, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        self.step = 0
-        self.best_score: float | None = None
         self.autocast = (
             config.bf16 in ("auto", "true", True) and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
         )
         self.documents = DocumentCache(self.model)
         self.loss = self._make_loss()
-        self.evaluation = DevEvaluation(self)
+        self.evaluation = DevEvaluation(config)
+        self.state = TrainerState(max_steps=config.max_steps, is_world_process_zero=self.is_main,
+                                  dev_metric=self.evaluation.metric, start_time=time.perf_counter())
+        self.control = TrainerControl()
         self.loggers = [CSVLogger(), TensorBoardLogger()] if self.is_main else []
-        self.callbacks = [self.evaluation, *self.loggers, ProgressBar(), Checkpointing(), *(callbacks or [])]
-        self.row: dict[str, str] = {}
-        self.loss_value = float("nan")
-        self.should_stop = False
-        self.start_time = time.perf_counter()
+        self.callbacks = [*self.loggers, ProgressBar(), *(as_callback(c, self) for c in callbacks or [])]
 
     def _make_loss(self) -> ContrastiveLoss:
         """The loss the step back-propagates: GradCache's when chunks are asked for; global over ranks when
@@ -167,24 +143,50 @@ class Trainer:
         """Whether the loss is the global one (gathered over ranks)."""
         return self.distributed and self.config.gather_across_ranks
 
-    # --- what callbacks and tests use --------------------------------------------------------------------
+    def add_callback(self, callback: TrainerCallback | Callable) -> None:
+        """One more callback, after those given to the constructor (transformers' `Trainer.add_callback`)."""
+        self.callbacks.append(as_callback(callback, self))
+
+    @property
+    def hook_arguments(self) -> dict:
+        """What every callback hook receives besides (args, state, control)."""
+        return {"model": self.model, "optimizer": self.optimizer, "lr_scheduler": self.scheduler}
+
+    # --- evaluation and saving ------------------------------------------------------------------------------
     def evaluate(self) -> float:
-        return self.evaluation.evaluate(self)
+        """The dev score of the model as it is now (x100; what `best/` and the target are decided on)."""
+        return self.evaluation.evaluate(self.model)
 
     @property
     def dev_pairs(self) -> list:
         return self.evaluation.dev_pairs
 
-    rng_state = staticmethod(checkpoint.rng_state)
+    def _evaluate(self) -> None:
+        """A dev evaluation in the loop: the score into the state and log row, `best/` when it improves."""
+        # Under FSDP every rank takes part in P's forward, so every rank evaluates (to the same score).
+        score = self.evaluate() if self.is_main or self.sharded else None
+        score = dist_utils.broadcast_object(score)
+        if self.evaluation.record(score, self.state, self.control, time.perf_counter() - self.state.start_time):
+            self.save_pretrained(self.output_dir / "best")
+        self.control.should_log = True
+        call_hook(self.callbacks, "on_evaluate", self.config, self.state, self.control, **self.hook_arguments)
 
-    def save_checkpoint(self, rng_state: dict) -> None:
-        checkpoint.save_checkpoint(self, rng_state)
+    def save_checkpoint(self, rng: dict) -> None:
+        checkpoint.save_checkpoint(self.output_dir / "checkpoint", self.model, self.optimizer, self.scheduler,
+                                   self.state, self.config, self.data_hashes, rng, self.sharded)
 
     def load_checkpoint(self) -> dict | None:
-        return checkpoint.load_checkpoint(self)
+        """Weights, optimizer and scheduler from output_dir/checkpoint, its step and best score into the state;
+        returns its RNG state (None: no checkpoint)."""
+        saved = checkpoint.load_checkpoint(self.output_dir / "checkpoint", self.model, self.optimizer, self.scheduler,
+                                           self.device)
+        if saved is None:
+            return None
+        self.state.global_step, self.state.best_metric = saved["step"], saved["best_score"]
+        return saved["rng"]
 
     def save_pretrained(self, directory: Path) -> None:
-        checkpoint.save_pretrained(self, directory)
+        checkpoint.save_pretrained(directory, self.model, self.state.global_step, self.is_main, self.sharded)
 
     # --- the loop --------------------------------------------------------------------------------------
     def train(self) -> TrainResult:
@@ -202,65 +204,78 @@ class Trainer:
             (self.output_dir / "training_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
         rng = self.load_checkpoint() if config.resume else None
         if rng is not None:
-            checkpoint.set_rng_state(rng)
+            set_rng_state(rng)
+        state, control, hook = self.state, self.control, self.hook_arguments
         if self.is_main:
-            record(self.output_dir, self.step, self.resume_changes)
+            record(self.output_dir, state.global_step, self.resume_changes)
         step_times: list[float] = []
-        self.start_time = start = time.perf_counter()
+        state.start_time = start = time.perf_counter()
         interrupted = {"interrupted": False}
         batches = StepBatches(self.examples, config.batch_size, config.gradient_accumulation_steps, config.seed,
                               world, dist_utils.rank())
-        started = [c for c in self.callbacks if hasattr(c, "on_train_begin")]
-        for callback in started:
-            callback.on_train_begin(self)
+        call_hook(self.callbacks, "on_train_begin", config, state, control, **hook)
         self.model.train()
         restore_signals = catch_stop_signals()  # Ctrl-C or a scheduler's SIGTERM: checkpoint first, then stop
         in_step = False
         try:
-            if config.do_eval and config.eval_on_start and self.step == 0:
+            if config.do_eval and config.eval_on_start and state.global_step == 0:
                 self._evaluate_at_start()
-            while self.step < config.max_steps and not self.should_stop:
+            while state.global_step < config.max_steps and not control.should_training_stop:
                 raise_pending()
-                step_rng, in_step = checkpoint.rng_state(), True
+                step_rng, in_step = rng_state(), True
                 t0 = time.perf_counter()
-                epoch, size, micro_batches = batches(self.step)
-                tau = tau_at(config, self.step)
+                epoch, size, micro_batches = batches(state.global_step)
+                tau = tau_at(config, state.global_step)
                 self.model.set_tau(tau)
-                self.loss_value = self._update(micro_batches, (world if self.gathered else 1))
+                loss = self._update(micro_batches, (world if self.gathered else 1))
                 with deferred_interrupt():  # a Ctrl-C here lands after the step is complete, never inside it
                     self.optimizer.step()
                     self.scheduler.step()
                     self.optimizer.zero_grad(set_to_none=True)
-                    self.step += 1
+                    state.global_step += 1
                     in_step = False
                 elapsed = time.perf_counter() - t0
                 step_times.append(elapsed)
-                self.row = {"step": self.step, "epoch": epoch, "loss": f"{self.loss_value:.5f}",
-                            "lr": f"{self.scheduler.get_last_lr()[-1]:.3e}", "tau": f"{tau:.4f}",
-                            "examples_per_s": f"{size / elapsed:.2f}", "step_time_s": f"{elapsed:.4f}",
-                            "elapsed_s": f"{time.perf_counter() - start:.2f}", "dev_score": ""}
-                for callback in self.callbacks:
-                    callback(self, self.step)
+                state.epoch, state.loss = epoch, loss
+                state.log_row = {"step": state.global_step, "epoch": epoch, "loss": f"{loss:.5f}",
+                                 "lr": f"{self.scheduler.get_last_lr()[-1]:.3e}", "tau": f"{tau:.4f}",
+                                 "examples_per_s": f"{size / elapsed:.2f}", "step_time_s": f"{elapsed:.4f}",
+                                 "elapsed_s": f"{time.perf_counter() - start:.2f}", "dev_score": ""}
+                self._step_end()
         except KeyboardInterrupt as err:
             # Save the state as of the last completed step (its RNG state included), then stop cleanly.
             self.optimizer.zero_grad(set_to_none=True)
-            self.save_checkpoint(step_rng if in_step else checkpoint.rng_state())
+            self.save_checkpoint(step_rng if in_step else rng_state())
             interrupted = {"interrupted": True, "stop_signal": int(signal_of(err))}
         finally:
             restore_signals()
-            for callback in started:
-                callback.on_train_end(self)
+            call_hook(self.callbacks, "on_train_end", config, state, control, **hook)
         return self._finish(time.perf_counter() - start, step_times, world, interrupted)
+
+    def _step_end(self) -> None:
+        """What follows an update, in order: the dev evaluation, the log row (so a row is never lost to a later
+        callback), the callbacks' `on_step_end` (which may ask for a checkpoint or a stop), the checkpoint."""
+        config, state, control = self.config, self.state, self.control
+        control.new_step()
+        step_flags(config, state, control)
+        if control.should_evaluate:
+            self._evaluate()
+        if control.should_log:
+            call_hook(self.callbacks, "on_log", config, state, control, **self.hook_arguments)
+        call_hook(self.callbacks, "on_step_end", config, state, control, **self.hook_arguments)
+        if control.should_save:
+            self.save_checkpoint(rng_state())
 
     def _evaluate_at_start(self) -> None:
         """`eval_on_start`: step 0's dev score, logged and eligible for `best/` and the target (a start that is
         already good, e.g. a transferred P, is kept rather than lost to worse training steps)."""
         tau = tau_at(self.config, 0)
         self.model.set_tau(tau)
-        self.row = {"step": 0, "epoch": 0, "loss": "", "lr": f"{self.scheduler.get_last_lr()[-1]:.3e}",
-                    "tau": f"{tau:.4f}", "examples_per_s": "", "step_time_s": "", "elapsed_s": "0.00", "dev_score": ""}
-        for callback in (self.evaluation, *self.loggers):
-            callback(self, 0)
+        self.state.log_row = {"step": 0, "epoch": 0, "loss": "", "lr": f"{self.scheduler.get_last_lr()[-1]:.3e}",
+                              "tau": f"{tau:.4f}", "examples_per_s": "", "step_time_s": "", "elapsed_s": "0.00",
+                              "dev_score": ""}
+        self._evaluate()
+        call_hook(self.loggers, "on_log", self.config, self.state, self.control, **self.hook_arguments)
 
     def _update(self, micro_batches: list[list[TrainExample]], world_scale: int) -> float:
         """Gradients of the step's micro-batches, checked and clipped; returns the mean loss."""
@@ -275,14 +290,14 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(  # an infinite bound measures without clipping
             [p for p in self.model.parameters() if p.requires_grad], config.max_grad_norm or float("inf")
         )
-        check_step(loss_sum, grad_norm, self.step + 1)  # NaN/inf: stop before the update, weights intact
+        check_step(loss_sum, grad_norm, self.state.global_step + 1)  # NaN/inf: stop before the update, weights intact
         return loss_sum
 
     def _finish(self, wall: float, step_times: list[float], world: int, interrupted: dict) -> TrainResult:
         """The final checkpoint, model and plot (unless interrupted), and the run's summary."""
         config = self.config
         if config.save_model and not interrupted["interrupted"]:
-            self.save_checkpoint(checkpoint.rng_state())
+            self.save_checkpoint(rng_state())
             self.save_pretrained(self.output_dir / "final")
             if self.is_main:
                 plot_training({config.method: self.output_dir / "log.csv"}, self.output_dir / "training_curves.png",
@@ -291,17 +306,17 @@ class Trainer:
         global_batch = config.batch_size * world * config.gradient_accumulation_steps
         result = TrainResult(
             output_dir=str(self.output_dir),
-            steps=self.step,
+            steps=self.state.global_step,
             wall_time_s=wall,
             median_step_time_s=median,
             examples_per_s=global_batch / median if step_times else 0.0,
             peak_memory_mb=peak_memory_mb(self.device),
             trainable_parameters=sum(p.numel() for p in self.model.parameters() if p.requires_grad),
-            best_dev_score=self.best_score,
-            final_dev_score=self.evaluation.last,
-            dev_metric=self.evaluation.metric,
-            steps_to_target=self.evaluation.steps_to_target,
-            seconds_to_target=self.evaluation.seconds_to_target,
+            best_dev_score=self.state.best_metric,
+            final_dev_score=self.state.dev_score,
+            dev_metric=self.state.dev_metric,
+            steps_to_target=self.state.steps_to_target,
+            seconds_to_target=self.state.seconds_to_target,
             **interrupted,
         )
         if self.is_main:
