@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from promptembedder.auto import load_embedder
 from promptembedder.bench.demo import DemoConfig, Results, results_table, run_demo
+from promptembedder.bench.subsets import InstructionSizes
 from promptembedder.bench.training import bench_converge, bench_encode, bench_train
 from promptembedder.cli import app
 from promptembedder.data.datasets import data_dir
@@ -230,13 +231,20 @@ def test_bench_encode_json_is_well_formed(tiny_model_dir, tmp_path):
 
 
 @needs_data
-def test_demo_runs_end_to_end_on_tiny_models(tiny_model_dir, tmp_path):
+def test_demo_runs_end_to_end_on_tiny_models(tiny_model_dir, tmp_path, monkeypatch):
     """Every stage on tiny models: scores for every row, the transfer reading, the table, plots and the report."""
+    import promptembedder.bench.subsets as subsets_mod
+
+    short = tuple(t for t in subsets_mod.unseen_tasks() if t != "licl/yahoo_answers_topics")
+    monkeypatch.setattr(subsets_mod, "unseen_tasks", lambda: short)  # its instruction overflows the tiny P's context
     config = DemoConfig(output_dir=str(tmp_path), prompting_model=str(tiny_model_dir("llama")),
                         embedding_model=str(tiny_model_dir("gemma3")), transfer_model=str(tiny_model_dir("llama")),
                         reference_model=str(tiny_model_dir("bert")), steps=2, transfer_steps=2,
                         transfer_eval_steps=1, transfer_eval_pairs=20, tasks=("sts-b", "banking77"),
-                        transfer_tasks=("sts-b",))
+                        transfer_tasks=("sts-b",),
+                        instruction_sizes=InstructionSizes(nli_items=10, licl_test=4, newsgroups_pool_per_label=2,
+                                                           newsgroups_test=10, n_experiments=1, samples_per_label=2,
+                                                           nli_wordings=("training",)))
     report = run_demo(config, quiet())
     trained = {"prompt tuning (static suffix)", "LoRA r=8 on E", "PromptEmbedder"}
     transferred = {"transfer: P frozen, new W only", "LoRA from scratch on E'", "prompt tuning from scratch on E'"}
@@ -244,6 +252,11 @@ def test_demo_runs_end_to_end_on_tiny_models(tiny_model_dir, tmp_path):
                                      f"{tiny_model_dir('bert')}, bare"}
     assert all(set(report["scores"][name]) == {"sts-b", "banking77"} for name in trained)
     assert all(set(report["scores"][name]) == {"sts-b"} for name in transferred)
+    instructed = report["instruction_scores"]  # every row but the transfer's, under the tasks' own instructions
+    assert set(instructed) == set(report["scores"]) - transferred
+    assert instructed["prompt tuning (static suffix)"]["nli_follow"] == 50.0  # a static prompt cannot read them
+    assert instructed[f"{tiny_model_dir('bert')}, bare"]["nli_follow"] == 50.0
+    assert all(0 <= row["unseen_tasks"] <= 100 and len(row["unseen_per_task"]) == 10 for row in instructed.values())
     costs = report["costs"]
     assert costs["PromptEmbedder"]["trainable"] > costs["LoRA r=8 on E"]["trainable"] > 0
     assert costs["transfer: P frozen, new W only"]["trainable"] < costs["PromptEmbedder"]["trainable"]

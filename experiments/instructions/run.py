@@ -10,9 +10,10 @@ Rows (E = Gemma 3 270M, frozen unless LoRA; P = SmolLM2-135M):
 Levers appended with "+": seed7, seed1234 (other seeds), div1 (the prompt-diversity term at weight 1).
 
 Every trained row gets `BUDGET`; every row is scored on the same seeded subsets (`EVAL`): nli-follow (e-SNLI test
-premises, training and held-out wordings), unseen tasks (the catalogue's ten held-out licl tasks + 20NG), unseen
-wording (four trained licl tasks, training wording against licl's instruction_2) and the six-task quick suite
-(`evaluation.subsets`). One JSON line per row goes to --results; a row already there is skipped.
+premises, training and held-out wordings) and unseen tasks (the catalogue's ten held-out licl tasks + 20NG), both
+`bench.subsets.instruction_subsets` as the demo uses them, at this file's sizes; unseen wording (four trained licl
+tasks, training wording against licl's instruction_2) and the six-task quick suite (`bench.subsets`). One JSON line
+per row goes to --results; a row already there is skipped.
 
     OMP_NUM_THREADS=1 python experiments/instructions/run.py run --results R.jsonl --runs-dir runs pe pt
     python experiments/instructions/run.py table --results R.jsonl
@@ -26,20 +27,19 @@ import csv
 import json
 import random
 import time
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from promptembedder.bench.subsets import InstructionSizes, score_instruction_suite, score_suite
+from promptembedder.data.instructions import catalogue
+from promptembedder.evaluation.unseen_tasks import InstructedTask, evaluate_unseen_tasks
+from promptembedder.evaluation.unseen_wording import evaluate_unseen_wording, load_unseen_wording
 from promptembedder.models.baselines import PROMPTEOL_TEMPLATE, BackboneEmbedder
 from promptembedder.models.config import BaselineConfig
 from promptembedder.models.embedder import Embedder
-from promptembedder.evaluation import TASKS
-from promptembedder.evaluation.nli_follow import InstructionFollowingData, evaluate_instruction_following
-from promptembedder.bench.subsets import score_suite
-from promptembedder.evaluation.unseen_tasks import evaluate_unseen_tasks, licl_instructed, newsgroups_instructed
-from promptembedder.evaluation.unseen_wording import evaluate_unseen_wording, load_unseen_wording
-from promptembedder.data.instructions import catalogue, unseen_tasks
 from promptembedder.training import Trainer, TrainingConfig
 
 E, P = "gemma3-270m", "smollm2-135m"
@@ -50,6 +50,7 @@ BUDGET = dict(max_steps=40, batch_size=16, max_length=48, seed=42, train_data=["
 #: The evaluation subsets (seeded with random.Random(0)); the probe draws as MTEB's, fewer of them.
 EVAL = dict(nli_items=100, licl_test=40, newsgroups_pool_per_label=10, newsgroups_test=200, wording_tasks=4,
             n_experiments=2, samples_per_label=8)
+SIZES = InstructionSizes(**{k: v for k, v in EVAL.items() if k != "wording_tasks"})
 ROWS: dict[str, tuple[str | None, dict]] = {
     "pe": ("promptembedder", {"prompt_position": "suffix", "learning_rate": 1e-4, "alignment_learning_rate": 1e-2}),
     "pt": ("prompt-tuning", {"prompt_position": "suffix"}),
@@ -73,38 +74,26 @@ def parse(name: str) -> tuple[str | None, dict]:
     return method, options
 
 
-def eval_data() -> dict:
-    rng = random.Random(0)
-    nli = TASKS["nli-follow"].load("test")
-    nli = InstructionFollowingData(rng.sample(nli.items, EVAL["nli_items"]), nli.wordings)
-    unseen = [newsgroups_instructed(EVAL["newsgroups_pool_per_label"], EVAL["newsgroups_test"])
-              if task == "twentynewsgroups" else licl_instructed(task, test=EVAL["licl_test"])
-              for task in unseen_tasks()]
+@cache
+def wording_data() -> list[InstructedTask]:
+    """Unseen wording's subset: four trained licl tasks (seeded), their training wording and instruction_2."""
     trained = sorted(t for t in catalogue().train if t.startswith("licl/"))
-    wording = load_unseen_wording(tasks=random.Random(0).sample(trained, EVAL["wording_tasks"]), held_out=1,
-                                  test=EVAL["licl_test"])
-    return {"nli": nli, "unseen": unseen, "wording": wording}
+    return load_unseen_wording(tasks=random.Random(0).sample(trained, EVAL["wording_tasks"]), held_out=1,
+                               test=EVAL["licl_test"])
 
 
 def score(model: Embedder, static: bool, log=print) -> dict:
-    data, probe = eval_data(), {k: EVAL[k] for k in ("n_experiments", "samples_per_label")}
-    out, seconds = {}, {}
-    start = time.perf_counter()
-    out["nli_follow"] = evaluate_instruction_following(model, data["nli"], batch_size=32)
-    seconds["nli_follow"] = time.perf_counter() - start
-    log(f"  nli-follow {out['nli_follow']['paired_accuracy']:.2f} ({seconds['nli_follow']:.0f} s)")
-    start = time.perf_counter()
-    out["unseen_tasks"] = evaluate_unseen_tasks(model, data["unseen"], batch_size=32, **probe)
-    seconds["unseen_tasks"] = time.perf_counter() - start
-    log(f"  unseen tasks {out['unseen_tasks']['main_score']:.2f} ({seconds['unseen_tasks']:.0f} s)")
+    probe = {k: EVAL[k] for k in ("n_experiments", "samples_per_label")}
+    instructed = score_instruction_suite(model, SIZES, batch_size=32, log=log)
+    out, seconds = {k: instructed[k] for k in ("nli_follow", "unseen_tasks")}, dict(instructed["eval_s_per_task"])
     start = time.perf_counter()
     if static:  # one encoding per task: every wording gives the same embeddings
-        one = [type(t)(t.name, t.data, t.instructions[:1]) for t in data["wording"]]
+        one = [type(t)(t.name, t.data, t.instructions[:1]) for t in wording_data()]
         same = evaluate_unseen_tasks(model, one, batch_size=32, **probe)
         out["unseen_wording"] = {"main_score": same["main_score"], "training_wording": same["main_score"],
                                  "drop": 0.0, "per_task": same["per_task"], "by_construction": True}
     else:
-        out["unseen_wording"] = evaluate_unseen_wording(model, data["wording"], batch_size=32, **probe)
+        out["unseen_wording"] = evaluate_unseen_wording(model, wording_data(), batch_size=32, **probe)
     seconds["unseen_wording"] = time.perf_counter() - start
     log(f"  unseen wording {out['unseen_wording']['main_score']:.2f}, drop {out['unseen_wording']['drop']:.2f} "
         f"({seconds['unseen_wording']:.0f} s)")

@@ -2,17 +2,29 @@
 
 A small P (SmolLM2-135M-Instruct) steers a frozen raw decoder E (Gemma 3 270M, never trained to embed):
 
-1. score the bare E (last token) and PromptEOL's hard-text prompt on the six-task subsets;
+1. score the bare E (last token) and PromptEOL's hard-text prompt on the six-task subsets and the two instruction
+   tests (nli-follow, unseen tasks);
 2. train prompt tuning, LoRA and PromptEmbedder on E with the same multi-task data and budget; score each;
 3. transfer the trained P to a second backbone E' (new W only) against LoRA and prompt tuning from scratch
    there: every run's dev score from step 0 (for the transfer: least-squares W alone), and the time each takes
    to a common dev target (`transfer_only` runs this stage alone, e.g. on another E');
 4. score MiniLM (already a trained embedder) on the same subsets, for scale;
-5. print one table (score per task type, % of LoRA, trainable parameters, step time, peak memory), save
-   plots and a JSON report.
+5. print one table (score per task type, % of LoRA, nli-follow, unseen tasks, trainable parameters, step time,
+   peak memory; its caption states the budget), save plots and a JSON report.
 
 Every training run is its own subprocess (`python -m promptembedder train CONFIG`), so its peak memory
-is its own and a crash names the stage. The subsets are `evaluation.subsets` (seeded, 100-300 items per task).
+is its own and a crash names the stage. The subsets are `bench.subsets` (seeded, 100-300 items per task).
+
+The instruction tests run on smaller seeded subsets than experiments/instructions/run.py's (100 premises under two
+wordings, 40 test texts per licl task, two probe draws of 8 per label), to add at most about 8 minutes to the demo's
+~28 on 2 cores. `DEMO_INSTRUCTION_SIZES`: 50 e-SNLI test premises under the training wording; 10 test texts per licl
+task, 60 20NG test subjects (6 training subjects per group); one probe draw of 6 per label: about 800 texts per row.
+`--quick`, `QUICK_INSTRUCTION_SIZES`: 30 premises; 8 per licl task, 40 20NG; one draw of 4 per label: about 520. On
+one CPU thread shared with two other jobs, a `--quick` run took 41 min, these 11 of them (93-188 s per row on E, 8 s
+for MiniLM) and the rest 30 against ~10 unshared: so they add about 3.5 min to an unshared `--quick` and, at 800
+texts against 520, about 5.5 min to the full demo (estimates from that ratio, not a measured full run).
+Every row but the transfer stage's is scored under the tasks' own instructions (demo_table.py: what that means per
+row).
 """
 
 from __future__ import annotations
@@ -26,7 +38,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from ..auto import load_embedder
 from ..evaluation import TASKS
@@ -35,7 +46,8 @@ from ..models.config import CONFIG_NAME, BaselineConfig
 from ..models.prompt_embedder import PromptEmbedder
 from ..training import TRANSFER_ALIGNMENT_LR, TrainingConfig
 from ..training.plotting import plot_bars, plot_training
-from .subsets import TASK_ORDER, score_suite
+from .demo_table import LORA_FROM_SCRATCH, LORA_ON_E, PT_FROM_SCRATCH, W_ONLY, Results, results_table, type_scores
+from .subsets import TASK_ORDER, InstructionSizes
 
 PAPER_CLAIMS = ("paper: 96-99.8 % of LoRA's MTEB score, 40 % less GPU memory, 3.7x faster training, "
                 "3.8x faster convergence on transfer")
@@ -43,9 +55,12 @@ PAPER_CLAIMS = ("paper: 96-99.8 % of LoRA's MTEB score, 40 % less GPU memory, 3.
 SOURCES = ("esnli", "sts-train", "banking77-train", "mrpc-train")
 #: What won the regime ablation (experiments/regime/LOG.md) for a decoder E: the prompt after the text, higher rates.
 PROMPTEMBEDDER_SETTINGS = {"prompt_position": "suffix", "learning_rate": 1e-4, "alignment_learning_rate": 1e-2}
-SHORT = {"pair_classification": "pair", "classification": "classif."}
-W_ONLY, LORA_FROM_SCRATCH = "transfer: P frozen, new W only", "LoRA from scratch on E'"
-PT_FROM_SCRATCH = "prompt tuning from scratch on E'"
+#: nli-follow and unseen tasks at the demo's sizes (module doc): about 800 texts per row.
+DEMO_INSTRUCTION_SIZES = InstructionSizes(nli_items=50, licl_test=10, newsgroups_pool_per_label=6, newsgroups_test=60,
+                                          n_experiments=1, samples_per_label=6, nli_wordings=("training",))
+#: `--quick`'s: about 520 texts per row.
+QUICK_INSTRUCTION_SIZES = InstructionSizes(nli_items=30, licl_test=8, newsgroups_pool_per_label=4, newsgroups_test=40,
+                                           n_experiments=1, samples_per_label=4, nli_wordings=("training",))
 
 
 @dataclass
@@ -64,16 +79,23 @@ class DemoConfig:
     tasks: tuple[str, ...] = TASK_ORDER
     transfer_tasks: tuple[str, ...] = ("sts-b",)
     train_data: tuple[str, ...] = SOURCES
+    seed: int = 42
     device: str = "cpu"
+    #: nli-follow and unseen tasks for every row but the transfer stage's; None leaves them out.
+    instruction_sizes: InstructionSizes | None = DEMO_INSTRUCTION_SIZES
     promptembedder: dict = field(default_factory=lambda: dict(PROMPTEMBEDDER_SETTINGS))
     #: Only stage 3, on `transfer_model`, from the P that a finished demo in `output_dir` trained.
     transfer_only: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.instruction_sizes, dict):  # a config read back from JSON (demo_results.json)
+            self.instruction_sizes = InstructionSizes(**self.instruction_sizes)
 
     @classmethod
     def preset(cls, quick: bool, **kwargs) -> DemoConfig:
         if quick:
             kwargs = {"steps": 8, "transfer_steps": 6, "transfer_eval_steps": 3, "tasks": ("sts-b", "banking77"),
-                      **kwargs}
+                      "instruction_sizes": QUICK_INSTRUCTION_SIZES, **kwargs}
         return cls(**kwargs)
 
 
@@ -134,26 +156,11 @@ def dev_at_start(log: Path) -> float | None:
                     None)
 
 
-class Results:
-    """The table's rows: each one's scores on the subsets, its backbone and its costs."""
-
-    def __init__(self, console: Console):
-        self.console = console
-        self.scores: dict[str, dict] = {}
-        self.costs: dict[str, dict] = {}
-        self.backbones: dict[str, str] = {}
-
-    def score(self, name: str, model, backbone: str, instructions: bool, tasks: tuple[str, ...]) -> None:
-        self.console.print(f"{name} ({backbone}):")
-        self.scores[name] = score_suite(model, instructions, tasks, log=self.console.print)["scores"]
-        self.backbones[name] = backbone
-
-
 def _common(config: DemoConfig) -> dict:
     """The training settings every demo run shares (the demo reproduces its own runs: a rerun replaces them)."""
     return {"train_data": list(config.train_data), "task_weights": dict.fromkeys(config.train_data, 1.0),
-            "batch_size": config.batch_size, "max_length": config.max_length, "device": config.device,
-            "show_progress_bar": True, "overwrite": True}
+            "seed": config.seed, "batch_size": config.batch_size, "max_length": config.max_length,
+            "device": config.device, "show_progress_bar": True, "overwrite": True}
 
 
 def source_model(config: DemoConfig) -> Path:
@@ -175,7 +182,8 @@ def run_demo(config: DemoConfig, console: Console) -> dict:
                                                             {"template": PROMPTEOL_TEMPLATE})):
             model = BackboneEmbedder(BaselineConfig(method="bare", embedding_model=E, pooling="last",
                                                     max_length=config.max_length, **options), device=config.device)
-            results.score(name, model, E, instructions=False, tasks=config.tasks)
+            results.score(name, model, E, instructions=False, tasks=config.tasks,
+                          instruction_sizes=config.instruction_sizes)
             results.costs[name] = {"trainable": 0}
             del model
 
@@ -184,7 +192,7 @@ def run_demo(config: DemoConfig, console: Console) -> dict:
     runs = {
         "prompt tuning (static suffix)": TrainingConfig(method="prompt-tuning", prompt_position="suffix",
                                                         output_dir=str(out / "prompt-tuning"), **main),
-        "LoRA r=8 on E": TrainingConfig(method="lora", output_dir=str(out / "lora"), **main),
+        LORA_ON_E: TrainingConfig(method="lora", output_dir=str(out / "lora"), **main),
         "PromptEmbedder": TrainingConfig(method="promptembedder", prompting_model=config.prompting_model,
                                          output_dir=str(out / "promptembedder"), **config.promptembedder, **main),
     }
@@ -197,7 +205,8 @@ def run_demo(config: DemoConfig, console: Console) -> dict:
             if isinstance(model, PromptEmbedder):  # what P says, read through its closest tokens
                 for task in config.tasks:
                     console.print(f"P's prompt for {task}: {model.decode_prompt(TASKS[task].instruction)!r}")
-            results.score(name, model, E, instructions=cfg.method != "prompt-tuning", tasks=config.tasks)
+            results.score(name, model, E, instructions=cfg.method != "prompt-tuning", tasks=config.tasks,
+                          instruction_sizes=config.instruction_sizes)
             del model
 
     with stage(f"transfer P to {config.transfer_model} (a new W only) against LoRA and prompt tuning from scratch"):
@@ -207,7 +216,8 @@ def run_demo(config: DemoConfig, console: Console) -> dict:
         with stage(f"score {config.reference_model} (already a trained embedder) on the same subsets, for scale"):
             model = load_embedder(config.reference_model, device=config.device, max_length=config.max_length)
             name = f"{config.reference_model}, bare"
-            results.score(name, model, config.reference_model, instructions=False, tasks=config.tasks)
+            results.score(name, model, config.reference_model, instructions=False, tasks=config.tasks,
+                          instruction_sizes=config.instruction_sizes)
             results.costs[name] = {"trainable": 0}
             del model
 
@@ -241,8 +251,8 @@ def write_report(path: Path, config: DemoConfig, results: Results, transfer: dic
     """The transfer's speed-up against the paper's, then the JSON report (settings, scores, costs, transfer)."""
     results.console.print(f"transfer to the common dev target: {transfer['speedup_vs_lora']['words']} "
                           "(paper: 3.8x LoRA's speed)")
-    report = {"config": asdict(config), "scores": results.scores, "backbones": results.backbones,
-              "costs": results.costs, "transfer": transfer}
+    report = {"config": asdict(config), "scores": results.scores, "instruction_scores": results.instructed,
+              "backbones": results.backbones, "costs": results.costs, "transfer": transfer}
     path.write_text(json.dumps(report, indent=2) + "\n")
     results.console.print(f"written: {path} and {plots}")
     return report
@@ -306,34 +316,3 @@ def speedup(reached: dict[str, tuple[int, float] | None]) -> dict:
 def _costs(summary: dict) -> dict:
     return {"trainable": summary["trainable_parameters"], "step_s": summary["median_step_time_s"],
             "peak_mb": summary["peak_memory_mb"]}
-
-
-def type_scores(scores: dict[str, float]) -> dict[str, float]:
-    """The mean main score per task type (STS averages STS-B and SICK-R), in the registry's order."""
-    by_type: dict[str, list[float]] = {}
-    for task, value in scores.items():
-        by_type.setdefault(TASKS[task].type, []).append(value)
-    return {kind: sum(values) / len(values) for kind, values in by_type.items()}
-
-
-def results_table(results: Results, config: DemoConfig, tasks: tuple[str, ...]) -> Table:
-    """Score per task type, the mean over tasks, % of LoRA on the same backbone and tasks, and the costs."""
-    types = list(dict.fromkeys(TASKS[t].type for t in tasks))
-    table = Table(title="PromptEmbedder demo: main score x100 on seeded subsets (experiments/regime/LOG.md)")
-    for column in ("model", "backbone", *(SHORT.get(t, t) for t in types), "mean", "% of LoRA", "trainable", "s/step",
-                   "peak MB"):
-        table.add_column(column, justify="left" if column in ("model", "backbone") else "right")
-    lora_of = {config.embedding_model: "LoRA r=8 on E", config.transfer_model: LORA_FROM_SCRATCH}
-    for name, task_scores in results.scores.items():
-        by_type, mean = type_scores(task_scores), sum(task_scores.values()) / len(task_scores)
-        lora = results.scores.get(lora_of.get(results.backbones[name], ""))
-        share = "-"
-        if lora:
-            shared = [t for t in task_scores if t in lora]
-            share = f"{100 * sum(task_scores[t] for t in shared) / sum(lora[t] for t in shared):.1f}"
-        cost = results.costs.get(name, {})
-        table.add_row(name, results.backbones[name], *(f"{by_type[k]:.2f}" if k in by_type else "-" for k in types),
-                      f"{mean:.2f}", share, f"{cost.get('trainable', 0):,}",
-                      f"{cost['step_s']:.2f}" if "step_s" in cost else "-",
-                      f"{cost['peak_mb']:.0f}" if "peak_mb" in cost else "-")
-    return table

@@ -16,6 +16,15 @@ that subset:
 
 Every text is cut at the model's max_length (48 tokens in the regime runs), SciFact's documents included
 (title and the abstract's first sentence or two).
+
+The two instruction evaluations get seeded subsets too (`instruction_subsets`, sized by `InstructionSizes`, each
+caller its own: experiments/instructions/run.py 100 premises and 40 test texts per licl task, the demo fewer):
+
+- nli-follow: `nli_items` e-SNLI test premises (`random.Random(SEED)`), under the registered wordings
+  (`nli_wordings`, all by default: training, held-out);
+- unseen-tasks: the catalogue's ten held-out licl tasks (`licl_test` test texts each, `unseen_tasks.sample`'s seed)
+  and 20 Newsgroups (`newsgroups_pool_per_label` training subjects per group, `newsgroups_test` test subjects),
+  probed with `n_experiments` draws of `samples_per_label` texts per label.
 """
 
 from __future__ import annotations
@@ -23,10 +32,12 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 from ..data.datasets import load_sick, load_sts
+from ..data.instructions import unseen_tasks
 from ..data.task_sets import (
     LabelledTexts,
     RetrievalData,
@@ -36,8 +47,10 @@ from ..data.task_sets import (
     load_twentynewsgroups,
 )
 from ..evaluation.classification import ClassificationData
+from ..evaluation.nli_follow import InstructionFollowingData, evaluate_instruction_following
 from ..evaluation.runner import SCORERS
 from ..evaluation.tasks import get_task
+from ..evaluation.unseen_tasks import InstructedTask, evaluate_unseen_tasks, licl_instructed, newsgroups_instructed
 from ..models.embedder import Embedder
 
 SEED = 0
@@ -121,3 +134,72 @@ def describe() -> dict[str, int]:
             "mrpc_pairs": len(data["mrpc"]), "mrpc_positive": sum(p.label for p in data["mrpc"]),
             "twentynewsgroups_texts": len(data["twentynewsgroups"].texts),
             "twentynewsgroups_groups": len(set(data["twentynewsgroups"].labels))}
+
+
+@dataclass(frozen=True)
+class InstructionSizes:
+    """How much of nli-follow and unseen-tasks a caller scores (see the module doc); `nli_wordings` None = all."""
+
+    nli_items: int
+    licl_test: int
+    newsgroups_pool_per_label: int
+    newsgroups_test: int
+    n_experiments: int
+    samples_per_label: int
+    nli_wordings: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("nli_items", "licl_test", "newsgroups_pool_per_label", "newsgroups_test", "n_experiments",
+                     "samples_per_label"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"InstructionSizes.{name} must be a positive integer, got {value!r}")
+        if self.nli_wordings is not None:  # a list read back from JSON is the same selection
+            object.__setattr__(self, "nli_wordings", tuple(self.nli_wordings))
+            if not self.nli_wordings:
+                raise ValueError("InstructionSizes.nli_wordings must name at least one wording (or be None: all)")
+
+
+@dataclass(frozen=True)
+class InstructionSubsets:
+    """nli-follow's sampled premises under the chosen wordings, and the unseen tasks in the catalogue's order."""
+
+    nli: InstructionFollowingData
+    unseen: list[InstructedTask]
+
+
+@cache
+def instruction_subsets(sizes: InstructionSizes) -> InstructionSubsets:
+    """The seeded subsets (loaded once per process and sizes)."""
+    nli = get_task("nli-follow").load("test")
+    if sizes.nli_items > len(nli.items):
+        raise ValueError(f"InstructionSizes.nli_items={sizes.nli_items}: nli-follow has {len(nli.items)} premises")
+    unknown = sorted(set(sizes.nli_wordings or ()) - set(nli.wordings))
+    if unknown:
+        raise ValueError(f"InstructionSizes.nli_wordings: unknown {unknown} (nli-follow has {list(nli.wordings)})")
+    wordings = {name: pair for name, pair in nli.wordings.items()
+                if sizes.nli_wordings is None or name in sizes.nli_wordings}
+    items = random.Random(SEED).sample(nli.items, sizes.nli_items)
+    unseen = [newsgroups_instructed(sizes.newsgroups_pool_per_label, sizes.newsgroups_test)
+              if task == "twentynewsgroups" else licl_instructed(task, test=sizes.licl_test)
+              for task in unseen_tasks()]
+    return InstructionSubsets(InstructionFollowingData(items, wordings), unseen)
+
+
+def score_instruction_suite(model: Embedder, sizes: InstructionSizes, batch_size: int = 32,
+                            log: Callable[[str], None] = print) -> dict[str, Any]:
+    """nli-follow (paired accuracy, each direction, per wording) and unseen-tasks (mean and per task), each under
+    its own instructions as `evaluate` gives them: a model that cannot read them gets 50 on nli-follow."""
+    data, scores, seconds = instruction_subsets(sizes), {}, {}
+    start = time.perf_counter()
+    scores["nli_follow"] = nli = evaluate_instruction_following(model, data.nli, batch_size=batch_size)
+    seconds["nli_follow"] = round(time.perf_counter() - start, 1)
+    log(f"  nli-follow: {nli['paired_accuracy']:.2f} (entailment {nli['entailment']:.2f}, contradiction "
+        f"{nli['contradiction']:.2f}; {seconds['nli_follow']:.0f} s)")
+    start = time.perf_counter()
+    scores["unseen_tasks"] = unseen = evaluate_unseen_tasks(model, data.unseen, batch_size=batch_size,
+                                                            n_experiments=sizes.n_experiments,
+                                                            samples_per_label=sizes.samples_per_label)
+    seconds["unseen_tasks"] = round(time.perf_counter() - start, 1)
+    log(f"  unseen tasks: {unseen['main_score']:.2f} ({seconds['unseen_tasks']:.0f} s)")
+    return {**scores, "eval_s_per_task": seconds, "eval_s": sum(seconds.values())}

@@ -12,7 +12,8 @@ from .app import USER_ERRORS, Opt, app, bench_app, console, fail
 
 @app.command()
 def demo(
-    quick: Annotated[bool, Opt("--quick", help="a smaller budget: 8 steps, two tasks (about 10 minutes)")] = False,
+    quick: Annotated[bool, Opt("--quick", help="a smaller budget: 8 steps, two tasks, smaller instruction tests "
+                                                 "(about 15 minutes)")] = False,
     output_dir: Annotated[Path, Opt()] = Path("runs/demo"),
     prompting_model: Annotated[str | None, Opt(help="P [default: smollm2-135m]")] = None,
     embedding_model: Annotated[str | None, Opt(help="the frozen E [default: gemma3-270m]")] = None,
