@@ -313,15 +313,15 @@ def test_demo_table_shares_are_against_lora_on_the_same_backbone_and_tasks() -> 
 @needs_data
 def test_bench_converge_reports_steps_to_target(trained, tiny_model_dir, tmp_path, monkeypatch):
     """Each run is scored at step 0 and stops at the target: one that every start meets takes 0 steps and 0 s."""
-    import promptembedder.training.callbacks as callbacks_mod
+    import promptembedder.training.dev_evaluation as dev_evaluation_mod
     import promptembedder.training.trainer as trainer_mod
     from promptembedder.data.files import load_examples
 
     data = write_pairs(tmp_path / "pairs.jsonl", PAIRS)
     monkeypatch.setattr(trainer_mod, "load_training_data", lambda specs, skip_invalid=False, **kwargs:
                         load_examples(data))
-    real_load_sts = callbacks_mod.load_sts
-    monkeypatch.setattr(callbacks_mod, "load_sts", lambda split: real_load_sts(split)[:40])
+    real_load_sts = dev_evaluation_mod.load_sts
+    monkeypatch.setattr(dev_evaluation_mod, "load_sts", lambda split: real_load_sts(split)[:40])
     report = bench_converge(target_score=-100.0, embedding_model=str(tiny_model_dir("bert")),
                             prompting_model=str(tiny_model_dir("llama")), transfer_from=str(trained / "final"),
                             transfer_model=str(tiny_model_dir("llama")), max_steps=3, eval_steps=1, batch_size=8,

@@ -139,6 +139,7 @@ def done(results: Path) -> set[str]:
 
 
 def run(args: argparse.Namespace) -> None:
+    BUDGET["max_steps"] = args.max_steps
     for name in args.rows:
         parse(name)
     torch.manual_seed(0)
@@ -213,7 +214,10 @@ def plot(args: argparse.Namespace) -> None:
     ax.text(-0.4, 51, "50: ignores the instruction (nli-follow)", fontsize=8, color="grey")
     ax.set_xticks(np.arange(len(metrics)) + 0.4 - width / 2, [label for _, label in metrics])
     ax.set_ylabel("score x100")
-    budget = f"{BUDGET['max_steps']} steps x batch {BUDGET['batch_size']}, one seed, quick subsets"
+    steps = sorted({r["budget"]["max_steps"] for r in rows if "budget" in r})
+    seeds = sorted({r["budget"].get("seed", 42) for r in rows if "budget" in r})
+    budget = (f"{'/'.join(map(str, steps))} steps x batch {BUDGET['batch_size']}, seed{'s' * (len(seeds) > 1)} "
+              f"{', '.join(map(str, seeds))}, quick subsets")
     ax.set_title(f"Instruction-aware or static? Gemma 3 270M as E, multitask + its NLI at half\n({budget})")
     ax.legend(fontsize=8, ncol=3)
     fig.tight_layout()
@@ -227,6 +231,7 @@ def main() -> None:
     p = sub.add_parser("run")
     p.add_argument("--results", type=Path, required=True)
     p.add_argument("--runs-dir", type=Path, default=Path("runs/instructions"))
+    p.add_argument("--max-steps", type=int, default=BUDGET["max_steps"], help="steps of batch 16 per trained row")
     p.add_argument("rows", nargs="+")
     p.set_defaults(func=run)
     p = sub.add_parser("table")
