@@ -14,7 +14,7 @@ from rich.console import Console
 from test_evaluation import HashingEmbedder
 
 from promptembedder.bench import subsets
-from promptembedder.bench.demo import DEMO_INSTRUCTION_SIZES, QUICK_INSTRUCTION_SIZES, DemoConfig
+from promptembedder.bench.demo_config import DEMO_INSTRUCTION_SIZES, QUICK_INSTRUCTION_SIZES, DemoConfig
 from promptembedder.bench.demo_table import LORA_FROM_SCRATCH, LORA_ON_E, Results, instruction_summary, results_table
 from promptembedder.bench.subsets import InstructionSizes, instruction_subsets, score_instruction_suite
 from promptembedder.data.datasets import DATA_ENV_VAR

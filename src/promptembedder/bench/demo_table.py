@@ -9,7 +9,7 @@ reading is never quoted without it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -17,10 +17,8 @@ from rich.table import Table
 from ..data.instructions import unseen_tasks
 from ..evaluation import TASKS
 from ..models.embedder import Embedder
+from .demo_config import DemoConfig
 from .subsets import InstructionSizes, score_instruction_suite, score_suite
-
-if TYPE_CHECKING:
-    from .demo import DemoConfig
 
 SHORT = {"pair_classification": "pair", "classification": "classif."}
 LORA_ON_E = "LoRA r=8 on E"
