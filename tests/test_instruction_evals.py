@@ -3,6 +3,10 @@ instruction-ignoring model must get, and the registry entries."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -21,6 +25,20 @@ from promptembedder.evaluation.unseen_tasks import InstructedTask, evaluate_unse
 from promptembedder.evaluation.unseen_wording import evaluate_unseen_wording
 from promptembedder.models.baselines import PromptTuningEmbedder
 from promptembedder.models.config import BaselineConfig
+
+
+def write_toy_licl(root: Path, train_text: Callable[[int, int], str], test: list[tuple[str, str]]) -> None:
+    """A two-label licl task, root/licl/toy: five training files of four rows (text `train_text(file, row)`, labels
+    alternating no/yes) and `test` as (text, label) rows."""
+    folder = root / "licl" / "toy"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({
+        "name": "toy", "task_type": "classification", "options": ["no", "yes"], "instruction": "Say yes or no.",
+        "instruction_2": "Answer no or yes.", "inference_prompt": "Text: {text}\nLabel:"}), encoding="utf-8")
+    for i in range(5):
+        (folder / f"train_{i}.jsonl").write_text("".join(
+            json.dumps({"text": train_text(i, j), "label": ["no", "yes"][j % 2]}) + "\n" for j in range(4)))
+    (folder / "test.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in test))
 
 ITEMS = [FollowItem("a man plays a guitar on stage", "a man plays guitar", "nobody plays any instrument"),
          FollowItem("two dogs run in a green park", "dogs are running outside", "the dogs sleep indoors"),
@@ -122,7 +140,6 @@ def test_registered_with_their_own_instructions() -> None:
 def test_readers_on_fixture_files(tmp_path, monkeypatch) -> None:
     """nli-follow: one item per premise with both labels (its first of each); licl: pool = the five draws, a seeded
     test subset, the task's own instruction."""
-    import json
 
     from promptembedder.data.datasets import DATA_ENV_VAR
     from promptembedder.evaluation.nli_follow import follow_items
@@ -133,15 +150,7 @@ def test_readers_on_fixture_files(tmp_path, monkeypatch) -> None:
         "idx,gold_label,Sentence1,Sentence2\n0,neutral,P one,n\n1,entailment,P one,e1\n2,contradiction,P one,c1\n"
         "3,entailment,P one,e2\n4,entailment,P two,e3\n5,contradiction,P three,c3\n6,contradiction,P three,c4\n"
         "7,entailment,P three,e4\n", encoding="utf-8")
-    folder = tmp_path / "licl" / "toy"
-    folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({
-        "name": "toy", "task_type": "classification", "options": ["no", "yes"], "instruction": "Say yes or no.",
-        "instruction_2": "Answer no or yes.", "inference_prompt": "Text: {text}\nLabel:"}), encoding="utf-8")
-    for i in range(5):
-        (folder / f"train_{i}.jsonl").write_text(
-            "".join(json.dumps({"text": f"t{i}{j}", "label": ["no", "yes"][j % 2]}) + "\n" for j in range(4)))
-    (folder / "test.jsonl").write_text("".join(json.dumps({"text": f"q{j}", "label": "yes"}) + "\n" for j in range(9)))
+    write_toy_licl(tmp_path, lambda i, j: f"t{i}{j}", [(f"q{j}", "yes") for j in range(9)])
     monkeypatch.setenv(DATA_ENV_VAR, str(tmp_path))
     assert follow_items() == [FollowItem("P one", "e1", "c1"), FollowItem("P three", "e4", "c3")]
     task = licl_instructed("licl/toy", test=5)

@@ -12,6 +12,7 @@ from dataclasses import asdict
 import pytest
 from rich.console import Console
 from test_evaluation import HashingEmbedder
+from test_instruction_evals import write_toy_licl
 
 from promptembedder.bench import subsets
 from promptembedder.bench.demo_config import DEMO_INSTRUCTION_SIZES, QUICK_INSTRUCTION_SIZES, DemoConfig
@@ -44,18 +45,8 @@ def data(tmp_path, monkeypatch):
                  f"{3 * i + 2},contradiction,{premise},cats sleep indoors"]
     (tmp_path / "esnli").mkdir()
     (tmp_path / "esnli" / "esnli_test.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    folder = tmp_path / "licl" / "toy"
-    folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({
-        "name": "toy", "task_type": "classification", "options": ["no", "yes"], "instruction": "Say yes or no.",
-        "instruction_2": "Answer no or yes.", "inference_prompt": "Text: {text}\nLabel:"}), encoding="utf-8")
-    for i in range(5):
-        (folder / f"train_{i}.jsonl").write_text("".join(
-            json.dumps({"text": f"{['cold rain', 'warm sun'][j % 2]} {i}{j}", "label": ["no", "yes"][j % 2]}) + "\n"
-            for j in range(4)))
-    (folder / "test.jsonl").write_text("".join(
-        json.dumps({"text": f"{['cold rain', 'warm sun'][j % 2]} t{j}", "label": ["no", "yes"][j % 2]}) + "\n"
-        for j in range(30)))
+    write_toy_licl(tmp_path, lambda i, j: f"{['cold rain', 'warm sun'][j % 2]} {i}{j}",
+                   [(f"{['cold rain', 'warm sun'][j % 2]} t{j}", ["no", "yes"][j % 2]) for j in range(30)])
     (tmp_path / "twentynewsgroups").mkdir()
     for split, n in (("train", 6), ("test", 5)):
         lines = ["label\tdoc_id\tsubject"] + [f"{g}\t{k}{j}\t{g.split('.')[1]} subject {j}"
