@@ -4,9 +4,9 @@ counterfactually augmented SNLI (CAD). Like every reader, a bad row raises `Data
 from __future__ import annotations
 
 import csv
-import json
+from pathlib import Path
 
-from .datasets import DataError, PathLike, _check_text, _root, _text_lines
+from .datasets import DataError, PathLike, _check_text, _root, _text_lines, json_rows
 from .task_sets import NLI_LABELS, LabelledPair, NLIPair, _check_split, _header_rows
 
 __all__ = ["load_cad_nli", "load_mnli", "load_quora", "load_scitail"]
@@ -23,35 +23,34 @@ def _tab_rows(path, width: int):
         yield number, fields
 
 
+def _binary_pairs(path: Path, names: tuple[str, str], labels: str) -> list[tuple[str, str, bool]]:
+    """Rows `first \\t second \\t 1|0` of `path`, each text checked (named `names`), True where the label is 1;
+    `labels` says what 1 and 0 mean in the error for any other label. An empty file is an error."""
+    rows = []
+    for number, (first, second, label) in _tab_rows(path, 3):
+        if label not in ("0", "1"):
+            raise DataError(path, number, f"label must be {labels}, got {label!r}")
+        rows.append((_check_text(path, number, names[0], first), _check_text(path, number, names[1], second),
+                     label == "1"))
+    if not rows:
+        raise DataError(path, None, "no rows")
+    return rows
+
+
 def load_quora(split: str = "dev", root: PathLike | None = None) -> list[LabelledPair]:
     """Quora question pairs (dev 10,000, test 10,000; half duplicates): `question1 \\t question2 \\t 0|1`."""
     _check_split(split, ("dev", "test"), "quora")
-    path = _root(root) / "quora" / f"{split}.tsv"
-    pairs = []
-    for number, (first, second, label) in _tab_rows(path, 3):
-        if label not in ("0", "1"):
-            raise DataError(path, number, f"label must be 0 or 1, got {label!r}")
-        pairs.append(LabelledPair(_check_text(path, number, "question1", first),
-                                  _check_text(path, number, "question2", second), int(label)))
-    if not pairs:
-        raise DataError(path, None, "no rows")
-    return pairs
+    rows = _binary_pairs(_root(root) / "quora" / f"{split}.tsv", ("question1", "question2"), "0 or 1")
+    return [LabelledPair(first, second, int(duplicate)) for first, second, duplicate in rows]
 
 
 def load_scitail(split: str = "dev", root: PathLike | None = None) -> list[NLIPair]:
     """SciTail (dev 1,304, test 2,126): `premise \\t hypothesis \\t 1|0`, read as entailment / neutral."""
     _check_split(split, ("dev", "test"), "scitail")
-    path = _root(root) / "scitail" / f"{split}.tsv"
-    pairs = []
-    for number, (premise, hypothesis, label) in _tab_rows(path, 3):
-        if label not in ("0", "1"):
-            raise DataError(path, number, f"label must be 1 (entails) or 0 (neutral), got {label!r}")
-        pairs.append(NLIPair(_check_text(path, number, "premise", premise),
-                             _check_text(path, number, "hypothesis", hypothesis),
-                             "entailment" if label == "1" else "neutral"))
-    if not pairs:
-        raise DataError(path, None, "no rows")
-    return pairs
+    rows = _binary_pairs(_root(root) / "scitail" / f"{split}.tsv", ("premise", "hypothesis"),
+                         "1 (entails) or 0 (neutral)")
+    return [NLIPair(premise, hypothesis, "entailment" if entails else "neutral")
+            for premise, hypothesis, entails in rows]
 
 
 def load_mnli(split: str = "dev_matched", root: PathLike | None = None) -> list[NLIPair]:
@@ -59,18 +58,11 @@ def load_mnli(split: str = "dev_matched", root: PathLike | None = None) -> list[
     _check_split(split, ("dev_matched",), "mnli")
     path = _root(root) / "mnli" / f"{split}.jsonl"
     pairs = []
-    for number, text in _text_lines(path):
-        if not text.strip():
-            continue
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(path, number, f"malformed JSON: {exc.msg} (column {exc.colno})") from None
-        if not isinstance(row, dict) or row.get("label") not in NLI_LABELS:
-            label = row.get("label") if isinstance(row, dict) else row
-            raise DataError(path, number, f"label must be one of {sorted(NLI_LABELS)}, got {label!r}")
-        pairs.append(NLIPair(_check_text(path, number, "premise", row.get("premise")),
-                             _check_text(path, number, "hypothesis", row.get("hypothesis")), row["label"]))
+    for number, row in json_rows(path, ("premise", "hypothesis", "label")):
+        if row["label"] not in NLI_LABELS:
+            raise DataError(path, number, f"label must be one of {sorted(NLI_LABELS)}, got {row['label']!r}")
+        pairs.append(NLIPair(_check_text(path, number, "premise", row["premise"]),
+                             _check_text(path, number, "hypothesis", row["hypothesis"]), row["label"]))
     if not pairs:
         raise DataError(path, None, "no rows")
     return pairs

@@ -85,6 +85,15 @@ class BackboneEmbedder(TrainableEmbedder):
         return model.eval()
 
 
+def save_prompts(model: TrainableEmbedder, directory: str | Path, tensors: dict[str, torch.Tensor]) -> None:
+    """A soft-prompt baseline's folder: its config, `tensors` in PROMPT_FILE, and the manifest."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.config.save(directory)
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, directory / PROMPT_FILE)
+    write_manifest(directory, asdict(model.config), _references(model))
+
+
 class PromptTuningEmbedder(TrainableEmbedder):
     """A static soft prompt of K learned vectors in E's input-embedding space (Lester et al.), E frozen."""
 
@@ -126,12 +135,8 @@ class PromptTuningEmbedder(TrainableEmbedder):
         return self.config.prompt_on == "both"
 
     def save_pretrained(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.config.save(directory)
-        tensors = {"prompt": self.prompt, **({"offsets": self.offsets} if self.offsets is not None else {})}
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, directory / PROMPT_FILE)
-        write_manifest(directory, asdict(self.config), _references(self))
+        save_prompts(self, directory, {"prompt": self.prompt,
+                                       **({"offsets": self.offsets} if self.offsets is not None else {})})
 
     @classmethod
     def load(cls, directory: Path, config: BaselineConfig, device=None) -> PromptTuningEmbedder:

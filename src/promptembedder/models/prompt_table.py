@@ -9,17 +9,15 @@ embeds poorly). No instruction at all takes the table's mean prompt.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from ..hub.compatibility import check_context
-from ..hub.serialization import read_safetensors, write_manifest
+from ..hub.serialization import read_safetensors
 from .backbone import EmbeddingBackbone, is_decoder
-from .baselines import PROMPT_FILE, PROMPTEOL_TEMPLATE, _references
+from .baselines import PROMPT_FILE, PROMPTEOL_TEMPLATE, save_prompts
 from .building import default_device, frozen_dtype
 from .config import BASELINE_CONFIG, BaselineConfig
 from .trainable import TrainableEmbedder
@@ -105,12 +103,7 @@ class PromptTableEmbedder(TrainableEmbedder):
         return self.config.prompt_on == "both"
 
     def save_pretrained(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.config.save(directory)
-        prompts = torch.stack([p.detach() for p in self.prompts]).contiguous().cpu()
-        save_file({"prompts": prompts}, directory / PROMPT_FILE)
-        write_manifest(directory, asdict(self.config), _references(self))
+        save_prompts(self, directory, {"prompts": torch.stack([p.detach() for p in self.prompts])})
 
     @classmethod
     def load(cls, directory: Path, config: BaselineConfig, device=None) -> PromptTableEmbedder:
