@@ -116,7 +116,46 @@ def test_fsdp_without_torchrun_warns(models, tmp_path):
         Trainer(config(models, tmp_path / "run", fsdp="full_shard"), examples=EXAMPLES).folder.close()
 
 
+def test_encode_to_stdout_writes_the_npy_bytes_alone(saved, tmp_path):
+    """`-o -` is a pipe, not a file named '-.npy': stdout holds the array and nothing else."""
+    import io
+
+    import numpy as np
+
+    texts = tmp_path / "t.txt"
+    texts.write_text("fine\nalso fine\n")
+    result = runner.invoke(app, ["encode", str(saved / "final"), "-i", str(texts), "-o", "-"])
+    assert result.exit_code == 0, result.output
+    vectors = np.load(io.BytesIO(result.stdout_bytes))
+    reference = PromptEmbedder.from_pretrained(saved / "final", device="cpu").encode(["fine", "also fine"])
+    assert vectors.shape == reference.shape and np.allclose(vectors, reference, atol=1e-5)
+    assert "written to stdout" in result.stderr and not (tmp_path / "-.npy").exists()
+
+
 # --- 13. a saved model's manifest -----------------------------------------------------------------------------------
+def test_a_damaged_manifest_is_refused_and_forced_past(saved, tmp_path):
+    """A folder or binary junk where manifest.json should be is damage (not an old save without one): refused by
+    name, and --force / strict=False loads past it with a warning, as its message says."""
+    model = tmp_path / "model"
+    shutil.copytree(saved / "final", model)
+    for damage in ("folder", "binary"):
+        (model / MANIFEST_FILE).unlink(missing_ok=True)
+        if damage == "folder":
+            (model / MANIFEST_FILE).mkdir()
+        else:
+            (model / MANIFEST_FILE).write_bytes(b"\xff\xfe\x00junk")
+        with pytest.raises(CorruptFileError, match=f"{MANIFEST_FILE} is corrupt or incomplete.*strict=False"):
+            PromptEmbedder.from_pretrained(model, device="cpu")
+        with pytest.warns(ManifestWarning, match="checks are skipped"):
+            PromptEmbedder.from_pretrained(model, device="cpu", strict=False)
+        if damage == "folder":
+            (model / MANIFEST_FILE).rmdir()
+    texts = tmp_path / "t.txt"
+    texts.write_text("hello\n")
+    result = runner.invoke(app, ["encode", str(model), "-i", str(texts), "-o", str(tmp_path / "e.npy")])
+    assert result.exit_code == 2 and "is corrupt or incomplete" in text(result)
+
+
 def test_manifest_refuses_an_edited_config_or_another_backbone(saved, models, tiny_model_dir, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(saved / "final", model)

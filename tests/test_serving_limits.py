@@ -3,6 +3,7 @@ large requests taking turns, disconnects, errors inside encode, and SIGTERM's gr
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import signal
@@ -45,7 +46,8 @@ def tiny_backend(tiny_model_dir):
 
 @pytest.mark.parametrize("option", [("--max-batch-size", "0"), ("--port", "99999"), ("--max-items", "-1"),
                                     ("--max-queue", "0"), ("--max-wait-ms", "nan"), ("--grace-period", "-1"),
-                                    ("--max-text-chars", "0"), ("--prompt-cache-size", "-1"), ("--max-body-mb", "0")])
+                                    ("--max-text-chars", "0"), ("--prompt-cache-size", "-1"), ("--max-body-mb", "0"),
+                                    ("--body-timeout", "0")])
 def test_serve_options_checked_before_loading(tmp_path, option):
     """A bad value is named at once; the model (here a folder that does not exist) is never reached."""
     result = CliRunner().invoke(cli, ["serve", str(tmp_path / "not-loaded"), *option])
@@ -68,6 +70,24 @@ def test_text_length_capped_before_tokenising():
         status, body = request(server.port, "POST", POST, {"input": ["short", "x" * 11]})
         assert status == 400 and body["error"]["param"] == "input" and "input[1]" in body["error"]["message"]
         assert request(server.port, "POST", POST, {"input": "x" * 10})[0] == 200
+
+
+def test_a_body_that_never_arrives_is_408_and_frees_the_connection():
+    """A client that declares 100 bytes and sends 10 gets 408 after --body-timeout, not a connection held forever;
+    other clients are served meanwhile."""
+    settings = ServerSettings("m", limits=Limits(body_timeout=1))
+    with ThreadServer(create_app(SleepyBackend(0), settings)) as server:
+        slow = socket.create_connection((HOST, server.port), timeout=10)
+        slow.sendall(f"POST {POST} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     "Content-Length: 100\r\n\r\n".encode() + b'{"input": ')
+        assert request(server.port, "POST", POST, {"input": "x"})[0] == 200
+        start = time.monotonic()
+        response = http.client.HTTPResponse(slow)
+        response.begin()
+        status, answer = response.status, response.read().decode()
+        slow.close()
+        assert status == 408 and "request_timeout" in answer and "--body-timeout" in answer
+        assert time.monotonic() - start < 5
 
 
 @pytest.mark.parametrize("value", ["3", True, 3.0])
@@ -223,6 +243,7 @@ def test_serve_defaults_are_the_library_defaults():
     settings, limits = ServerSettings("m"), Limits()
     assert (defaults["max_batch_size"], defaults["max_wait_ms"], defaults["max_queue"], defaults["grace_period"]) == (
         settings.max_batch_size, settings.max_wait_ms, settings.max_queue, settings.grace_period_s)
-    assert (defaults["max_items"], defaults["max_text_chars"], defaults["max_body_mb"] * 1024 * 1024) == (
-        limits.max_items, limits.max_text_chars, limits.max_body_bytes)
+    assert (defaults["max_items"], defaults["max_text_chars"], defaults["max_body_mb"] * 1024 * 1024,
+            defaults["body_timeout"]) == (limits.max_items, limits.max_text_chars, limits.max_body_bytes,
+                                          limits.body_timeout)
     assert defaults["prompt_cache_size"] == DEFAULT_PROMPT_CACHE_SIZE

@@ -51,6 +51,8 @@ def serve(
     max_items: Annotated[int, Opt(help="texts per request at most; beyond, 400")] = 2048,
     max_text_chars: Annotated[int, Opt(help="characters per text at most; beyond, 400")] = 32768,
     max_body_mb: Annotated[float, Opt(help="request body size limit; beyond, 413")] = 8.0,
+    body_timeout: Annotated[float, Opt(help="seconds a client has to send its whole request body; beyond, 408")]
+    = 30.0,
     prompt_cache_size: Annotated[int, Opt(help="soft prompts kept (least recently used dropped first)")] = 256,
     grace_period: Annotated[float, Opt(help="seconds in-flight requests get after SIGTERM/Ctrl-C; then 503")]
     = 30.0,
@@ -77,7 +79,7 @@ def serve(
         if not (math.isfinite(max_body_mb) and max_body_mb * 1024 * 1024 >= 1):
             raise ValueError(f"--max-body-mb must be a positive number, got {max_body_mb}")
         limits = Limits(max_items=max_items, max_body_bytes=int(max_body_mb * 1024 * 1024),
-                        max_text_chars=max_text_chars)
+                        max_text_chars=max_text_chars, body_timeout=body_timeout)
         settings = ServerSettings(model_name or Path(model).name, max_batch_size, max_wait_ms, max_queue, limits,
                                   grace_period, api_key)
         check_port(port)

@@ -72,7 +72,8 @@ def encode(
     model: Annotated[str, typer.Argument(help="saved model folder or HF backbone")],
     input: Annotated[Path, Opt("--input", "-i", help="text file, one text per line ('-' for stdin); with "
                                                      "--output-dir also .jsonl / .csv / .tsv / .parquet")],
-    output: Annotated[Path | None, Opt("--output", "-o", help=".npy file for the (n, d) embeddings")] = None,
+    output: Annotated[Path | None, Opt("--output", "-o", help=".npy file for the (n, d) embeddings ('-': its bytes "
+                                                              "to stdout, for a pipe)")] = None,
     output_dir: Annotated[Path | None, Opt(help="a corpus: streamed, parquet shards (id, embedding) + manifest "
                                                 "here; a rerun resumes; under torchrun each rank takes its share")]
     = None,
@@ -88,8 +89,11 @@ def encode(
     device: Annotated[str | None, Opt()] = None,
     force: Annotated[bool, Opt("--force", help="load a saved model whose manifest does not match (warns)")] = False,
 ) -> None:
-    """Embed a file of texts (one per line) into a .npy matrix (numpy's naming: `-o x` writes x.npy), or a corpus
-    into a folder of shards (--output-dir)."""
+    """Embed a file of texts (one per line) into a .npy matrix (numpy's naming: `-o x` writes x.npy; `-o -` writes
+    the .npy bytes to stdout, as `np.load(sys.stdin.buffer)` reads them), or a corpus into a folder of shards
+    (--output-dir)."""
+    import sys
+
     import numpy as np
 
     from ..auto import load_embedder
@@ -100,10 +104,12 @@ def encode(
         _encode_corpus(model, input, output_dir, instruction, prompt_type, batch_size, text_column, id_column,
                        shard_size, dtype, overwrite, device, force)
         return
-    target = npy_path(output)
+    to_stdout = str(output) == "-"
+    target = output if to_stdout else npy_path(output)
     try:  # the input and the output path first: a mistake there must not cost the whole encoding
         texts = read_texts(input)
-        check_output_file(target, "--output")
+        if not to_stdout:
+            check_output_file(target, "--output")
     except ValueError as err:
         fail(str(err))
     try:
@@ -115,6 +121,11 @@ def encode(
                                   show_progress_bar=True)
     except (*USER_ERRORS, TypeError) as err:
         fail(f"model {model}: {err}")
+    if to_stdout:  # stdout carries the array alone; the summary goes to stderr
+        np.save(sys.stdout.buffer, vectors)
+        sys.stdout.buffer.flush()
+        typer.echo(f"{vectors.shape[0]} embeddings of dim {vectors.shape[1]} written to stdout (.npy)", err=True)
+        return
     try:
         with atomic_output(target, "--output") as tmp:
             np.save(tmp, vectors)

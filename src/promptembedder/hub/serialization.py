@@ -138,15 +138,19 @@ def verify_manifest(directory: Path, config_file: str, references: dict[str, obj
     `strict=False`. The config is hashed as the file has it: a config field added since the save is absent there,
     so older saves keep matching (hashing the loaded dataclass would add the new field's default)."""
     path = directory / MANIFEST_FILE
-    if not path.is_file():
+    if not path.exists():
         warnings.warn(f"{directory} has no {MANIFEST_FILE} (saved before format version {FORMAT_VERSION}): its "
                       "config and referenced models cannot be checked", ManifestWarning, stacklevel=3)
         return
-    try:
+    try:  # a folder in its place fails here too (IsADirectoryError): damage, not an old save
         saved = json.loads(path.read_text())
         version = saved["format_version"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise _corrupt(path, err, "save the model again, or load it with strict=False / --force") from err
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        error = _corrupt(path, err, "save the model again, or load it anyway with strict=False (CLI: --force)")
+        if strict:
+            raise error from err
+        warnings.warn(f"{error}; its checks are skipped (forced)", ManifestWarning, stacklevel=3)
+        return
     problems = []
     if not isinstance(version, int) or version > FORMAT_VERSION:
         problems.append(f"format version {version!r} is newer than this promptembedder's ({FORMAT_VERSION}): "

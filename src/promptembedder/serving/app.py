@@ -88,17 +88,24 @@ class _RequireKey:
         await self.app(scope, receive, send)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it passes `limit` bytes (declared or streamed)."""
+async def _read_body(request: Request, limits: Limits) -> bytes:
+    """The body, refused with 413 as soon as it passes the size limit (declared or streamed), and with 408 when it
+    has not all arrived within `limits.body_timeout` seconds."""
+    limit = limits.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise APIError(413, f"request body is {declared} bytes; the limit is {limit}", code="request_too_large")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise APIError(413, f"request body is over the limit of {limit} bytes", code="request_too_large")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(limits.body_timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise APIError(413, f"request body is over the limit of {limit} bytes", code="request_too_large")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise APIError(408, f"request body not received within {limits.body_timeout:g} s ({size} bytes came): send "
+                       "it whole, or raise the server's --body-timeout", code="request_timeout") from None
     return b"".join(chunks)
 
 
@@ -173,7 +180,7 @@ def create_app(backend, settings: ServerSettings) -> FastAPI:
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> JSONResponse:
         try:
-            body = await _read_body(request, settings.limits.max_body_bytes)
+            body = await _read_body(request, settings.limits)
         except ClientDisconnect:
             return _gone(request, "while sending its request")
         parsed, texts = parse_request(body, settings.limits)

@@ -58,10 +58,14 @@ class Limits:
     #: Checked before tokenising: tokenising costs ~2 us a character whatever E's max_length truncates to, so one
     #: huge text would hold the only encoding thread. 32768 is about 8k tokens (OpenAI's limit per input).
     max_text_chars: int = 32768
+    #: Seconds a client has to send its whole body: a client that trickles it (or stops) would otherwise hold a
+    #: connection and its buffer for as long as it likes; uvicorn bounds only the idle keep-alive.
+    body_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         check_positive(max_items=self.max_items, max_body_bytes=self.max_body_bytes,
-                       max_instruction_chars=self.max_instruction_chars, max_text_chars=self.max_text_chars)
+                       max_instruction_chars=self.max_instruction_chars, max_text_chars=self.max_text_chars,
+                       body_timeout=self.body_timeout)
 
 
 def check_positive(**values: float) -> None:
