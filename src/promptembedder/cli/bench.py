@@ -99,7 +99,7 @@ def bench_sweep(
                            steps=steps, lora_rank=lora_rank, output_dir=output_dir, device=device, profile=profile)
     except ValueError as err:
         fail(str(err))
-    from ..bench.sweep import sweep_markdown
+    from ..bench.sweep_report import sweep_markdown
 
     console.print(f"written: {output_dir / 'sweep.json'}, {output_dir / 'sweep.md'}")
     print(sweep_markdown(report))
