@@ -7,7 +7,8 @@ Rows (E = Gemma 3 270M, frozen unless LoRA; P = SmolLM2-135M):
   lora   LoRA r=8 on E with the instruction as E5-style text, lr 2e-4
   bare   bare E (last token) with the instruction as E5-style text, no training
   prompteol  bare E in PromptEOL's template with the instruction as text, no training
-Levers appended with "+": seed7, seed1234 (other seeds), div1 (the prompt-diversity term at weight 1).
+Levers appended with "+": seed7, seed1234 (other seeds), div1 (the prompt-diversity term at weight 1), lr3e-2 (the
+learning rate 10x prompt tuning's: a table row is in few batches, ~2 of 300 on average).
 
 Every trained row gets `BUDGET`; every row is scored on the same seeded subsets (`EVAL`): nli-follow (e-SNLI test
 premises, training and held-out wordings) and unseen tasks (the catalogue's ten held-out licl tasks + 20NG), both
@@ -17,6 +18,7 @@ per row goes to --results; a row already there is skipped.
 
     OMP_NUM_THREADS=1 python experiments/instructions/run.py run --results R.jsonl --runs-dir runs pe pt
     python experiments/instructions/run.py table --results R.jsonl
+    python experiments/instructions/run.py seeds --results R.jsonl      # mean over seeds, pe vs pt/table by seed
     python experiments/instructions/run.py plot --results R.jsonl --out experiments/instructions/results.png
 """
 
@@ -59,7 +61,8 @@ ROWS: dict[str, tuple[str | None, dict]] = {
     "bare": (None, {"pooling": "last"}),
     "prompteol": (None, {"pooling": "last", "template": PROMPTEOL_TEMPLATE}),
 }
-LEVERS = {"seed7": {"seed": 7}, "seed1234": {"seed": 1234}, "div1": {"prompt_diversity": 1.0}}
+LEVERS = {"seed7": {"seed": 7}, "seed1234": {"seed": 1234}, "div1": {"prompt_diversity": 1.0},
+          "lr3e-2": {"learning_rate": 3e-2}}
 #: Rows whose model cannot read an instruction: the wording test is 0 by construction and is not encoded twice.
 STATIC = ("pt",)
 
@@ -196,6 +199,49 @@ def table(args: argparse.Namespace) -> None:
               f"{r['eval_total_s']:.0f} | {'-' if cosine is None else f'{cosine:.3f}'} |")
 
 
+def seed_of(record: dict) -> int:
+    return record.get("budget", {}).get("seed", BUDGET["seed"])
+
+
+def group_of(record: dict) -> str:
+    """The row without its seed lever: `pe+seed7+div1` and `pe+div1` are one group."""
+    return "+".join(p for p in record["name"].split("+") if not p.startswith("seed"))
+
+
+def seeds(args: argparse.Namespace) -> None:
+    """Each trained row's mean and range over its seeds, then PromptEmbedder against each static row on the unseen
+    tasks, paired by seed (the same seed draws the same batches) and by task."""
+    groups: dict[str, dict[int, dict]] = {}
+    for r in rows_of(args.results):
+        groups.setdefault(group_of(r), {})[seed_of(r)] = r
+    print("| row | seeds | nli-follow | unseen tasks (11) | wording drop | six-task mean |")
+    print("|---|---|---|---|---|---|")
+    for name, by_seed in groups.items():
+        values = [summary(r) for r in by_seed.values()]
+        cells = []
+        for key in ("nli", "unseen", "drop", "six"):
+            x = [v[key] for v in values]
+            cells.append(f"{np.mean(x):.2f}" + (f" ({min(x):.2f}-{max(x):.2f})" if len(x) > 1 else ""))
+        print(f"| {name} | {', '.join(map(str, sorted(by_seed)))} | {' | '.join(cells)} |")
+    base = groups.get(args.row, {})
+    for other in args.against:
+        shared = sorted(set(base) & set(groups.get(other, {})))
+        if not shared:
+            print(f"\n{args.row} and {other} share no seed")
+            continue
+        diffs, wins, ties, total = [], 0, 0, 0
+        for seed in shared:
+            a, b = (groups[g][seed]["scores"]["unseen_tasks"] for g in (args.row, other))
+            diffs.append(a["main_score"] - b["main_score"])
+            for task, score in a["per_task"].items():
+                wins += score > b["per_task"][task]
+                ties += score == b["per_task"][task]
+                total += 1
+        print(f"\n{args.row} - {other}, unseen tasks, seeds {', '.join(map(str, shared))}: mean "
+              f"{np.mean(diffs):+.2f} (per seed {', '.join(f'{d:+.2f}' for d in diffs)}); above on {wins} of {total} "
+              f"task-seeds, level on {ties}")
+
+
 def plot(args: argparse.Namespace) -> None:
     import matplotlib
 
@@ -237,6 +283,11 @@ def main() -> None:
     p = sub.add_parser("table")
     p.add_argument("--results", type=Path, required=True)
     p.set_defaults(func=table)
+    p = sub.add_parser("seeds")
+    p.add_argument("--results", type=Path, required=True)
+    p.add_argument("--row", default="pe", help="the row compared (seed levers stripped)")
+    p.add_argument("--against", nargs="+", default=["pt", "table"])
+    p.set_defaults(func=seeds)
     p = sub.add_parser("plot")
     p.add_argument("--results", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)

@@ -5,8 +5,10 @@ steps and batch size, with the same short max_length, then scores on the same se
 SICK-R. One JSON line per run goes to `--results`; a run already there is skipped, so the queue can be restarted.
 
     python experiments/regime/regime.py ablation --results runs.jsonl --runs-dir runs/ bare-last pe-suffix lora ...
-    python experiments/regime/regime.py transfer --results transfer.jsonl --runs-dir runs/ --source runs/pe-suffix/final
-    python experiments/regime/regime.py zero-shot --results transfer.jsonl --runs-dir runs/ --source runs/pe-suffix/final
+    python experiments/regime/regime.py transfer --results transfer.jsonl --runs-dir runs/ \
+        --source runs/pe-suffix/final
+    python experiments/regime/regime.py zero-shot --results transfer.jsonl --runs-dir runs/ \
+        --source runs/pe-suffix/final
     python experiments/regime/regime.py plot --results runs.jsonl --out experiments/regime/img/regime_ablation.png
     python experiments/regime/regime.py table --results runs.jsonl
 """
@@ -24,10 +26,10 @@ from pathlib import Path
 import torch
 
 from promptembedder import PromptEmbedder, PromptEmbedderConfig
-from promptembedder.models.baselines import PROMPTEOL_TEMPLATE, BackboneEmbedder
-from promptembedder.models.config import BaselineConfig
 from promptembedder.data.datasets import STS_INSTRUCTION, load_sick, load_sts
 from promptembedder.evaluation import evaluate_pairs
+from promptembedder.models.baselines import PROMPTEOL_TEMPLATE, BackboneEmbedder
+from promptembedder.models.config import BaselineConfig
 from promptembedder.training import Trainer, TrainingConfig
 
 E, P = "gemma3-270m", "smollm2-135m"

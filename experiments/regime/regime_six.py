@@ -1,4 +1,5 @@
-"""The six-task round of experiments/regime/LOG.md: multi-task training with per-task instructions, scored on the quick suite.
+"""The six-task round of experiments/regime/LOG.md: multi-task training with per-task instructions, scored on the
+quick suite.
 
 Every trained row uses the same budget (`BUDGET`): e-SNLI, STS-B train, Banking77 train and MRPC train, one
 instruction per source and batch, equal task weights. 20 Newsgroups has no training source, so its instruction
@@ -6,11 +7,14 @@ is never seen in training (the instruction-generalisation test). One JSON line p
 already there is skipped, so the queue can be restarted. Every trained row keeps its model in
 `<runs-dir>/<row>@<E>/final`, so `promptembedder evaluate` can score it on the full sets.
 
-    python experiments/regime/regime_six.py run --results experiments/regime/results/regime_results_v2.jsonl --runs-dir runs bare-last lora pe-prefix
+    python experiments/regime/regime_six.py run --results experiments/regime/results/regime_results_v2.jsonl \
+        --runs-dir runs bare-last lora pe-prefix
     python experiments/regime/regime_six.py run ... pe-suffix+plr1e-4+wlr1e-2     # a base row plus levers
     python experiments/regime/regime_six.py table --results experiments/regime/results/regime_results_v2.jsonl
-    python experiments/regime/regime_six.py plot --results experiments/regime/results/regime_results_v2.jsonl --out experiments/regime/img/regime_six.png
-    python experiments/regime/regime_six.py full --results R.jsonl ... --out experiments/regime/img/full_sets.png evaluate_output.json ...
+    python experiments/regime/regime_six.py plot --results experiments/regime/results/regime_results_v2.jsonl \
+        --out experiments/regime/img/regime_six.png
+    python experiments/regime/regime_six.py full --results R.jsonl ... --out experiments/regime/img/full_sets.png \
+        evaluate_output.json ...
 
 Names: the eval rows `bare-last`, `bare-mean`, `prompteol`, `instr-text` (bare last token, each task's instruction
 as E5-style text); the trained rows `lora`, `pt-suffix`, `pt-prefix`, `pt-deep`, `pe-prefix`, `pe-suffix`,
@@ -32,11 +36,11 @@ from pathlib import Path
 import torch
 from regime import VARIANTS, E, P, append, build_pe, claim, done, train_time
 
-from promptembedder.models.baselines import BackboneEmbedder
-from promptembedder.models.config import BaselineConfig
+from promptembedder.bench.subsets import SIZES, TASK_ORDER, describe, score_suite
 from promptembedder.data.datasets import NLI_INSTRUCTION, STS_INSTRUCTION
 from promptembedder.evaluation import TASKS
-from promptembedder.bench.subsets import SIZES, TASK_ORDER, describe, score_suite
+from promptembedder.models.baselines import BackboneEmbedder
+from promptembedder.models.config import BaselineConfig
 from promptembedder.training import Trainer, TrainingConfig, make_batches
 
 SOURCES = ["esnli", "sts-train", "banking77-train", "mrpc-train"]
@@ -46,7 +50,8 @@ LEVERS = {"plr1e-4": {"learning_rate": 1e-4}, "wlr1e-2": {"alignment_learning_ra
           "wlr1e-3": {"alignment_learning_rate": 1e-3}, "wlr1e-4": {"alignment_learning_rate": 1e-4},
           "wlr0": {"alignment_learning_rate": 0.0}, "wfrozen": {"train_alignment": False},
           "lr1e-3": {"learning_rate": 1e-3}, "lr1e-2": {"learning_rate": 1e-2}, "seed7": {"seed": 7},
-          "seed1234": {"seed": 1234}, "div1": {"prompt_diversity": 1.0}, "div2": {"prompt_diversity": 2.0}, "div5": {"prompt_diversity": 5.0},
+          "seed1234": {"seed": 1234}, "div1": {"prompt_diversity": 1.0}, "div2": {"prompt_diversity": 2.0},
+          "div5": {"prompt_diversity": 5.0},
           "anneal": {"tau_start": 1.0, "tau_end": 0.3}, "hard": {"hard": True}, "k10": {"num_soft_tokens": 10},
           "k20": {"num_soft_tokens": 20}, "plora": {"prompting_trainable": "lora"},
           "wrandom": {"model": {"alignment_init": "random"}}}

@@ -1,15 +1,22 @@
-"""Transfer readings (experiments/regime/LOG.md): a P trained on Gemma moved to SmolLM2-135M as E', against LoRA and prompt
-tuning from scratch there. By default round 5's settings, the demo's (10 steps x 8 at 48 tokens on the four
+"""Transfer readings (experiments/regime/LOG.md): a P trained on Gemma moved to SmolLM2-135M as E', against LoRA and
+prompt tuning from scratch there. By default round 5's settings, the demo's (10 steps x 8 at 48 tokens on the four
 sources, dev on 100 STS-B dev pairs at steps 0, 5 and 10, the best-dev and final checkpoints scored on the 300-pair
 STS-B test subset); round 7 used `--steps 20 --dev-pairs 300 --test full`.
 
-    python experiments/regime/transfer_readings.py transfer SOURCE_DIR smollm2-135m deep OUT      # P frozen; W (+ offsets)
-    python experiments/regime/transfer_readings.py scratch smollm2-135m deep OUT                  # prompt tuning from scratch
-    python experiments/regime/transfer_readings.py lora smollm2-135m OUT                          # LoRA from scratch (lr 1e-3)
-    python experiments/regime/transfer_readings.py untrained smollm2-135m gemma3-270m deep OUT    # save an untrained P as a source
-    python experiments/regime/transfer_readings.py plot OUT.png LABEL=RUN_DIR ...                 # dev curves
-    python experiments/regime/transfer_readings.py compare RESULTS.jsonl                          # time to LoRA's dev target
-    python experiments/regime/transfer_readings.py drift SOURCE_DIR ...                           # is the steering in P or W?
+    # P frozen; W (+ offsets)
+    python experiments/regime/transfer_readings.py transfer SOURCE_DIR smollm2-135m deep OUT
+    # prompt tuning from scratch
+    python experiments/regime/transfer_readings.py scratch smollm2-135m deep OUT
+    # LoRA from scratch (lr 1e-3)
+    python experiments/regime/transfer_readings.py lora smollm2-135m OUT
+    # save an untrained P as a source
+    python experiments/regime/transfer_readings.py untrained smollm2-135m gemma3-270m deep OUT
+    # dev curves
+    python experiments/regime/transfer_readings.py plot OUT.png LABEL=RUN_DIR ...
+    # time to LoRA's dev target
+    python experiments/regime/transfer_readings.py compare RESULTS.jsonl
+    # is the steering in P or W?
+    python experiments/regime/transfer_readings.py drift SOURCE_DIR ...
 
 `transfer`, `scratch` and `lora` print one line `RESULT {json}`; `compare` reads those lines.
 """
@@ -25,8 +32,8 @@ from rich.console import Console
 
 from promptembedder.auto import load_embedder
 from promptembedder.bench.demo import DemoConfig, _common, train_in_subprocess
-from promptembedder.evaluation import evaluate
 from promptembedder.bench.subsets import score_suite
+from promptembedder.evaluation import evaluate
 from promptembedder.training import TRANSFER_ALIGNMENT_LR, TrainingConfig
 
 #: LoRA's rate on E' (the rate that won on Gemma in round 4; the demo's 2e-4 did not learn in 10 steps).

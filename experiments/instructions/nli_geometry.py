@@ -1,0 +1,78 @@
+"""Why nli-follow stays near 50: how far the instruction moves a premise, against the margin it has to cross.
+
+For each nli-follow item (the run's seeded subset), under the entailment instruction the margin is
+m_e = cos(p_e, entailed) - cos(p_e, contradicted) and under the contradiction instruction
+m_c = cos(p_c, contradicted) - cos(p_c, entailed). A model that ignores its instruction has m_c = -m_e exactly, so
+the steer m_e + m_c is what the instruction buys; a direction is right when its margin is positive. Also the
+cosine of the two instructions' soft prompts (P's or the table's row, flattened), and how far the premise
+embedding itself moves.
+
+    OMP_NUM_THREADS=1 python experiments/instructions/nli_geometry.py runs/instructions300/pe@gemma3-270m/final \
+        --items 100 --out experiments/instructions/nli_geometry.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from promptembedder.auto import load_embedder
+from promptembedder.bench.subsets import SEED
+from promptembedder.evaluation.encoding import encode_texts, normalize_rows
+from promptembedder.evaluation.tasks import get_task
+
+#: run.py's nli-follow subset size: the same seeded sample, of which --items are read.
+RUN_ITEMS = 100
+
+
+def geometry(model, items, entail: str, contradict: str) -> dict:
+    premises = [i.premise for i in items]
+    hypotheses = [h for i in items for h in (i.entailed, i.contradicted)]
+    out = {}
+    views = {}
+    for name, instruction in (("entailment", entail), ("contradiction", contradict)):
+        p = normalize_rows(encode_texts(model, premises, instruction, "query", 32))
+        h = normalize_rows(encode_texts(model, hypotheses, instruction, "document", 32)).reshape(len(items), 2, -1)
+        sims = np.einsum("nd,nkd->nk", p, h)
+        views[name] = p
+        out[name] = sims
+    m_e = out["entailment"][:, 0] - out["entailment"][:, 1]
+    m_c = out["contradiction"][:, 1] - out["contradiction"][:, 0]
+    steer = m_e + m_c
+    result = {"items": len(items), "margin_entailment_mean": float(m_e.mean()),
+              "margin_contradiction_mean": float(m_c.mean()), "abs_margin_mean": float(np.abs(m_e).mean()),
+              "steer_mean": float(steer.mean()), "steer_std": float(steer.std()),
+              "entailment_right": float((m_e > 0).mean()), "contradiction_right": float((m_c > 0).mean()),
+              "premise_cosine_across_instructions": float((views["entailment"] * views["contradiction"]).sum(1).mean())}
+    soft = getattr(model, "soft_prompt", None) or getattr(model, "prompt_for", None)  # P's, or the table's row
+    if soft is not None:
+        with torch.no_grad():
+            a, b = (soft(i) for i in (entail, contradict))
+        if isinstance(a, torch.Tensor):
+            result["soft_prompt_cosine"] = float(torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), 0))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("models", nargs="+", help="saved models (folders) or backbones")
+    parser.add_argument("--items", type=int, default=100, help="the first N of the run's seeded nli-follow subset")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    data = get_task("nli-follow").load("test")
+    items = random.Random(SEED).sample(data.items, RUN_ITEMS)[: args.items]
+    results = {}
+    for reference in args.models:
+        model = load_embedder(reference, device="cpu")
+        results[reference] = {name: geometry(model, items, *pair) for name, pair in data.wordings.items()}
+        print(reference, json.dumps(results[reference]["training"], indent=1), flush=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")  # after each model: a long list keeps its start
+
+
+if __name__ == "__main__":
+    main()
