@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from rich.console import Console
 from typer.testing import CliRunner
@@ -22,6 +23,7 @@ from promptembedder.bench.training import bench_converge, bench_encode, bench_tr
 from promptembedder.cli import app
 from promptembedder.data.datasets import data_dir
 from promptembedder.models.config import PromptEmbedderConfig
+from promptembedder.models.prompt_embedder import PromptEmbedder
 
 runner = CliRunner()
 
@@ -152,7 +154,16 @@ def test_encode_and_decode_prompt(trained, tmp_path):
                                                                         instruction="x")
     np.testing.assert_allclose(np.load(out), expected, atol=1e-6)
     result = runner.invoke(app, ["decode-prompt", str(trained / "final"), "--instruction", "x"])
-    assert result.exit_code == 0 and "'x' ->" in result.output
+    assert result.exit_code == 0 and "'x' ->" in result.output and "cosine" not in result.output
+    model = PromptEmbedder.from_pretrained(trained / "final", device="cpu")
+    pair = ["Find a paraphrase.", "Classify the topic of the news article."]
+    expected = model.prompt_similarity(pair)
+    assert torch.allclose(expected.diagonal(), torch.ones(2)) and expected[0, 1] < 1 - 1e-4
+    assert torch.allclose(model.prompt_similarity([pair[1], pair[0], pair[1]]), expected[[1, 0, 1]][:, [1, 0, 1]])
+    result = runner.invoke(app, ["decode-prompt", str(trained / "final"), "--instruction", pair[0], "--instruction",
+                                 pair[1]])
+    assert result.exit_code == 0 and "#2 'Classify the topic" in result.output and "cosine" in result.output
+    assert f"{float(expected[0, 1]):.4f}" in result.output
 
 
 def test_encode_names_the_file_on_bad_input(trained, tmp_path):

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from .app import USER_ERRORS, Opt, app, console, fail
 from .io import atomic_output, check_output_file, npy_path, read_texts
@@ -171,7 +172,8 @@ def decode_prompt(
     device: Annotated[str | None, Opt()] = None,
     force: Annotated[bool, Opt("--force", help="load a saved model whose manifest does not match (warns)")] = False,
 ) -> None:
-    """Show the text each instruction's soft prompt is closest to."""
+    """Show the text each instruction's soft prompt is closest to, and with several instructions how alike their
+    prompts are (cosine): what tells whether P reads the difference between them."""
     from ..models.prompt_embedder import PromptEmbedder
     from ..settings import check_device
 
@@ -181,7 +183,16 @@ def decode_prompt(
         if embedder.generator is None:
             raise ValueError(f"{model} has no soft prompt to decode (num_soft_tokens=0)")
         decoded = [(text, embedder.decode_prompt(text)) for text in instruction]
+        cosine = embedder.prompt_similarity(instruction) if len(instruction) > 1 else None
     except USER_ERRORS as err:
         fail(f"model {model}: {err}")
-    for text, prompt in decoded:
-        console.print(f"{text!r} -> {prompt!r}")
+    for number, (text, prompt) in enumerate(decoded, 1):
+        console.print(f"#{number} {text!r} -> {prompt!r}")
+    if cosine is not None:  # near 1: E gets the same prompt for both, whatever the decoded text says
+        table = Table(title="cosine of the soft prompts (1: the same prompt)")
+        table.add_column("")
+        for number in range(1, len(instruction) + 1):
+            table.add_column(f"#{number}", justify="right")
+        for number, row in enumerate(cosine.tolist(), 1):
+            table.add_row(f"#{number}", *(f"{value:.4f}" for value in row))
+        console.print(table)

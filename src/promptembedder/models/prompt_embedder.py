@@ -220,10 +220,25 @@ class PromptEmbedder(TrainableEmbedder):
         prompts = self._read_prompts(instructions)
         report: dict = {"prompts": {text: self.generator.decode(p.token_ids) for text, p in prompts.items()}}
         if len(prompts) > 1:
-            flat = unit_prompts([p.embeddings for p in prompts.values()])
-            pairs = (flat @ flat.T)[torch.triu_indices(len(prompts), len(prompts), 1).unbind()]
+            pairs = self._cosines(prompts)[torch.triu_indices(len(prompts), len(prompts), 1).unbind()]
             report["prompt_cosine"] = {name: float(getattr(pairs, name)()) for name in ("min", "mean", "max")}
         return report
+
+    @torch.no_grad()
+    def prompt_similarity(self, instructions: list[str | None]) -> torch.Tensor:
+        """(n, n) cosine of P's soft prompts between the instructions (each flattened): two instructions P cannot
+        tell apart (near 1) give E the same prompt, so no data can make them embed differently."""
+        if self.generator is None:
+            raise ValueError("a bare backbone (num_soft_tokens=0) writes no prompt to compare")
+        prompts = self._read_prompts(instructions)
+        keys = list(prompts)
+        index = [keys.index(self.config.instruction_text(text)) for text in instructions]
+        return self._cosines(prompts)[index][:, index]
+
+    @staticmethod
+    def _cosines(prompts: dict) -> torch.Tensor:
+        flat = unit_prompts([p.embeddings for p in prompts.values()])
+        return flat @ flat.T
 
     @classmethod
     def for_new_backbone(cls, directory: str | Path, embedding_model: str, pooling: str | None = None,
