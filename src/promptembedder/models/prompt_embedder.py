@@ -227,7 +227,7 @@ class PromptEmbedder(TrainableEmbedder):
     @torch.no_grad()
     def prompt_similarity(self, instructions: list[str | None]) -> torch.Tensor:
         """(n, n) cosine of P's soft prompts between the instructions (each flattened): two instructions P cannot
-        tell apart (near 1) give E the same prompt, so no data can make them embed differently."""
+        tell apart (near 1) give E nearly the same prompt, so a text can hardly embed differently under them."""
         if self.generator is None:
             raise ValueError("a bare backbone (num_soft_tokens=0) writes no prompt to compare")
         prompts = self._read_prompts(instructions)
