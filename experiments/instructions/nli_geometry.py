@@ -20,27 +20,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from run import EVAL
 
 from promptembedder.auto import load_embedder
 from promptembedder.bench.subsets import SEED
-from promptembedder.evaluation.encoding import encode_texts, normalize_rows
+from promptembedder.evaluation.nli_follow import follow_embeddings
 from promptembedder.evaluation.tasks import get_task
-
-#: run.py's nli-follow subset size: the same seeded sample, of which --items are read.
-RUN_ITEMS = 100
 
 
 def geometry(model, items, entail: str, contradict: str) -> dict:
-    premises = [i.premise for i in items]
-    hypotheses = [h for i in items for h in (i.entailed, i.contradicted)]
-    out = {}
-    views = {}
+    out, views = {}, {}
     for name, instruction in (("entailment", entail), ("contradiction", contradict)):
-        p = normalize_rows(encode_texts(model, premises, instruction, "query", 32))
-        h = normalize_rows(encode_texts(model, hypotheses, instruction, "document", 32)).reshape(len(items), 2, -1)
-        sims = np.einsum("nd,nkd->nk", p, h)
-        views[name] = p
-        out[name] = sims
+        views[name], hypotheses = follow_embeddings(model, items, instruction, batch_size=32)
+        out[name] = np.einsum("nd,nkd->nk", views[name], hypotheses)
     m_e = out["entailment"][:, 0] - out["entailment"][:, 1]
     m_c = out["contradiction"][:, 1] - out["contradiction"][:, 0]
     steer = m_e + m_c
@@ -61,11 +53,12 @@ def geometry(model, items, entail: str, contradict: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("models", nargs="+", help="saved models (folders) or backbones")
-    parser.add_argument("--items", type=int, default=100, help="the first N of the run's seeded nli-follow subset")
+    parser.add_argument("--items", type=int, default=EVAL["nli_items"],
+                        help="the first N of run.py's seeded nli-follow subset")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     data = get_task("nli-follow").load("test")
-    items = random.Random(SEED).sample(data.items, RUN_ITEMS)[: args.items]
+    items = random.Random(SEED).sample(data.items, EVAL["nli_items"])[: args.items]  # run.py's seeded subset
     results = {}
     for reference in args.models:
         model = load_embedder(reference, device="cpu")

@@ -62,14 +62,20 @@ def direction_scores(entail_sims: np.ndarray, contradict_sims: np.ndarray) -> di
             "contradiction": contradiction}
 
 
-def _similarities(model: Embedder, items: Sequence[FollowItem], instruction: str, batch_size: int,
-                  show_progress_bar: bool | None) -> np.ndarray:
+def follow_embeddings(model: Embedder, items: Sequence[FollowItem], instruction: str, batch_size: int = 64,
+                      show_progress_bar: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Unit embeddings under one instruction: the premises (n, d) as queries, and each item's [entailed,
+    contradicted] hypotheses (n, 2, d) as documents."""
     premises = normalize_rows(encode_texts(model, [i.premise for i in items], instruction, "query", batch_size,
                                            show_progress_bar))
     hypotheses = [h for i in items for h in (i.entailed, i.contradicted)]
     docs = normalize_rows(encode_texts(model, hypotheses, instruction, "document", batch_size, show_progress_bar))
-    docs = docs.reshape(len(items), 2, -1)
-    return np.einsum("nd,nkd->nk", premises, docs)
+    return premises, docs.reshape(len(items), 2, -1)
+
+
+def _similarities(model: Embedder, items: Sequence[FollowItem], instruction: str, batch_size: int,
+                  show_progress_bar: bool | None) -> np.ndarray:
+    return np.einsum("nd,nkd->nk", *follow_embeddings(model, items, instruction, batch_size, show_progress_bar))
 
 
 def evaluate_instruction_following(model: Embedder, data: InstructionFollowingData, instruction: str | None = None,
