@@ -133,23 +133,21 @@ def test_encode_to_stdout_writes_the_npy_bytes_alone(saved, tmp_path):
 
 
 # --- 13. a saved model's manifest -----------------------------------------------------------------------------------
-def test_a_damaged_manifest_is_refused_and_forced_past(saved, tmp_path):
+@pytest.mark.parametrize("damage", ["folder", "binary"])
+def test_a_damaged_manifest_is_refused_and_forced_past(saved, tmp_path, damage):
     """A folder or binary junk where manifest.json should be is damage (not an old save without one): refused by
     name, and --force / strict=False loads past it with a warning, as its message says."""
     model = tmp_path / "model"
     shutil.copytree(saved / "final", model)
-    for damage in ("folder", "binary"):
-        (model / MANIFEST_FILE).unlink(missing_ok=True)
-        if damage == "folder":
-            (model / MANIFEST_FILE).mkdir()
-        else:
-            (model / MANIFEST_FILE).write_bytes(b"\xff\xfe\x00junk")
-        with pytest.raises(CorruptFileError, match=f"{MANIFEST_FILE} is corrupt or incomplete.*strict=False"):
-            PromptEmbedder.from_pretrained(model, device="cpu")
-        with pytest.warns(ManifestWarning, match="checks are skipped"):
-            PromptEmbedder.from_pretrained(model, device="cpu", strict=False)
-        if damage == "folder":
-            (model / MANIFEST_FILE).rmdir()
+    (model / MANIFEST_FILE).unlink()
+    if damage == "folder":
+        (model / MANIFEST_FILE).mkdir()
+    else:
+        (model / MANIFEST_FILE).write_bytes(b"\xff\xfe\x00junk")
+    with pytest.raises(CorruptFileError, match=f"{MANIFEST_FILE} is corrupt or incomplete.*strict=False"):
+        PromptEmbedder.from_pretrained(model, device="cpu")
+    with pytest.warns(ManifestWarning, match="checks are skipped"):
+        PromptEmbedder.from_pretrained(model, device="cpu", strict=False)
     texts = tmp_path / "t.txt"
     texts.write_text("hello\n")
     result = runner.invoke(app, ["encode", str(model), "-i", str(texts), "-o", str(tmp_path / "e.npy")])
