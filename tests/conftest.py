@@ -14,6 +14,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torch  # noqa: E402
 from reliability_helpers import run  # noqa: E402
 from tiny_models import make_tiny_model  # noqa: E402
+from trainer_helpers import SYNTHETIC_DEV, real_data_available  # noqa: E402
+
+import promptembedder.training.dev_evaluation as dev_evaluation_mod  # noqa: E402
 
 #: The files that take minutes, longest first: run first, so the two workers of scripts/test.sh end together.
 SLOW_FILES = ("test_cli.py", "test_trainer.py", "test_distributed.py", "test_eval_calibration.py")
@@ -41,11 +44,21 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], 
 
 @pytest.fixture(scope="module")
 def one_thread():
-    """Tiny models run fastest on one thread, and CI's two cores may be shared (`pytest.mark.usefixtures`)."""
+    """Tiny models run fastest on one thread, and CI's two cores may be shared (`pytest.mark.usefixtures`).
+
+    Yields the thread count from before, for a test that needs every core back (the real-data training test)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    yield threads
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def dev_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trainer reads STS-B dev in __init__; without the shared data, give it synthetic pairs (the trainer
+    tests: `pytest.mark.usefixtures`)."""
+    if not real_data_available():
+        monkeypatch.setattr(dev_evaluation_mod, "load_sts", lambda split="test", root=None: list(SYNTHETIC_DEV))
 
 
 @pytest.fixture

@@ -1,95 +1,39 @@
-"""The training loop on tiny offline models: learning, resume, outputs, tau schedule, input errors, transfer.
+"""The training loop on tiny offline models: learning, outputs, eval on start, tau schedule, callbacks.
 
 One slow test (``-m slow``) trains on the real SNLI + STS-B train data with the real all-MiniLM-L6-v2 as E.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
-from tiny_models import CORPUS
+from trainer_helpers import (
+    INSTRUCTION,
+    TinyDir,
+    make_config,
+    mixed_examples,
+    paraphrase_examples,
+    read_log,
+    real_data_available,
+    trainable_state,
+)
 from transformers import AutoConfig, AutoTokenizer, BertModel
 
 import promptembedder.training.callbacks as callbacks_mod
 import promptembedder.training.dev_evaluation as dev_evaluation_mod
-import promptembedder.training.trainer as trainer_mod
 from promptembedder.auto import load_embedder
-from promptembedder.data.datasets import STS_INSTRUCTION, DataError, STSPair, TrainExample, data_dir
+from promptembedder.data.datasets import STS_INSTRUCTION
 from promptembedder.data.sources import load_training_data
-from promptembedder.models.config import PromptEmbedderConfig
 from promptembedder.models.prompt_embedder import PromptEmbedder
-from promptembedder.training import DEFAULT_LR, Trainer, TrainerCallback, TrainingConfig, tau_at
+from promptembedder.training import Trainer, TrainerCallback, TrainingConfig, tau_at
 
-TinyDir = Callable[[str], Path]
-
-INSTRUCTION = "Retrieve semantically similar text."
-OTHER_INSTRUCTION = "Find a question that is a duplicate of the given question."
-
-#: Small fixed paraphrase-like pairs (query, positive).
-PARAPHRASES: list[tuple[str, str]] = [
-    ("A man is eating food.", "A man eats a meal."),
-    ("A woman is riding a white horse.", "A lady rides a horse."),
-    ("A monkey is playing drums.", "A gorilla plays the drums."),
-    ("The children are listening to music in the park.", "Kids hear songs in the park."),
-    ("It was raining heavily at the station.", "Heavy rain fell at the station."),
-    ("The stock market fell sharply.", "Stocks dropped a lot."),
-    ("A person is slicing an onion with a knife.", "Someone cuts an onion."),
-    ("The dog is chasing a ball across the field.", "A dog runs after a ball."),
-]
-
-
-def paraphrase_examples() -> list[TrainExample]:
-    return [TrainExample(q, p, instruction=INSTRUCTION) for q, p in PARAPHRASES]
-
-
-def mixed_examples() -> list[TrainExample]:
-    """Two instructions (one soft prompt per batch), some hard negatives: 8 + 8 examples."""
-    examples = [TrainExample(q, p, (CORPUS[i],), INSTRUCTION) for i, (q, p) in enumerate(PARAPHRASES)]
-    for i in range(8):
-        words = CORPUS[20 + i].rstrip(".?!:").split()
-        half = len(words) // 2
-        examples.append(TrainExample(" ".join(words[: half + 1]), " ".join(words[half:]), (), OTHER_INSTRUCTION))
-    return examples
-
-
-#: Stand-in for STS-B dev when the shared data folder is absent, so the tiny tests run anywhere.
-SYNTHETIC_DEV = [
-    STSPair(q, p, 4.0 + 0.1 * (i % 5)) for i, (q, p) in enumerate(PARAPHRASES)
-] + [STSPair(CORPUS[i], CORPUS[i + 23], 0.5 * (i % 4)) for i in range(12)]
-
-
-def real_data_available() -> bool:
-    try:
-        root = data_dir()
-    except FileNotFoundError:
-        return False
-    return (root / "stsbenchmark" / "sts-dev.csv").exists() and (root / "snli").is_dir()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run ~100x faster on one intra-op thread than on two when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield before
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def dev_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The trainer reads STS-B dev in __init__; without the shared data, give it synthetic pairs."""
-    if not real_data_available():
-        monkeypatch.setattr(dev_evaluation_mod, "load_sts", lambda split="test", root=None: list(SYNTHETIC_DEV))
+pytestmark = pytest.mark.usefixtures("one_thread", "dev_pairs")
 
 
 @pytest.fixture(scope="module")
@@ -109,36 +53,6 @@ def sharp_bert(tiny_model_dir: TinyDir, tmp_path_factory: pytest.TempPathFactory
         BertModel(config).save_pretrained(target)
     AutoTokenizer.from_pretrained(source).save_pretrained(target)
     return target
-
-
-def make_config(tmp_path: Path, p: str | Path, e: str | Path, name: str = "run", **overrides) -> TrainingConfig:
-    values = dict(
-        method="promptembedder",
-        prompting_model=str(p),
-        embedding_model=str(e),
-        output_dir=str(tmp_path / name),
-        device="cpu",
-        show_progress_bar=False,
-        eval_max_pairs=200,
-        max_steps=4,
-        batch_size=4,
-        learning_rate=1e-3,
-        logging_steps=1,
-        eval_steps=1000,
-        save_steps=1000,
-        seed=0,
-    )
-    values.update(overrides)
-    return TrainingConfig(**values)
-
-
-def read_log(output_dir: str | Path) -> list[dict[str, str]]:
-    with open(Path(output_dir) / "log.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -205,147 +119,6 @@ def test_query_only_prompt_caches_documents_and_trains(tiny_model_dir: TinyDir, 
     changed = [n for n in before if not torch.equal(before[n], after[n])]
     assert any(n.startswith("alignment.") for n in changed)
     assert any(n.startswith("generator.") for n in changed)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Resume after an interruption ends with the same weights as an uninterrupted run
-# ---------------------------------------------------------------------------------------------------
-
-
-class Crash(RuntimeError):
-    """Stands in for the process dying: nothing is saved on the way out."""
-
-
-@pytest.mark.parametrize("stop", ["interrupt", "crash"])
-def test_interrupted_and_resumed_run_equals_uninterrupted(stop: str, tiny_model_dir: TinyDir, tmp_path: Path) -> None:
-    """Run A: 12 steps straight. Run B: stopped after step 6, then resumed to 12. Same weights, same log.
-
-    Ctrl-C (KeyboardInterrupt) checkpoints step 6; a crash leaves the step-4 checkpoint and log rows 5-6
-    behind, which the resumed run must replace rather than duplicate.
-    """
-    p, e = tiny_model_dir("llama"), tiny_model_dir("bert")
-    settings = dict(max_steps=12, save_steps=4, eval_steps=5, hard=False, tau_start=2.0, tau_end=0.5,
-                    warmup_ratio=0.25)
-    examples = mixed_examples()
-
-    snapshots: dict[int, dict[str, torch.Tensor]] = {}
-
-    def snapshot(args, state, control, model) -> None:
-        snapshots[state.global_step] = trainable_state(model)
-
-    config_a = make_config(tmp_path, p, e, "a", **settings)
-    trainer_a = Trainer(config_a, examples=examples, callbacks=[snapshot])
-    initial = trainable_state(trainer_a.model)
-    result_a = trainer_a.train()
-    assert result_a.steps == 12 and not result_a.interrupted
-    weights_a = trainable_state(trainer_a.model)
-
-    def stop_after_6(args, state, control) -> None:
-        if state.global_step == 6:
-            raise KeyboardInterrupt if stop == "interrupt" else Crash
-
-    config_b = make_config(tmp_path, p, e, "b", **settings)
-    out_b = Path(config_b.output_dir)
-    if stop == "interrupt":
-        result_b = Trainer(config_b, examples=examples, callbacks=[stop_after_6]).train()
-        assert result_b.interrupted and result_b.steps == 6
-        checkpoint_step = 6
-    else:
-        with pytest.raises(Crash):
-            Trainer(config_b, examples=examples, callbacks=[stop_after_6]).train()
-        checkpoint_step = 4
-        assert [int(r["step"]) for r in read_log(out_b)] == [1, 2, 3, 4, 5, 6]
-    state = torch.load(out_b / "checkpoint" / "trainer_state.pt", weights_only=False)
-    assert state["step"] == checkpoint_step
-    saved = load_file(out_b / "checkpoint" / "trainable.safetensors")
-    assert saved.keys() == snapshots[checkpoint_step].keys()
-    for name, value in saved.items():
-        torch.testing.assert_close(value, snapshots[checkpoint_step][name], atol=1e-6, rtol=0)
-    assert not (out_b / "final").exists() and not (out_b / "checkpoint.tmp").exists()
-
-    resumed_config = make_config(tmp_path, p, e, "b", resume=True, **settings)
-    resumed = Trainer(resumed_config, examples=examples)
-    result_resumed = resumed.train()
-    assert result_resumed.steps == 12 and not result_resumed.interrupted
-    weights_b = trainable_state(resumed.model)
-
-    # The same data, the same Gumbel noise (RNG state restored), the same optimizer and schedule state.
-    assert weights_a.keys() == weights_b.keys()
-    mismatched = [n for n in weights_a if not torch.allclose(weights_a[n], weights_b[n], atol=1e-6, rtol=0)]
-    assert not mismatched, f"resumed weights differ from the uninterrupted run's: {mismatched[:5]}"
-    # ... and a difference would show: training moved both W and P.
-    assert not torch.allclose(initial["alignment.linear.weight"], weights_a["alignment.linear.weight"], atol=1e-4)
-    assert any(not torch.allclose(initial[n], weights_a[n], atol=1e-4) for n in initial if n.startswith("generator."))
-
-    rows_a, rows_b = read_log(config_a.output_dir), read_log(out_b)
-    steps_b = [int(r["step"]) for r in rows_b]
-    assert steps_b == list(range(1, 13)), f"log.csv of the resumed run has steps {steps_b}"
-    for row_a, row_b in zip(rows_a, rows_b, strict=True):
-        for column in ("loss", "lr", "tau", "dev_score"):
-            a, b = row_a[column], row_b[column]
-            assert (a == b == "") or math.isclose(float(a), float(b), abs_tol=2e-4), (column, row_a, row_b)
-
-
-@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
-@pytest.mark.usefixtures("terminal_ctrl_c")
-def test_ctrl_c_during_the_update_still_resumes_exactly(tiny_model_dir: TinyDir, tmp_path: Path) -> None:
-    p, e = tiny_model_dir("llama"), tiny_model_dir("bert")
-    settings = dict(max_steps=8, save_steps=4, hard=False)
-    examples = mixed_examples()
-    trainer_a = Trainer(make_config(tmp_path, p, e, "a", **settings), examples=examples)
-    trainer_a.train()
-
-    trainer_b = Trainer(make_config(tmp_path, p, e, "b", **settings), examples=examples)
-    update, calls = trainer_b.optimizer.step, []
-
-    def update_then_ctrl_c(*args, **kwargs):
-        out = update(*args, **kwargs)
-        calls.append(1)
-        if len(calls) == 6:
-            signal.raise_signal(signal.SIGINT)  # a real Ctrl-C, delivered right after the 6th update
-        return out
-
-    trainer_b.optimizer.step = update_then_ctrl_c
-    assert trainer_b.train().interrupted
-    resumed = Trainer(make_config(tmp_path, p, e, "b", resume=True, **settings), examples=examples)
-    assert resumed.train().steps == 8
-    weights_a, weights_b = trainable_state(trainer_a.model), trainable_state(resumed.model)
-    assert all(torch.allclose(weights_a[n], weights_b[n], atol=1e-6, rtol=0) for n in weights_a)
-
-
-def test_checkpoint_of_tied_trained_embeddings(tiny_model_dir: TinyDir, tmp_path: Path) -> None:
-    """A P whose tied input/output embeddings train (tiny gemma3, like Gemma 3 270M) checkpoints the shared matrix
-    once, and resuming restores it under both names, still tied, so training goes on as if uninterrupted."""
-    p, e = tiny_model_dir("gemma3"), tiny_model_dir("bert")
-
-    def trainer(name: str, steps: int, resume: bool = False) -> Trainer:
-        model = PromptEmbedder(prompting_model=str(p), embedding_model=str(e), train_prompting_embeddings=True,
-                               device="cpu")
-        config = make_config(tmp_path, p, e, name, max_steps=steps, save_steps=2, resume=resume, hard=False,
-                             do_eval=False, warmup_ratio=0.0, lr_scheduler="constant")
-        return Trainer(config, model=model, examples=mixed_examples())
-
-    uninterrupted = trainer("a", 4)
-    uninterrupted.train()
-    trainer("b", 2).train()
-    saved = load_file(tmp_path / "b" / "checkpoint" / "trainable.safetensors")
-    tied = {"generator.model.model.embed_tokens.weight", "generator.model.lm_head.weight"}
-    assert len(tied & set(saved)) == 1
-    resumed = trainer("b", 4, resume=True)
-    assert resumed.train().steps == 4
-    lm = resumed.model.generator.model
-    assert lm.lm_head.weight.data_ptr() == lm.get_input_embeddings().weight.data_ptr()
-    expected = trainable_state(uninterrupted.model)
-    for n, value in trainable_state(resumed.model).items():
-        torch.testing.assert_close(value, expected[n], atol=1e-6, rtol=0, msg=n)
-
-
-def test_resume_without_checkpoint_is_an_error(tiny_model_dir: TinyDir, tmp_path: Path) -> None:
-    """--resume with no checkpoint (e.g. a typo in the folder) is refused, not silently a fresh run (issue 16)."""
-    config = make_config(tmp_path, tiny_model_dir("llama"), tiny_model_dir("bert"), resume=True, max_steps=2)
-    with pytest.raises(ValueError, match="no complete checkpoint"):
-        Trainer(config, examples=mixed_examples())
-    assert not (Path(config.output_dir) / "log.csv").exists()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -515,238 +288,6 @@ def test_trainer_sets_generator_tau(tiny_model_dir: TinyDir, tmp_path: Path) -> 
 
 
 # ---------------------------------------------------------------------------------------------------
-# Bad input fails early and clearly
-# ---------------------------------------------------------------------------------------------------
-
-GOOD_LINE = json.dumps({"query": "a man eats", "positive": "a man is eating"})
-
-
-@pytest.mark.parametrize(
-    ("bad_line", "reason"),
-    [
-        ('{"query": "a man eats", "positive": ', "malformed JSON"),
-        (json.dumps({"query": "a man eats"}), "missing column 'positive'"),
-        (json.dumps({"query": "a man eats", "positive": "   "}), "empty"),
-    ],
-)
-def test_bad_training_file_raises_before_any_model_is_built(
-    bad_line: str, reason: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    bad_file = tmp_path / "train.jsonl"
-    bad_file.write_text("\n".join([GOOD_LINE, GOOD_LINE, bad_line, GOOD_LINE]) + "\n")
-
-    with pytest.raises(DataError) as info:
-        load_training_data([{"path": str(bad_file)}])
-    assert info.value.path == bad_file and info.value.line == 3 and reason in info.value.reason
-
-    built = []
-    monkeypatch.setattr(trainer_mod, "build_model", lambda *a, **k: built.append(1))
-    config = TrainingConfig(train_data=[str(bad_file)], output_dir=str(tmp_path / "out"), device="cpu",
-                            prompting_model="no-such-model", embedding_model="no-such-model")
-    with pytest.raises(DataError, match=rf"{bad_file.name}:3: .*{reason}"):
-        Trainer(config)
-    assert not built
-
-
-def test_skip_invalid_drops_bad_lines(tmp_path: Path) -> None:
-    bad_file = tmp_path / "train.jsonl"
-    bad_file.write_text("\n".join([GOOD_LINE, "{oops", GOOD_LINE]) + "\n")
-    with pytest.warns(UserWarning, match="skipped 1 invalid line"):
-        examples = load_training_data([{"path": str(bad_file), "instruction": INSTRUCTION}], skip_invalid=True)
-    assert len(examples) == 2 and all(e.instruction == INSTRUCTION for e in examples)
-
-
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        ({"method": "magic"}, "method"),
-        ({"batch_size": 0}, "batch_size"),
-        ({"max_steps": 0}, "max_steps"),
-        ({"gradient_accumulation_steps": 0}, "gradient_accumulation_steps"),
-        ({"grad_cache_chunk_size": 0}, "grad_cache_chunk_size"),
-        ({"method": "lora", "fsdp": "full_shard"}, "fsdp shards the prompting model"),
-        ({"fsdp": True}, "fsdp must be one of"),
-    ],
-)
-def test_invalid_config_values(overrides: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        TrainingConfig(**overrides)
-
-
-def test_batch_larger_than_any_data_set_is_an_error(tiny_model_dir: TinyDir, tmp_path: Path) -> None:
-    config = make_config(tmp_path, tiny_model_dir("llama"), tiny_model_dir("bert"), batch_size=9)
-    with pytest.raises(ValueError, match="full batch"):
-        Trainer(config, examples=paraphrase_examples()).train()
-
-
-def test_config_file_unknown_key_names_the_file(tmp_path: Path) -> None:
-    path = tmp_path / "train.yaml"
-    path.write_text("method: lora\nbatch_size: 8\nlearning_rat: 0.1\n")
-    with pytest.raises(ValueError, match=r"train\.yaml.*learning_rat"):
-        TrainingConfig.from_file(path)
-    (tmp_path / "list.yaml").write_text("- method\n")
-    with pytest.raises(ValueError, match=r"list\.yaml"):
-        TrainingConfig.from_file(tmp_path / "list.yaml")
-    (tmp_path / "broken.yaml").write_text("method: [lora\n")
-    with pytest.raises(ValueError, match=r"broken\.yaml"):
-        TrainingConfig.from_file(tmp_path / "broken.yaml")
-
-
-def test_config_file_values_and_overrides(tmp_path: Path) -> None:
-    path = tmp_path / "train.yaml"
-    path.write_text("method: lora\nbatch_size: 8\nmax_steps: 30\ntrain_data:\n  - snli\n  - path: x.jsonl\n")
-    config = TrainingConfig.from_file(path)
-    assert (config.method, config.batch_size, config.max_steps) == ("lora", 8, 30)
-    assert config.train_data == ["snli", {"path": "x.jsonl"}]
-    assert config.lr == DEFAULT_LR["lora"]
-    config = TrainingConfig.from_file(path, batch_size=16, max_steps=None, learning_rate=0.5)
-    assert (config.method, config.batch_size, config.max_steps, config.lr) == ("lora", 16, 30, 0.5)
-    with pytest.raises(ValueError, match="batch_size"):
-        TrainingConfig.from_file(path, batch_size=0)
-    json_path = tmp_path / "train.json"
-    json_path.write_text(json.dumps({"method": "prompt-tuning", "seed": 7}))
-    assert TrainingConfig.from_file(json_path).seed == 7
-
-
-# ---------------------------------------------------------------------------------------------------
-# Transfer: a trained P, frozen, with a fresh W for a new backbone
-# ---------------------------------------------------------------------------------------------------
-
-
-def test_transfer_trains_only_the_alignment(tiny_model_dir: TinyDir, tmp_path: Path) -> None:
-    llama, bert = tiny_model_dir("llama"), tiny_model_dir("bert")
-    source = make_config(tmp_path, llama, bert, "source", max_steps=3)
-    Trainer(source, examples=mixed_examples()).train()
-    final_dir = Path(source.output_dir) / "final"
-    trained_p = load_file(final_dir / "prompting_model.safetensors")
-
-    config = make_config(tmp_path, llama, llama, "transfer", init_from=str(final_dir), max_steps=3)
-    trainer = Trainer(config, examples=mixed_examples())
-    model = trainer.model
-    assert isinstance(model, PromptEmbedder) and model.backbone.pooling == "last"  # a decoder as E
-    p_params = dict(model.generator.model.named_parameters())
-    assert p_params and not any(p.requires_grad for p in p_params.values())
-    assert {n for n, p in model.named_parameters() if p.requires_grad} == {"alignment.linear.weight"}
-    # P starts from the trained weights, not from the fresh tiny llama.
-    fresh_p = PromptEmbedder(prompting_model=str(llama), embedding_model=str(llama), device="cpu").generator.model
-    fresh_state, p_state = fresh_p.state_dict(), model.generator.model.state_dict()
-    differs = False
-    for name, value in trained_p.items():
-        torch.testing.assert_close(p_state[name], value, atol=0, rtol=0)
-        differs |= not torch.equal(fresh_state[name], value)
-    assert differs, "the source run did not change P: the transfer check would be vacuous"
-
-    p_before = {n: v.detach().clone() for n, v in model.generator.model.state_dict().items()}
-    w_before = model.alignment.linear.weight.detach().clone()
-    result = trainer.train()
-    assert result.steps == 3
-    for name, value in model.generator.model.state_dict().items():
-        assert torch.equal(value, p_before[name]), f"frozen P changed: {name}"
-    assert not torch.allclose(model.alignment.linear.weight, w_before)
-
-
-def test_a_frozen_alignment_trains_p_alone_and_still_transfers(tiny_model_dir: TinyDir, tmp_path: Path) -> None:
-    """train_alignment=False: W stays at its least-squares start, P learns, the flag is saved, and a transfer of
-    that P trains a fresh W (W alone)."""
-    llama = tiny_model_dir("llama")
-    config = make_config(tmp_path, llama, llama, "frozen_w", train_alignment=False, max_steps=3, save_model=True)
-    trainer = Trainer(config, examples=mixed_examples())
-    model = trainer.model
-    w_start = model.alignment.linear.weight.detach().clone()
-    assert model.alignment.init_method.startswith("lstsq")
-    assert not any(p.requires_grad for p in model.alignment.parameters())
-    p_before = {n: v.detach().clone() for n, v in model.generator.model.named_parameters() if v.requires_grad}
-    result = trainer.train()
-    assert torch.equal(model.alignment.linear.weight, w_start)
-    assert any(not torch.equal(v, p_before[n]) for n, v in model.generator.model.named_parameters() if n in p_before)
-    assert result.trainable_parameters == sum(v.numel() for v in p_before.values())  # W is not counted
-
-    final_dir = Path(config.output_dir) / "final"
-    reloaded = PromptEmbedder.from_pretrained(final_dir, device="cpu")
-    assert reloaded.config.train_alignment is False
-    assert "| Alignment (W) | frozen at its least-squares start |" in (final_dir / "README.md").read_text()
-    torch.testing.assert_close(reloaded.alignment.linear.weight, w_start, atol=0, rtol=0)
-    transfer = Trainer(make_config(tmp_path, llama, llama, "transfer", init_from=str(final_dir), max_steps=2))
-    assert {n for n, p in transfer.model.named_parameters() if p.requires_grad} == {"alignment.linear.weight"}
-
-
-def test_the_summary_reports_each_instructions_prompt_and_warns_when_p_writes_one_for_all(
-    tiny_model_dir: TinyDir, tmp_path: Path
-) -> None:
-    """train_summary.json decodes P's prompt per training instruction with their soft-token cosine; a P whose
-    output rows are all equal writes one prompt for every instruction, and the run says so."""
-    llama = tiny_model_dir("llama")
-    config = make_config(tmp_path, llama, llama, "apart", max_steps=1)
-    trainer = Trainer(config, examples=mixed_examples())
-    with torch.no_grad():  # sharpen P's random distributions so that the two instructions' prompts differ
-        trainer.model.generator.model.get_output_embeddings().weight.mul_(50.0)
-    trainer.train()
-    report = json.loads((Path(config.output_dir) / "train_summary.json").read_text())["instructions"]
-    assert set(report["prompts"]) == {INSTRUCTION, OTHER_INSTRUCTION}
-    assert report["prompt_cosine"]["min"] < 0.99
-    assert report["prompt_cosine"]["min"] == report["prompt_cosine"]["mean"] == report["prompt_cosine"]["max"]  # 1 pair
-
-    config = make_config(tmp_path, llama, llama, "collapsed", max_steps=1)
-    trainer = Trainer(config, examples=mixed_examples())
-    with torch.no_grad():  # every vocabulary row alike: the same distribution whatever the instruction
-        head = trainer.model.generator.model.get_output_embeddings().weight
-        head.copy_(head[:1].expand_as(head))
-    with pytest.warns(UserWarning, match="same prompt for all 2 training instructions"):
-        trainer.train()
-    report = json.loads((Path(config.output_dir) / "train_summary.json").read_text())["instructions"]
-    assert report["prompt_cosine"]["min"] > 0.999
-    assert len(set(report["prompts"].values())) == 1
-
-
-def test_prompt_diversity_pushes_ps_prompts_for_different_instructions_apart(
-    tiny_model_dir: TinyDir, tmp_path: Path
-) -> None:
-    """The same three steps from the same start, with and without a (dominant) diversity term: with it, P's prompts
-    for the two training instructions end up much less alike."""
-    llama = tiny_model_dir("llama")
-    cosines = {}
-    for weight in (0.0, 100.0):
-        config = make_config(tmp_path, llama, llama, f"diversity{weight}", max_steps=3, prompt_diversity=weight)
-        trainer = Trainer(config, examples=mixed_examples())
-        assert trainer.loss.instructions == (INSTRUCTION, OTHER_INSTRUCTION)
-        with torch.no_grad():  # sharpen P's random distributions a little, so that the two prompts can differ
-            trainer.model.generator.model.get_output_embeddings().weight.mul_(5.0)
-        trainer.train()
-        report = json.loads((Path(config.output_dir) / "train_summary.json").read_text())["instructions"]
-        cosines[weight] = report["prompt_cosine"]["min"]
-    assert cosines[100.0] < cosines[0.0] - 0.2, cosines
-
-
-def test_prompt_diversity_is_refused_where_p_makes_no_prompts_or_cannot_change(
-    tiny_model_dir: TinyDir, tmp_path: Path
-) -> None:
-    llama = tiny_model_dir("llama")
-    with pytest.raises(ValueError, match="training data has one instruction"):
-        Trainer(make_config(tmp_path, llama, llama, prompt_diversity=1.0), examples=paraphrase_examples())
-    with pytest.raises(ValueError, match="prompt_diversity must be >= 0"):
-        TrainingConfig(prompt_diversity=-1.0)
-    with pytest.raises(ValueError, match="prompt_diversity.*'lora'"):
-        TrainingConfig(method="lora", prompt_diversity=1.0)
-    with pytest.raises(ValueError, match="prompt_diversity.*transfer"):
-        TrainingConfig(init_from=str(tmp_path), prompt_diversity=1.0)
-
-
-def test_a_frozen_alignment_is_refused_where_it_means_nothing(
-    tiny_model_dir: TinyDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    llama = str(tiny_model_dir("llama"))
-    monkeypatch.setattr("promptembedder.models.alignment.MIN_SHARED_TOKENS", 10**9)  # too few shared tokens: W random
-    with pytest.raises(ValueError, match="share too few tokens"):
-        PromptEmbedder(prompting_model=llama, embedding_model=llama, train_alignment=False, device="cpu")
-    with pytest.raises(ValueError, match="train_alignment=False.*'lora'"):
-        TrainingConfig(method="lora", train_alignment=False)
-    with pytest.raises(ValueError, match="train_alignment=False.*transfer"):
-        TrainingConfig(init_from=str(tmp_path), train_alignment=False)
-    with pytest.raises(ValueError, match="random map"):
-        PromptEmbedderConfig(train_alignment=False, alignment_init="random")
-
-
-# ---------------------------------------------------------------------------------------------------
 # Real data, real E (slow; runs in CI)
 # ---------------------------------------------------------------------------------------------------
 
@@ -781,24 +322,3 @@ def test_real_data_training_improves_sts_dev(tiny_model_dir: TinyDir, tmp_path: 
           f"{after:.2f} after {result.steps} steps of {config.batch_size} ({elapsed:.0f} s)")
     assert result.steps == 30 and after is not None
     assert after > before + 0.1, f"STS-B dev did not improve: {before:.2f} -> {after:.2f}"
-
-
-def test_every_model_setting_is_a_training_setting_or_model_only(tmp_path: Path) -> None:
-    """The model configs take the run's settings by name: a new model field is a TrainingConfig field too, or it
-    is deliberately left at its default (MODEL_ONLY); and the derived configs carry the run's values."""
-    from dataclasses import fields
-
-    from promptembedder.models.config import BaselineConfig, PromptEmbedderConfig
-    from promptembedder.training.config import MODEL_ONLY, RENAMED
-
-    settings = {f.name for f in fields(TrainingConfig)}
-    for target in (PromptEmbedderConfig, BaselineConfig):
-        missing = {f.name for f in fields(target)} - MODEL_ONLY - settings - set(RENAMED)
-        assert not missing, f"{target.__name__} fields neither in TrainingConfig nor MODEL_ONLY: {sorted(missing)}"
-    config = TrainingConfig(num_soft_tokens=3, tau_start=2.0, prompt_on="query", max_length=64, lora_rank=4,
-                            output_dir=str(tmp_path))
-    derived = config.model_config
-    assert (derived.num_soft_tokens, derived.tau, derived.prompt_on, derived.max_length, derived.lora_rank) == \
-        (3, 2.0, "query", 64, 4)
-    lora = TrainingConfig(method="lora", prompt_position="suffix", output_dir=str(tmp_path)).model_config
-    assert isinstance(lora, BaselineConfig) and lora.adapter == "lora" and lora.prompt_position == "suffix"
