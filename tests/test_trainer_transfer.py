@@ -83,7 +83,8 @@ def test_a_frozen_alignment_trains_p_alone_and_still_transfers(tiny_model_dir: T
     assert reloaded.config.train_alignment is False
     assert "| Alignment (W) | frozen at its least-squares start |" in (final_dir / "README.md").read_text()
     torch.testing.assert_close(reloaded.alignment.linear.weight, w_start, atol=0, rtol=0)
-    transfer = Trainer(make_config(tmp_path, llama, llama, "transfer", init_from=str(final_dir), max_steps=2))
+    transfer = Trainer(make_config(tmp_path, llama, llama, "transfer", init_from=str(final_dir), max_steps=2),
+                       examples=mixed_examples())
     assert {n for n, p in transfer.model.named_parameters() if p.requires_grad} == {"alignment.linear.weight"}
 
 
