@@ -230,6 +230,7 @@ def seeds(args: argparse.Namespace) -> None:
             print(f"\n{args.row} and {other} share no seed")
             continue
         diffs, wins, ties, total = [], 0, 0, 0
+        per_task: dict[str, list[float]] = {}
         for seed in shared:
             a, b = (groups[g][seed]["scores"]["unseen_tasks"] for g in (args.row, other))
             diffs.append(a["main_score"] - b["main_score"])
@@ -237,9 +238,15 @@ def seeds(args: argparse.Namespace) -> None:
                 wins += score > b["per_task"][task]
                 ties += score == b["per_task"][task]
                 total += 1
+                per_task.setdefault(task, []).append(score - b["per_task"][task])
+        task_means = {task: np.mean(d) for task, d in per_task.items()}
         print(f"\n{args.row} - {other}, unseen tasks, seeds {', '.join(map(str, shared))}: mean "
               f"{np.mean(diffs):+.2f} (per seed {', '.join(f'{d:+.2f}' for d in diffs)}); above on {wins} of {total} "
-              f"task-seeds, level on {ties}")
+              f"task-seeds, level on {ties}; on the mean over these seeds above on "
+              f"{sum(d > 0 for d in task_means.values())} of {len(task_means)} tasks (standard error across tasks "
+              f"{np.std(list(task_means.values()), ddof=1) / np.sqrt(len(task_means)):.2f})")
+        print("  per task, mean over seeds: " + ", ".join(
+            f"{task.split('/')[-1]} {d:+.1f}" for task, d in sorted(task_means.items(), key=lambda kv: -kv[1])))
 
 
 def plot(args: argparse.Namespace) -> None:
@@ -249,21 +256,28 @@ def plot(args: argparse.Namespace) -> None:
     import matplotlib.pyplot as plt
 
     rows = rows_of(args.results)
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(group_of(r), []).append(summary(r))
     metrics = [("nli", "nli-follow\n(paired acc.)"), ("unseen", "unseen tasks\n(probe acc.)"),
                ("wording_held", "unseen wording\n(probe acc.)"), ("six", "six-task suite\n(mean)")]
     fig, ax = plt.subplots(figsize=(11, 4.5))
-    width = 0.8 / len(rows)
-    for i, r in enumerate(rows):
-        v = summary(r)
-        ax.bar(np.arange(len(metrics)) + i * width, [v[m] for m, _ in metrics], width, label=r["key"].split("@")[0])
+    width = 0.8 / len(groups)
+    for i, (name, values) in enumerate(groups.items()):
+        x = np.arange(len(metrics)) + i * width
+        label = name + (f" ({len(values)} seeds)" if len(values) > 1 else "")
+        ax.bar(x, [np.mean([v[m] for v in values]) for m, _ in metrics], width, label=label)
+        if len(values) > 1:  # each seed as a dot on its bar: the spread the mean hides
+            for v in values:
+                ax.plot(x, [v[m] for m, _ in metrics], "o", color="black", markersize=2.5)
     ax.axhline(50, color="grey", linestyle="--", linewidth=0.8)
     ax.text(-0.4, 51, "50: ignores the instruction (nli-follow)", fontsize=8, color="grey")
     ax.set_xticks(np.arange(len(metrics)) + 0.4 - width / 2, [label for _, label in metrics])
     ax.set_ylabel("score x100")
     steps = sorted({r["budget"]["max_steps"] for r in rows if "budget" in r})
-    seeds = sorted({r["budget"].get("seed", 42) for r in rows if "budget" in r})
+    seeds = sorted({seed_of(r) for r in rows if "budget" in r})
     budget = (f"{'/'.join(map(str, steps))} steps x batch {BUDGET['batch_size']}, seed{'s' * (len(seeds) > 1)} "
-              f"{', '.join(map(str, seeds))}, quick subsets")
+              f"{', '.join(map(str, seeds))}, quick subsets; bars: mean over seeds, dots: each seed")
     ax.set_title(f"Instruction-aware or static? Gemma 3 270M as E, multitask + its NLI at half\n({budget})")
     ax.legend(fontsize=8, ncol=3)
     fig.tight_layout()
