@@ -229,16 +229,14 @@ def seeds(args: argparse.Namespace) -> None:
         if not shared:
             print(f"\n{args.row} and {other} share no seed")
             continue
-        diffs, wins, ties, total = [], 0, 0, 0
-        per_task: dict[str, list[float]] = {}
+        diffs, per_task = [], {}
         for seed in shared:
             a, b = (groups[g][seed]["scores"]["unseen_tasks"] for g in (args.row, other))
             diffs.append(a["main_score"] - b["main_score"])
             for task, score in a["per_task"].items():
-                wins += score > b["per_task"][task]
-                ties += score == b["per_task"][task]
-                total += 1
                 per_task.setdefault(task, []).append(score - b["per_task"][task])
+        task_seeds = [d for ds in per_task.values() for d in ds]
+        wins, ties, total = sum(d > 0 for d in task_seeds), sum(d == 0 for d in task_seeds), len(task_seeds)
         task_means = {task: np.mean(d) for task, d in per_task.items()}
         print(f"\n{args.row} - {other}, unseen tasks, seeds {', '.join(map(str, shared))}: mean "
               f"{np.mean(diffs):+.2f} (per seed {', '.join(f'{d:+.2f}' for d in diffs)}); above on {wins} of {total} "
