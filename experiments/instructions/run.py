@@ -43,6 +43,7 @@ from promptembedder.models.baselines import PROMPTEOL_TEMPLATE, BackboneEmbedder
 from promptembedder.models.config import BaselineConfig
 from promptembedder.models.embedder import Embedder
 from promptembedder.training import Trainer, TrainingConfig
+from promptembedder.training.state import TrainResult
 
 E, P = "gemma3-270m", "smollm2-135m"
 #: `multitask` plus its own NLI tasks again at half the mix: at 40 steps `multitask` alone gives 3 NLI batches
@@ -110,6 +111,17 @@ def train_seconds(log: Path) -> float:
         return sum(float(r["step_time_s"]) for r in csv.DictReader(handle) if r.get("step_time_s"))
 
 
+def train_row(name: str, runs_dir: Path) -> tuple[Trainer, TrainResult, Path]:
+    """Train a row at `BUDGET`; its model is kept in `<runs_dir>/<row>@<E>/final`."""
+    method, options = parse(name)
+    output_dir = runs_dir / f"{name}@{E}"
+    config = TrainingConfig(**{**BUDGET, **options}, method=method, prompting_model=P, embedding_model=E,
+                            output_dir=str(output_dir), do_eval=False, logging_steps=1, save_steps=10_000,
+                            save_model=True, show_progress_bar=False, device="cpu")
+    trainer = Trainer(config)
+    return trainer, trainer.train(), output_dir
+
+
 def run_row(name: str, runs_dir: Path) -> dict:
     method, options = parse(name)
     started = time.perf_counter()
@@ -118,12 +130,7 @@ def run_row(name: str, runs_dir: Path) -> dict:
         model = BackboneEmbedder(BaselineConfig(method=name, embedding_model=E, max_length=BUDGET["max_length"],
                                                 **options), device="cpu")
         return {**record, **score(model, False), "wall_s": time.perf_counter() - started}
-    output_dir = runs_dir / f"{name}@{E}"
-    config = TrainingConfig(**{**BUDGET, **options}, method=method, prompting_model=P, embedding_model=E,
-                            output_dir=str(output_dir), do_eval=False, logging_steps=1, save_steps=10_000,
-                            save_model=True, show_progress_bar=False, device="cpu")
-    trainer = Trainer(config)
-    result = trainer.train()
+    trainer, result, output_dir = train_row(name, runs_dir)
     summary = json.loads((output_dir / "train_summary.json").read_text()) if (
         output_dir / "train_summary.json").is_file() else {}
     instructions = trainer.instructions
@@ -166,6 +173,24 @@ def run(args: argparse.Namespace) -> None:
         with open(args.results, "a") as handle:
             handle.write(json.dumps(record) + "\n")
         print(json.dumps({k: record[k] for k in ("key", "eval_total_s", "wall_s")}), flush=True)
+
+
+def train_only(args: argparse.Namespace) -> None:
+    """Train rows and keep their models unscored, for `promptembedder evaluate --tasks all` on the full sets; a row
+    whose model is already there is skipped."""
+    BUDGET["max_steps"] = args.max_steps
+    for name in args.rows:
+        if parse(name)[0] is None:
+            raise SystemExit(f"row {name!r} has nothing to train")
+    torch.manual_seed(0)
+    for name in args.rows:
+        final = args.runs_dir / f"{name}@{E}" / "final"
+        if final.exists():
+            print(f"{final} exists: skipped", flush=True)
+            continue
+        print(f"== {name}@{E}", flush=True)
+        _, result, _ = train_row(name, args.runs_dir)
+        print(f"trained {result.steps} steps, median step {result.median_step_time_s:.1f} s", flush=True)
 
 
 def rows_of(results: Path) -> list[dict]:
@@ -292,6 +317,11 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=BUDGET["max_steps"], help="steps of batch 16 per trained row")
     p.add_argument("rows", nargs="+")
     p.set_defaults(func=run)
+    p = sub.add_parser("train")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs/instructions"))
+    p.add_argument("--max-steps", type=int, default=BUDGET["max_steps"], help="steps of batch 16 per trained row")
+    p.add_argument("rows", nargs="+")
+    p.set_defaults(func=train_only)
     p = sub.add_parser("table")
     p.add_argument("--results", type=Path, required=True)
     p.set_defaults(func=table)
