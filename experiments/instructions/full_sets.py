@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from run import rows_of
 
 from promptembedder.bench.subsets import TASK_ORDER
 
@@ -41,7 +42,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="the plot (PNG)")
     parser.add_argument("evaluations", nargs="+", type=Path, help="promptembedder evaluate --output files")
     args = parser.parse_args()
-    subsets = {r["key"]: r["scores"]["six"] for r in map(json.loads, args.results.read_text().splitlines()) if r}
+    subsets = {r["key"]: r["scores"]["six"] for r in rows_of(args.results)}
     rows = []
     for key, entries in load(args.evaluations).items():
         missing = [t for t in TASK_ORDER if t not in entries]
