@@ -93,6 +93,25 @@ def test_prompt_on_query_leaves_documents_unprompted(tiny_model_dir):
     assert build(tiny_model_dir).document_side_trainable
 
 
+def test_training_reads_retrievals_documents_as_evaluation_does(tiny_model_dir):
+    """prompt_on='both': a batch's documents take its instruction's prompt unless they are retrieval's documents
+    (document_instruction None), which take the default instruction's, as `encode_document` gives them."""
+    model = build(tiny_model_dir).eval()
+
+    def no_cache(texts, instruction):
+        raise AssertionError("a trainable document side is never cached")
+
+    with torch.no_grad():
+        model.alignment.linear.weight.mul_(100)  # a random tiny W hardly moves E; let the prompts show
+        queries = DOCS[:1]
+        _, symmetric, _ = model.embed_batch(model.training_module(), queries, DOCS, INSTRUCTION, no_cache, (),
+                                            INSTRUCTION)
+        _, retrieval, _ = model.embed_batch(model.training_module(), queries, DOCS, INSTRUCTION, no_cache, (), None)
+        torch.testing.assert_close(symmetric, model.embed(DOCS, INSTRUCTION, "query"))
+        torch.testing.assert_close(retrieval, model.embed(DOCS, None, "document"))
+        assert (retrieval - symmetric).abs().max() > 1e-4  # 10x assert_close's tolerance: two different prompts
+
+
 # --- the prompt cache --------------------------------------------------------------------------------------
 
 

@@ -99,6 +99,10 @@ def test_multitask_mixes_many_tasks_and_wordings_none_held_out() -> None:
     assert all(sum(e.instructions == t for e in examples) <= MULTITASK_CAP for t in tasks)
     held_out = {w for task in catalogue().train for w in held_out_instructions(task)}
     assert not wordings & held_out
+    # SciFact's abstracts are read as evaluation reads retrieval's documents; every other task is symmetric
+    scifact = set(training_instructions("scifact"))
+    assert {e.document_prompt_type for e in examples if e.instruction in scifact} == {"document"}
+    assert {e.document_prompt_type for e in examples if e.instruction not in scifact} == {"query"}
     assert wordings <= {w for words in catalogue().train.values() for w in words}
     nli = {*training_instructions("nli-entailment"), *training_instructions("nli-contradiction")}
     assert not {e.query for e in examples if e.instruction in nli} & {p.premise for p in load_esnli_pairs("test")}

@@ -88,7 +88,9 @@ class TrainExample:
 
     `instructions`, when given, are the wordings of the example's task: each batch of the task draws one of them
     (`training.batching`), so P learns the task from many phrasings; `instruction` is then the one in use (the
-    first unless a batch drew another).
+    first unless a batch drew another). `document_prompt_type` is how the positive and negatives are read, as
+    evaluation reads the task's second side: "query" (behind the instruction, symmetric tasks) or "document"
+    (without it: retrieval's documents), so that training and evaluation give documents the same prompt.
     """
 
     query: str
@@ -96,8 +98,11 @@ class TrainExample:
     negatives: tuple[str, ...] = ()
     instruction: str | None = None
     instructions: tuple[str, ...] = ()
+    document_prompt_type: str = "query"
 
     def __post_init__(self) -> None:
+        if self.document_prompt_type not in ("query", "document"):
+            raise ValueError(f"document_prompt_type must be 'query' or 'document', got {self.document_prompt_type!r}")
         # Accept any sequence of negatives but store a tuple, so examples stay hashable and immutable.
         if not isinstance(self.negatives, tuple):
             object.__setattr__(self, "negatives", tuple(self.negatives))

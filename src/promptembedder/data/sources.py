@@ -86,8 +86,9 @@ def _scifact(embedding_model: str, negatives_model: Callable[[], TextEncoder] | 
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(negatives), encoding="utf-8")
         tmp.replace(path)
-    instruction = SUITE_PROMPTS["scifact"].instruction
-    return [TrainExample(data.queries[q], data.corpus[d], (data.corpus[negatives[q]],), instruction)
+    prompt = SUITE_PROMPTS["scifact"]
+    return [TrainExample(data.queries[q], data.corpus[d], (data.corpus[negatives[q]],), prompt.instruction,
+                         document_prompt_type=prompt.document_prompt_type)
             for q, docs in data.qrels.items() for d in docs if q in negatives]
 
 
@@ -113,8 +114,9 @@ def _multitask(embedding_model: str, labels_as_documents: bool = False) -> list[
              many.licl_pairs(labels_as_documents=labels_as_documents),
              with_wordings(load_sts_train_pairs(), "sts"), with_wordings(_banking77(embedding_model), "banking77"),
              with_wordings(_mrpc(embedding_model), "mrpc"),
-             with_wordings([TrainExample(scifact.queries[q], scifact.corpus[d]) for q, docs in scifact.qrels.items()
-                            for d in docs], "scifact")]
+             with_wordings([TrainExample(scifact.queries[q], scifact.corpus[d],
+                                         document_prompt_type=SUITE_PROMPTS["scifact"].document_prompt_type)
+                            for q, docs in scifact.qrels.items() for d in docs], "scifact")]
     by_task: dict[tuple[str, ...], list[TrainExample]] = {}
     for example in (e for part in parts for e in part):
         by_task.setdefault(example.instructions, []).append(example)

@@ -189,6 +189,13 @@ class PromptEmbedder(TrainableEmbedder):
         of `module` (the wrapped PromptHead): data parallelism allows one per backward."""
         return module(instruction, contrast)
 
+    def document_context(self, document_instruction: str | None) -> torch.Tensor | DeepPrompt | None:
+        return self.soft_prompt(document_instruction) if self.uses_prompt("document") else None
+
+    def embed_documents(self, documents: list[str], context: torch.Tensor | DeepPrompt | None,
+                        document_instruction: str | None) -> torch.Tensor:
+        return self.backbone(documents, context)
+
     def embed_in_context(self, module: nn.Module, texts: list[str], prompt_type: str, context: torch.Tensor | None,
                          instruction: str | None) -> torch.Tensor:
         return self.backbone(texts, context if self.uses_prompt(prompt_type) else None)

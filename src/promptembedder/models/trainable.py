@@ -73,18 +73,30 @@ class TrainableEmbedder(Embedder):
         return module(texts, instruction, prompt_type)
 
     def embed_batch(self, module: nn.Module, queries: list[str], documents: list[str], instruction: str | None,
-                    cached_documents: DocumentLookup, contrast: tuple[str | None, ...] = ()
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                    cached_documents: DocumentLookup, contrast: tuple[str | None, ...] = (),
+                    document_instruction: str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(query, document) embeddings of one batch, and the context's similarity to `contrast`'s (see
         `training_context`): documents from the cache when they need no gradient, and one forward for both
-        sides when they are treated alike."""
+        sides when they are treated alike. Documents read under `document_instruction` (None for retrieval's, as
+        evaluation reads them: the default instruction's prompt under `prompt_on='both'`)."""
         context, similarity = self.training_context(module, instruction, contrast)
         if not self.document_side_trainable:
-            docs = cached_documents(documents, instruction)
+            docs = cached_documents(documents, document_instruction)
             return self.embed_in_context(module, queries, "query", context, instruction), docs, similarity
-        if self.uses_prompt("document"):
+        if self.uses_prompt("document") and document_instruction == instruction:
             everything = self.embed_in_context(module, queries + documents, "query", context, instruction)
             return everything[: len(queries)], everything[len(queries) :], similarity
-        # Documents outside `module`: data parallelism allows one forward of the wrapped module per backward.
         q = self.embed_in_context(module, queries, "query", context, instruction)
-        return q, self.embed(documents, instruction, "document"), similarity
+        docs = self.embed_documents(documents, self.document_context(document_instruction), document_instruction)
+        return q, docs, similarity
+
+    def document_context(self, document_instruction: str | None) -> torch.Tensor | None:
+        """What documents read under their own instruction share, made once per batch with gradient (PromptEmbedder:
+        that instruction's prompt); None for a model that reads the instruction itself."""
+        return None
+
+    def embed_documents(self, documents: list[str], context: torch.Tensor | None,
+                        document_instruction: str | None) -> torch.Tensor:
+        """Documents with gradient under their own instruction and `document_context`, outside the wrapped module
+        (data parallelism allows one forward of it per backward)."""
+        return self.embed(documents, document_instruction, "document")

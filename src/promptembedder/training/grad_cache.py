@@ -28,14 +28,20 @@ class CachedContrastiveLoss(ContrastiveLoss):
 
     def __call__(self, batch: list[TrainExample]) -> torch.Tensor:
         model, size = self.model, self.chunk_size
-        instruction, queries, documents = split_batch(batch)
+        instruction, document_instruction, queries, documents = split_batch(batch)
         with self.autocast_context():
             context, similarity = model.training_context(self.module, instruction, self.contrast(instruction))
+            # Documents under their own instruction (retrieval's) share a context of their own, made once too.
+            own = document_instruction != instruction
+            document_context = model.document_context(document_instruction) if own else None
         penalty = self.diversity_term(similarity)
         leaf = context.detach().requires_grad_() if context is not None else None
+        document_leaf = document_context.detach().requires_grad_() if document_context is not None else None
 
         def embed(texts: list[str], prompt_type: str) -> torch.Tensor:
             with self.autocast_context():
+                if prompt_type == "document" and own:
+                    return model.embed_documents(texts, document_leaf, document_instruction)
                 return model.embed_in_context(self.module, texts, prompt_type, leaf, instruction)
 
         pieces = [(queries[i : i + size], "query") for i in range(0, len(queries), size)]
@@ -48,7 +54,7 @@ class CachedContrastiveLoss(ContrastiveLoss):
                 states.append(rng_state())
                 reps.append(embed(texts, prompt_type).detach().requires_grad_())
         q = torch.cat([r for r, (_, kind) in zip(reps, pieces, strict=True) if kind == "query"])
-        docs = (self.documents(documents, instruction) if cached_docs else
+        docs = (self.documents(documents, document_instruction) if cached_docs else
                 torch.cat([r for r, (_, kind) in zip(reps, pieces, strict=True) if kind == "document"]))
         loss = self.info_nce(q, docs, len(batch))
 
@@ -61,7 +67,8 @@ class CachedContrastiveLoss(ContrastiveLoss):
                     set_rng_state(state)
                     embed(texts, prompt_type).backward(rep.grad)
             # P's graph is walked once, for the prompt's gradient and the diversity term's together.
-            ends = [(context, leaf.grad)] if context is not None and leaf.grad is not None else []
+            ends = [(c, g.grad) for c, g in ((context, leaf), (document_context, document_leaf))
+                    if c is not None and g.grad is not None]
             ends += [(penalty, grad)] if torch.is_tensor(penalty) else []
             if ends:
                 torch.autograd.backward(*zip(*ends, strict=True))

@@ -38,10 +38,14 @@ def gradient_sync(module: nn.Module, enabled: bool) -> contextlib.AbstractContex
     return contextlib.nullcontext() if enabled or no_sync is None else no_sync()
 
 
-def split_batch(batch: list[TrainExample]) -> tuple[str | None, list[str], list[str]]:
-    """(instruction, queries, documents): the positives first, then every hard negative."""
+def split_batch(batch: list[TrainExample]) -> tuple[str | None, str | None, list[str], list[str]]:
+    """(instruction, the documents' instruction, queries, documents): the positives first, then every hard
+    negative. The documents' instruction is the batch's, or None for documents read as evaluation reads
+    retrieval's (`TrainExample.document_prompt_type`)."""
     documents = [e.positive for e in batch] + [n for e in batch for n in e.negatives]
-    return batch[0].instruction, [e.query for e in batch], documents
+    instruction = batch[0].instruction
+    return (instruction, instruction if batch[0].document_prompt_type == "query" else None,
+            [e.query for e in batch], documents)
 
 
 #: The most other instructions whose prompts a step's prompt is kept apart from (`prompt_diversity`), drawn anew
@@ -70,10 +74,10 @@ class ContrastiveLoss:
     instructions: tuple[str | None, ...] = ()
 
     def __call__(self, batch: list[TrainExample]) -> torch.Tensor:
-        instruction, queries, documents = split_batch(batch)
+        instruction, document_instruction, queries, documents = split_batch(batch)
         with self.autocast_context():
             q, docs, similarity = self.model.embed_batch(self.module, queries, documents, instruction, self.documents,
-                                                         self.contrast(instruction))
+                                                         self.contrast(instruction), document_instruction)
         return self.info_nce(q, docs, len(batch)) + self.diversity_term(similarity)
 
     def contrast(self, instruction: str | None) -> tuple[str | None, ...]:
