@@ -53,10 +53,11 @@ DEV_PAIRS = [STSPair(SENTENCES[i], SENTENCES[i + 1], 4.0 + (i % 3) / 2) for i in
 
 
 def examples() -> list[TrainExample]:
-    """Two instructions (each batch holds one), one of them with a hard negative per example: 8 + 8 examples."""
+    """Two instructions (each batch holds one), one of them with a hard negative per example, the other's positives
+    read as retrieval's documents (under the default instruction, not the batch's): 8 + 8 examples."""
     pairs = [(SENTENCES[i], SENTENCES[i + 1]) for i in range(0, 16, 2)]
     data = [TrainExample(q, p, (SENTENCES[(2 * i + 4) % 16],), NLI) for i, (q, p) in enumerate(pairs)]
-    data += [TrainExample(p, q, (), INSTRUCTION) for q, p in pairs]
+    data += [TrainExample(p, q, (), INSTRUCTION, document_prompt_type="document") for q, p in pairs]
     return data
 
 

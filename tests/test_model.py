@@ -104,9 +104,8 @@ def test_training_reads_retrievals_documents_as_evaluation_does(tiny_model_dir):
     with torch.no_grad():
         model.alignment.linear.weight.mul_(100)  # a random tiny W hardly moves E; let the prompts show
         queries = DOCS[:1]
-        _, symmetric, _ = model.embed_batch(model.training_module(), queries, DOCS, INSTRUCTION, no_cache, (),
-                                            INSTRUCTION)
-        _, retrieval, _ = model.embed_batch(model.training_module(), queries, DOCS, INSTRUCTION, no_cache, (), None)
+        _, symmetric, _ = model.embed_batch(model.training_module(), queries, DOCS, INSTRUCTION, INSTRUCTION, no_cache)
+        _, retrieval, _ = model.embed_batch(model.training_module(), queries, DOCS, INSTRUCTION, None, no_cache)
         torch.testing.assert_close(symmetric, model.embed(DOCS, INSTRUCTION, "query"))
         torch.testing.assert_close(retrieval, model.embed(DOCS, None, "document"))
         assert (retrieval - symmetric).abs().max() > 1e-4  # 10x assert_close's tolerance: two different prompts

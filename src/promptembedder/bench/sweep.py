@@ -168,7 +168,7 @@ def phase_profile(args: dict, model, batch: int, variant: dict) -> dict:
             memory["step start (MB)"] = torch.cuda.memory_allocated(device) / 2**20
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=trainer.autocast):
             with label("generation"):
-                prompt, _ = model.training_context(trainer.wrapped, INSTRUCTION)
+                prompt, _, _ = model.training_context(trainer.wrapped, INSTRUCTION)
             mark("generation")
             with label("E documents"):
                 doc_vectors = trainer.documents(docs, INSTRUCTION)

@@ -36,15 +36,22 @@ class PromptHead(nn.Module):
         self.generator, self.alignment = model.generator, model.alignment
         self._text = model.config.instruction_text
 
-    def forward(self, instruction: str | None, contrast: tuple[str | None, ...] = ()
-                ) -> tuple[torch.Tensor | DeepPrompt, torch.Tensor | None]:
-        """The aligned prompt for `instruction` and, with `contrast`, the mean cosine of P's soft tokens for it
-        against those for each contrast instruction (the prompt-diversity term); None without."""
-        if not contrast:
-            return self.alignment(self.generator(self._text(instruction)).embeddings), None
-        tokens = [p.embeddings for p in self.generator.generate([self._text(i) for i in (instruction, *contrast)])]
-        unit = unit_prompts(tokens)
-        return self.alignment(tokens[0]), (unit[1:] @ unit[0]).mean()
+    def forward(self, instruction: str | None, contrast: tuple[str | None, ...] = (),
+                documents: tuple[str | None, ...] = ()
+                ) -> tuple[torch.Tensor | DeepPrompt, torch.Tensor | DeepPrompt | None, torch.Tensor | None]:
+        """The aligned prompt for `instruction`; with `documents` (the documents' own instruction) theirs too; with
+        `contrast`, the mean cosine of P's soft tokens for `instruction` against those for each contrast
+        instruction (the prompt-diversity term). One generation for all of them."""
+        if not contrast and not documents:
+            return self.alignment(self.generator(self._text(instruction)).embeddings), None, None
+        texts = [self._text(i) for i in (instruction, *documents, *contrast)]
+        tokens = [p.embeddings for p in self.generator.generate(texts)]
+        document_prompt = self.alignment(tokens[1]) if documents else None
+        similarity = None
+        if contrast:
+            unit = unit_prompts([tokens[0], *tokens[1 + len(documents) :]])
+            similarity = (unit[1:] @ unit[0]).mean()
+        return self.alignment(tokens[0]), document_prompt, similarity
 
 
 def unit_prompts(prompts: list[torch.Tensor]) -> torch.Tensor:
@@ -183,14 +190,13 @@ class PromptEmbedder(TrainableEmbedder):
     def sharded_modules(self) -> dict[str, nn.Module]:
         return {"generator": self.generator, "alignment": self.alignment}
 
-    def training_context(self, module: nn.Module, instruction: str | None, contrast: tuple[str | None, ...] = ()
-                         ) -> tuple[torch.Tensor | DeepPrompt, torch.Tensor | None]:
-        """The batch's soft prompt and its similarity to the contrast instructions' prompts, made in one forward
-        of `module` (the wrapped PromptHead): data parallelism allows one per backward."""
-        return module(instruction, contrast)
-
-    def document_context(self, document_instruction: str | None) -> torch.Tensor | DeepPrompt | None:
-        return self.soft_prompt(document_instruction) if self.uses_prompt("document") else None
+    def training_context(self, module: nn.Module, instruction: str | None, contrast: tuple[str | None, ...] = (),
+                         documents: tuple[str | None, ...] = ()
+                         ) -> tuple[torch.Tensor | DeepPrompt, torch.Tensor | DeepPrompt | None, torch.Tensor | None]:
+        """The batch's soft prompt, its documents' (when they take a prompt of their own) and the similarity to the
+        contrast instructions' prompts, made in one forward of `module` (the wrapped PromptHead): data parallelism
+        allows one per backward."""
+        return module(instruction, contrast, documents if self.uses_prompt("document") else ())
 
     def embed_documents(self, documents: list[str], context: torch.Tensor | DeepPrompt | None,
                         document_instruction: str | None) -> torch.Tensor:

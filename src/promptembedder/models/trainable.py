@@ -59,13 +59,16 @@ class TrainableEmbedder(Embedder):
         """The submodules FSDP shards, by attribute name (their gathered weights are saved under that prefix)."""
         raise ValueError(f"{type(self).__name__} cannot be sharded: fsdp shards PromptEmbedder's P and W only")
 
-    def training_context(self, module: nn.Module, instruction: str | None, contrast: tuple[str | None, ...] = ()
-                         ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """What the whole batch shares and gradients flow back into (PromptEmbedder's soft prompt), and how alike
-        it is to the contexts of the `contrast` instructions (a regulariser keeps them apart); None, None here."""
+    def training_context(self, module: nn.Module, instruction: str | None, contrast: tuple[str | None, ...] = (),
+                         documents: tuple[str | None, ...] = ()
+                         ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """What the whole batch shares and gradients flow back into (PromptEmbedder's soft prompt), the same for its
+        documents when they take the `documents` instruction instead of the batch's (retrieval's), and how alike
+        the batch's is to the contexts of the `contrast` instructions (a regulariser keeps them apart); all None
+        here: a model without a P reads the instruction itself."""
         if contrast:
             raise ValueError(f"{type(self).__name__} makes no prompt per instruction: prompt_diversity needs a P")
-        return None, None
+        return None, None, None
 
     def embed_in_context(self, module: nn.Module, texts: list[str], prompt_type: str, context: torch.Tensor | None,
                          instruction: str | None) -> torch.Tensor:
@@ -73,30 +76,26 @@ class TrainableEmbedder(Embedder):
         return module(texts, instruction, prompt_type)
 
     def embed_batch(self, module: nn.Module, queries: list[str], documents: list[str], instruction: str | None,
-                    cached_documents: DocumentLookup, contrast: tuple[str | None, ...] = (),
-                    document_instruction: str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                    document_instruction: str | None, cached_documents: DocumentLookup,
+                    contrast: tuple[str | None, ...] = ()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(query, document) embeddings of one batch, and the context's similarity to `contrast`'s (see
         `training_context`): documents from the cache when they need no gradient, and one forward for both
-        sides when they are treated alike. Documents read under `document_instruction` (None for retrieval's, as
-        evaluation reads them: the default instruction's prompt under `prompt_on='both'`)."""
-        context, similarity = self.training_context(module, instruction, contrast)
+        sides when they are treated alike. Documents are read under `document_instruction`: the batch's, or None
+        for retrieval's, as evaluation reads them (the default instruction's prompt under `prompt_on='both'`)."""
+        own = document_instruction != instruction
+        context, document_context, similarity = self.training_context(module, instruction, contrast,
+                                                                      (document_instruction,) if own else ())
         if not self.document_side_trainable:
             docs = cached_documents(documents, document_instruction)
             return self.embed_in_context(module, queries, "query", context, instruction), docs, similarity
-        if self.uses_prompt("document") and document_instruction == instruction:
+        if self.uses_prompt("document") and not own:
             everything = self.embed_in_context(module, queries + documents, "query", context, instruction)
             return everything[: len(queries)], everything[len(queries) :], similarity
         q = self.embed_in_context(module, queries, "query", context, instruction)
-        docs = self.embed_documents(documents, self.document_context(document_instruction), document_instruction)
-        return q, docs, similarity
-
-    def document_context(self, document_instruction: str | None) -> torch.Tensor | None:
-        """What documents read under their own instruction share, made once per batch with gradient (PromptEmbedder:
-        that instruction's prompt); None for a model that reads the instruction itself."""
-        return None
+        return q, self.embed_documents(documents, document_context, document_instruction), similarity
 
     def embed_documents(self, documents: list[str], context: torch.Tensor | None,
                         document_instruction: str | None) -> torch.Tensor:
-        """Documents with gradient under their own instruction and `document_context`, outside the wrapped module
-        (data parallelism allows one forward of it per backward)."""
+        """Documents with gradient, under their own instruction and the context `training_context` made for them,
+        outside the wrapped module (data parallelism allows one forward of it per backward)."""
         return self.embed(documents, document_instruction, "document")

@@ -30,10 +30,10 @@ class CachedContrastiveLoss(ContrastiveLoss):
         model, size = self.model, self.chunk_size
         instruction, document_instruction, queries, documents = split_batch(batch)
         with self.autocast_context():
-            context, similarity = model.training_context(self.module, instruction, self.contrast(instruction))
             # Documents under their own instruction (retrieval's) share a context of their own, made once too.
             own = document_instruction != instruction
-            document_context = model.document_context(document_instruction) if own else None
+            context, document_context, similarity = model.training_context(
+                self.module, instruction, self.contrast(instruction), (document_instruction,) if own else ())
         penalty = self.diversity_term(similarity)
         leaf = context.detach().requires_grad_() if context is not None else None
         document_leaf = document_context.detach().requires_grad_() if document_context is not None else None
@@ -47,7 +47,10 @@ class CachedContrastiveLoss(ContrastiveLoss):
         pieces = [(queries[i : i + size], "query") for i in range(0, len(queries), size)]
         cached_docs = not model.document_side_trainable
         if not cached_docs:
-            pieces += [(documents[i : i + size], "document") for i in range(0, len(documents), size)]
+            document_pieces = [(documents[i : i + size], "document") for i in range(0, len(documents), size)]
+            # The last backward is the one that averages over ranks, so it must run through `module`: documents
+            # read outside it (under their own instruction) go first.
+            pieces = document_pieces + pieces if own else pieces + document_pieces
         states, reps = [], []
         with torch.no_grad():
             for texts, prompt_type in pieces:

@@ -76,8 +76,9 @@ class ContrastiveLoss:
     def __call__(self, batch: list[TrainExample]) -> torch.Tensor:
         instruction, document_instruction, queries, documents = split_batch(batch)
         with self.autocast_context():
-            q, docs, similarity = self.model.embed_batch(self.module, queries, documents, instruction, self.documents,
-                                                         self.contrast(instruction), document_instruction)
+            q, docs, similarity = self.model.embed_batch(self.module, queries, documents, instruction,
+                                                         document_instruction, self.documents,
+                                                         self.contrast(instruction))
         return self.info_nce(q, docs, len(batch)) + self.diversity_term(similarity)
 
     def contrast(self, instruction: str | None) -> tuple[str | None, ...]:
