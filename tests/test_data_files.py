@@ -35,6 +35,15 @@ def test_jsonl_named_columns_and_negatives(tmp_path: Path) -> None:
     ]
 
 
+def test_retrieval_file_reads_its_documents_without_the_instruction(tmp_path: Path) -> None:
+    path = _jsonl(tmp_path / "retrieval.jsonl", [{"query": "claim", "positive": "abstract", "negative": "other"}])
+    got = load_examples(path, instruction="Find the abstract.", document_prompt_type="document")
+    assert got == [TrainExample("claim", "abstract", ("other",), "Find the abstract.", document_prompt_type="document")]
+    assert load_examples(path)[0].document_prompt_type == "query"
+    with pytest.raises(ValueError, match=r"retrieval.jsonl: document_prompt_type must be 'query' or 'document'"):
+        load_examples(path, document_prompt_type="documents")
+
+
 def test_jsonl_custom_columns(tmp_path: Path) -> None:
     path = _jsonl(
         tmp_path / "train.json",

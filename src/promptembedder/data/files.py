@@ -50,6 +50,7 @@ def _example_from_record(
     positive_col: str,
     negative_cols: Sequence[str] | None,
     instruction: str | None,
+    document_prompt_type: str = "query",
 ) -> TrainExample:
     for col in (query_col, positive_col, *(negative_cols or ())):
         if col not in record:
@@ -70,7 +71,7 @@ def _example_from_record(
                     path, number, f"'negatives' must be a list of strings, got {type(value).__name__}"
                 )
             negatives.extend(_negatives_from_value(path, number, "negatives", value))
-    return TrainExample(query, positive, tuple(negatives), instruction)
+    return TrainExample(query, positive, tuple(negatives), instruction, document_prompt_type=document_prompt_type)
 
 
 def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
@@ -182,6 +183,7 @@ def load_examples(
     negative_cols: Sequence[str] | None = None,
     instruction: str | None = None,
     skip_invalid: bool = False,
+    document_prompt_type: str = "query",
 ) -> list[TrainExample]:
     """Read training examples from JSON lines (.jsonl/.json/.ndjson), CSV or TSV with named columns.
 
@@ -189,12 +191,16 @@ def load_examples(
     `negatives` list. Any bad line raises `DataError` with its line number; `skip_invalid=True`
     drops bad lines instead and warns (`DataWarning`) with how many were dropped. A file yielding no
     example always raises, since an empty training set is never what the caller meant.
+    `document_prompt_type="document"` reads the positives and negatives as retrieval's documents (without the
+    instruction), as evaluation reads a retrieval task's; "query" (default) behind it, as a symmetric task's.
     """
     path = Path(path)
     if isinstance(negative_cols, str):
         negative_cols = (negative_cols,)
     if instruction is not None and not instruction.strip():
         raise ValueError("instruction must be None or a non-blank string")
+    if document_prompt_type not in ("query", "document"):
+        raise ValueError(f"{path}: document_prompt_type must be 'query' or 'document', got {document_prompt_type!r}")
     suffix = path.suffix.lower()
     if suffix in _JSONL_SUFFIXES:
         records = _jsonl_records(path)
@@ -214,7 +220,7 @@ def load_examples(
             if isinstance(record, DataError):
                 raise record
             example = _example_from_record(
-                path, number, record, query_col, positive_col, negative_cols, instruction
+                path, number, record, query_col, positive_col, negative_cols, instruction, document_prompt_type
             )
             examples.append(example)
         except DataError as exc:
