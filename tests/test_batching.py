@@ -33,6 +33,16 @@ def test_each_batch_draws_one_wording_of_its_task() -> None:
     assert seen == set(WORDINGS)
 
 
+def test_documents_read_differently_never_share_a_batch() -> None:
+    """One instruction, two sources: retrieval's documents and a symmetric task's; a batch holds one kind, since
+    the loss reads a batch's documents one way."""
+    data = [TrainExample(f"q{i}", f"p{i}", instruction="Find it.", document_prompt_type="document") for i in range(8)]
+    data += [TrainExample(f"s{i}", f"t{i}", instruction="Find it.") for i in range(8)]
+    batches = make_batches(data, batch_size=4, seed=0, epoch=0)
+    assert len(batches) == 4
+    assert all(len({data[i].document_prompt_type for i in batch}) == 1 for batch in batches)
+
+
 def test_draws_are_the_same_on_every_rank_and_on_a_rebuild() -> None:
     data = examples()
     first = [StepBatches(data, 4, 1, seed=7, world=2, rank=r) for r in (0, 1)]

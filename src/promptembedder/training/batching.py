@@ -12,14 +12,14 @@ from ..data.datasets import TrainExample
 
 def make_batches(examples: list[TrainExample], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     """Batches of example indices for one epoch, each from one instruction, or one task's wordings (one soft prompt
-    per batch).
+    per batch), whose documents are all read alike (`TrainExample.document_prompt_type`).
 
     Incomplete batches are dropped so every rank gets an equal share and in-batch negatives are never too few.
     """
     rng = random.Random(seed * 100_003 + epoch)
-    groups: dict[str | tuple[str, ...] | None, list[int]] = {}
+    groups: dict[tuple[str | tuple[str, ...] | None, str], list[int]] = {}
     for i, example in enumerate(examples):
-        groups.setdefault(example.instructions or example.instruction, []).append(i)
+        groups.setdefault((example.instructions or example.instruction, example.document_prompt_type), []).append(i)
     batches = []
     for indices in groups.values():
         indices = indices[:]
