@@ -16,32 +16,43 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from promptembedder.auto import load_embedder
+from promptembedder.data.task_sets import RetrievalData
 from promptembedder.evaluation.retrieval import evaluate_retrieval
-from promptembedder.evaluation.tasks import get_task
+from promptembedder.evaluation.tasks import TaskSpec, get_task
+from promptembedder.models.embedder import Embedder
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("models", nargs="+", help="saved model folders")
+def score_each(description: str, data_of: Callable[[RetrievalData], RetrievalData],
+               score: Callable[[Embedder, TaskSpec, RetrievalData], dict]) -> None:
+    """The SciFact drivers' command line: `score` each model given on SciFact's test set (through `data_of`), into
+    a JSON file by model, with its seconds; a model already in the file is skipped."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("models", nargs="+", help="saved model folders (or a named backbone: bare E)")
     parser.add_argument("--output", type=Path, required=True, help="JSON file; a model already in it is skipped")
     args = parser.parse_args()
     results = json.loads(args.output.read_text()) if args.output.exists() else {}
     spec = get_task("scifact")
-    data = spec.load("test")
+    data = data_of(spec.load("test"))
     for model_dir in args.models:
         if model_dir in results:
             continue
         model = load_embedder(model_dir)
         started = time.perf_counter()
-        scores = evaluate_retrieval(model, data, spec.instruction, document_prompt_type="query")
-        results[model_dir] = {**scores, "instruction": spec.instruction, "documents": "the claim's instruction",
-                              "seconds": round(time.perf_counter() - started, 1)}
-        print(model_dir, f"nDCG@10 {scores['main_score']:.2f}", flush=True)
+        row = score(model, spec, data)
+        results[model_dir] = {**row, "seconds": round(time.perf_counter() - started, 1)}
+        print(model_dir, json.dumps(row), flush=True)
         args.output.write_text(json.dumps(results, indent=2) + "\n")
 
 
+def as_trained(model: Embedder, spec: TaskSpec, data: RetrievalData) -> dict:
+    """nDCG@10 and the rest with the documents behind the claim's instruction."""
+    scores = evaluate_retrieval(model, data, spec.instruction, document_prompt_type="query")
+    return {**scores, "instruction": spec.instruction, "documents": "the claim's instruction"}
+
+
 if __name__ == "__main__":
-    main()
+    score_each(__doc__.split("\n\n")[0], lambda data: data, as_trained)

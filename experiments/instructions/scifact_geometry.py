@@ -12,20 +12,15 @@ sample, and hubness (the share of all top-10 slots held by the 10 abstracts retr
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
-import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
+from scifact_documents import score_each
 
-from promptembedder.auto import load_embedder
 from promptembedder.data.task_sets import RetrievalData
 from promptembedder.evaluation.encoding import encode_texts, normalize_rows
 from promptembedder.evaluation.retrieval import rank, retrieval_scores
-from promptembedder.evaluation.tasks import get_task
 
 OTHERS = 700
 
@@ -68,23 +63,6 @@ def geometry(model, data: RetrievalData, instruction: str, document_prompt_type:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("models", nargs="+", help="saved model folders (or a named backbone: bare E)")
-    parser.add_argument("--output", type=Path, required=True, help="JSON file; a model already in it is skipped")
-    args = parser.parse_args()
-    results = json.loads(args.output.read_text()) if args.output.exists() else {}
-    spec = get_task("scifact")
-    data = sample(spec.load("test"))
-    for model_dir in args.models:
-        if model_dir in results:
-            continue
-        started = time.perf_counter()
-        row = geometry(load_embedder(model_dir), data, spec.instruction, spec.document_prompt_type)
-        results[model_dir] = {**row, "seconds": round(time.perf_counter() - started, 1)}
-        print(model_dir, json.dumps(row), flush=True)
-        args.output.write_text(json.dumps(results, indent=2) + "\n")
-
-
 if __name__ == "__main__":
-    main()
+    score_each(__doc__.split("\n\n")[0], sample,
+               lambda model, spec, data: geometry(model, data, spec.instruction, spec.document_prompt_type))
