@@ -40,6 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--results", type=Path, required=True, help="run.py's results (the subset scores)")
     parser.add_argument("--out", type=Path, required=True, help="the plot (PNG)")
+    parser.add_argument("--label", default="", help="added to the plot's title (which models these are)")
     parser.add_argument("evaluations", nargs="+", type=Path, help="promptembedder evaluate --output files")
     args = parser.parse_args()
     subsets = {r["key"]: r["scores"]["six"] for r in rows_of(args.results)}
@@ -61,10 +62,10 @@ def main() -> None:
             else ["-", "-"]
         print(f"| {name} | " + " | ".join(f"{full[t]:.1f} ({sub['scores'][t]:.1f})" for t in TASK_ORDER)
               + f" | {mean:.2f} | {shares[0]} | {sub['mean']:.2f} | {shares[1]} | {minutes:.0f} |")
-    plot(rows, args.out)
+    plot(rows, args.out, args.label)
 
 
-def plot(rows: list[tuple], out: Path) -> None:
+def plot(rows: list[tuple], out: Path, label: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -79,7 +80,8 @@ def plot(rows: list[tuple], out: Path) -> None:
                    color="black", label="the same model on the quick subsets" if n == 0 else None)
     ax.set_xticks(range(len(TASK_ORDER) + 1), [*TASK_ORDER, "mean"])
     ax.set(ylabel="main score x100", title="Gemma 3 270M as E, 300 steps x 16 on multitask + its NLI, seed 42: "
-                                           "full sets (bars) against the quick subsets (ticks)")
+                                           "full sets (bars) against the quick subsets (ticks)"
+                                           + (f"\n{label}" if label else ""))
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(out, dpi=120)
