@@ -79,9 +79,9 @@ def plot(rows: list[tuple], out: Path, label: str = "") -> None:
         ax.scatter(xs, [sub["scores"][t] for t in TASK_ORDER] + [sub["mean"]], marker="_", s=150, zorder=3,
                    color="black", label="the same model on the quick subsets" if n == 0 else None)
     ax.set_xticks(range(len(TASK_ORDER) + 1), [*TASK_ORDER, "mean"])
-    ax.set(ylabel="main score x100", title="Gemma 3 270M as E, 300 steps x 16 on multitask + its NLI, seed 42: "
-                                           "full sets (bars) against the quick subsets (ticks)"
-                                           + (f"\n{label}" if label else ""))
+    title = ("Gemma 3 270M as E, 300 steps x 16 on multitask + its NLI, seed 42 unless named: "
+             "full sets (bars) against the quick subsets (ticks)" + (f"\n{label}" if label else ""))
+    ax.set(ylabel="main score x100", title=title)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(out, dpi=120)
