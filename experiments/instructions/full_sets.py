@@ -45,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     subsets = {r["key"]: r["scores"]["six"] for r in rows_of(args.results)}
     rows = []
-    for key, entries in load(args.evaluations).items():
+    for key, entries in sorted(load(args.evaluations).items(), key=lambda item: not item[0].startswith("lora")):
         missing = [t for t in TASK_ORDER if t not in entries]
         if missing or key not in subsets:
             raise SystemExit(f"{key}: " + (f"not scored on {', '.join(missing)}" if missing else
@@ -62,6 +62,14 @@ def main() -> None:
             else ["-", "-"]
         print(f"| {name} | " + " | ".join(f"{full[t]:.1f} ({sub['scores'][t]:.1f})" for t in TASK_ORDER)
               + f" | {mean:.2f} | {shares[0]} | {sub['mean']:.2f} | {shares[1]} | {minutes:.0f} |")
+    groups: dict[str, list[float]] = {}
+    for name, _, mean, _, _ in rows:
+        groups.setdefault("+".join(p for p in name.split("+") if not p.startswith("seed")), []).append(mean)
+    for group, means in groups.items():
+        if len(means) > 1:
+            share = f" = {100 * np.mean(means) / lora[0]:.1f} % of LoRA" if lora else ""
+            print(f"\n{group} over {len(means)} seeds: full-set mean {np.mean(means):.2f}{share} "
+                  f"(range {min(means):.2f}-{max(means):.2f})")
     plot(rows, args.out, args.label)
 
 
@@ -79,8 +87,8 @@ def plot(rows: list[tuple], out: Path, label: str = "") -> None:
         ax.scatter(xs, [sub["scores"][t] for t in TASK_ORDER] + [sub["mean"]], marker="_", s=150, zorder=3,
                    color="black", label="the same model on the quick subsets" if n == 0 else None)
     ax.set_xticks(range(len(TASK_ORDER) + 1), [*TASK_ORDER, "mean"])
-    title = ("Gemma 3 270M as E, 300 steps x 16 on multitask + its NLI, seed 42 unless named: "
-             "full sets (bars) against the quick subsets (ticks)" + (f"\n{label}" if label else ""))
+    title = ("Gemma 3 270M as E, 300 steps x 16 on multitask + its NLI, seed 42 unless named:\n"
+             "full sets (bars) against the quick subsets (ticks)" + (f", {label}" if label else ""))
     ax.set(ylabel="main score x100", title=title)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
