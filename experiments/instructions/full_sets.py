@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from run import rows_of
+from run import group_of, rows_of
 
 from promptembedder.bench.subsets import TASK_ORDER
 
@@ -64,7 +64,7 @@ def main() -> None:
               + f" | {mean:.2f} | {shares[0]} | {sub['mean']:.2f} | {shares[1]} | {minutes:.0f} |")
     groups: dict[str, list[float]] = {}
     for name, _, mean, _, _ in rows:
-        groups.setdefault("+".join(p for p in name.split("+") if not p.startswith("seed")), []).append(mean)
+        groups.setdefault(group_of(name), []).append(mean)
     for group, means in groups.items():
         if len(means) > 1:
             share = f" = {100 * np.mean(means) / lora[0]:.1f} % of LoRA" if lora else ""

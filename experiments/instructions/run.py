@@ -230,9 +230,9 @@ def seed_of(record: dict) -> int:
     return record.get("budget", {}).get("seed", BUDGET["seed"])
 
 
-def group_of(record: dict) -> str:
+def group_of(name: str) -> str:
     """The row without its seed lever: `pe+seed7+div1` and `pe+div1` are one group."""
-    return "+".join(p for p in record["name"].split("+") if not p.startswith("seed"))
+    return "+".join(p for p in name.split("+") if not p.startswith("seed"))
 
 
 def seeds(args: argparse.Namespace) -> None:
@@ -240,7 +240,7 @@ def seeds(args: argparse.Namespace) -> None:
     tasks, paired by seed (the same seed draws the same batches) and by task."""
     groups: dict[str, dict[int, dict]] = {}
     for r in rows_of(args.results):
-        groups.setdefault(group_of(r), {})[seed_of(r)] = r
+        groups.setdefault(group_of(r["name"]), {})[seed_of(r)] = r
     print("| row | seeds | nli-follow | unseen tasks (11) | wording drop | six-task mean |")
     print("|---|---|---|---|---|---|")
     for name, by_seed in groups.items():
@@ -283,7 +283,7 @@ def plot(args: argparse.Namespace) -> None:
     rows = rows_of(args.results)
     groups: dict[str, list[dict]] = {}
     for r in rows:
-        groups.setdefault(group_of(r), []).append(summary(r))
+        groups.setdefault(group_of(r["name"]), []).append(summary(r))
     metrics = [("nli", "nli-follow\n(paired acc.)"), ("unseen", "unseen tasks\n(probe acc.)"),
                ("wording_held", "unseen wording\n(probe acc.)"), ("six", "six-task suite\n(mean)")]
     fig, ax = plt.subplots(figsize=(11, 4.5))

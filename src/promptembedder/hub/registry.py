@@ -72,10 +72,9 @@ def _dequantise(target: Path, write_gguf) -> Path:
     """A plain HF folder de-quantised once from a GGUF file and cached at `target`.
 
     Two processes that first use a named model at once (two runs side by side, DDP ranks) would build into
-    the same folder; a file lock makes the second wait for the first and then read its cache.
+    the same folder; a file lock makes the second wait for the first and then read its cache. Callers check
+    for the cache first, so the lock is taken only when it may have to be built.
     """
-    if (target / "model.safetensors").exists():
-        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(target.with_name(target.name + ".lock")):
         if not (target / "model.safetensors").exists():
