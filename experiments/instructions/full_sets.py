@@ -2,7 +2,7 @@
 
 Each row is scored with `promptembedder evaluate` (MTEB's procedures on the full sets, texts cut at the 48 training
 tokens); one row's tasks may be split over several output files, as when two threads share its evaluation. Prints a
-markdown table (% of LoRA on the full sets and on the subsets) and writes a plot.
+markdown table (% of LoRA on the full sets and on the subsets; LoRA = the mean of its seeds) and writes a plot.
 
     OMP_NUM_THREADS=1 promptembedder evaluate runs/instructions300/pe+div1@gemma3-270m/final --tasks all \
         --output experiments/instructions/full_sets/pe+div1.json
@@ -53,9 +53,11 @@ def main() -> None:
         full = {t: entries[t]["main_score"] for t in TASK_ORDER}
         minutes = sum(entries[t]["evaluation_time"] for t in TASK_ORDER) / 60
         rows.append((key.split("@")[0], full, float(np.mean(list(full.values()))), subsets[key], minutes))
-    lora = next(((mean, sub["mean"]) for name, _, mean, sub, _ in rows if name.split("+")[0] == "lora"), None)
-    print("| row | " + " | ".join(TASK_ORDER) + " | mean (full) | % of LoRA (full) | mean (subsets) | "
-          "% of LoRA (subsets) | eval min |")
+    loras = [(mean, sub["mean"]) for name, _, mean, sub, _ in rows if name.split("+")[0] == "lora"]
+    lora = tuple(float(np.mean(x)) for x in zip(*loras, strict=True)) if loras else None
+    of = f"LoRA's mean over {len(loras)} seeds" if len(loras) > 1 else "LoRA"
+    print("| row | " + " | ".join(TASK_ORDER) + f" | mean (full) | % of {of} (full) | mean (subsets) | "
+          f"% of {of} (subsets) | eval min |")
     print("|---" * (len(TASK_ORDER) + 6) + "|")
     for name, full, mean, sub, minutes in rows:
         shares = [f"{100 * m / ref:.1f} %" for m, ref in zip((mean, sub["mean"]), lora, strict=True)] if lora \
@@ -67,7 +69,7 @@ def main() -> None:
         groups.setdefault(group_of(name), []).append(mean)
     for group, means in groups.items():
         if len(means) > 1:
-            share = f" = {100 * np.mean(means) / lora[0]:.1f} % of LoRA" if lora else ""
+            share = f" = {100 * np.mean(means) / lora[0]:.1f} % of {of}" if lora else ""
             print(f"\n{group} over {len(means)} seeds: full-set mean {np.mean(means):.2f}{share} "
                   f"(range {min(means):.2f}-{max(means):.2f})")
     plot(rows, args.out, args.label)

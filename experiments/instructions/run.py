@@ -8,7 +8,10 @@ Rows (E = Gemma 3 270M, frozen unless LoRA; P = SmolLM2-135M):
   bare   bare E (last token) with the instruction as E5-style text, no training
   prompteol  bare E in PromptEOL's template with the instruction as text, no training
 Levers appended with "+": seed7, seed1234 (other seeds), div1 (the prompt-diversity term at weight 1), lr3e-2 (the
-learning rate 10x prompt tuning's: a table row is in few batches, ~2 of 300 on average).
+learning rate 10x prompt tuning's: a table row is in few batches, ~2 of 300 on average), plaindocs (training reads
+the NLI hypotheses as documents, without the instruction, as FollowIR and MTEB read a corpus: only the premise's
+side can follow the instruction, and one hypothesis embedding must serve both directions).
+Every row also gets `nli_follow_plain`: nli-follow with the hypotheses read so (`follow_plain`).
 
 Every trained row gets `BUDGET`; every row is scored on the same seeded subsets (`EVAL`): nli-follow (e-SNLI test
 premises, training and held-out wordings) and unseen tasks (the catalogue's ten held-out licl tasks + 20NG), both
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import random
 import time
@@ -36,14 +40,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from promptembedder.bench.subsets import InstructionSizes, score_instruction_suite, score_suite
-from promptembedder.data.instructions import catalogue
+from promptembedder.bench.subsets import InstructionSizes, instruction_subsets, score_instruction_suite, score_suite
+from promptembedder.data.instructions import catalogue, training_instructions
+from promptembedder.data.sources import load_training_data
+from promptembedder.evaluation.encoding import encode_texts, normalize_rows
+from promptembedder.evaluation.nli_follow import InstructionFollowingData, direction_scores
 from promptembedder.evaluation.unseen_tasks import InstructedTask, evaluate_unseen_tasks
 from promptembedder.evaluation.unseen_wording import evaluate_unseen_wording, load_unseen_wording
 from promptembedder.models.baselines import PROMPTEOL_TEMPLATE, BackboneEmbedder
 from promptembedder.models.config import BaselineConfig
 from promptembedder.models.embedder import Embedder
 from promptembedder.training import Trainer, TrainingConfig
+from promptembedder.training.build import bare_embedder
 from promptembedder.training.state import TrainResult
 
 E, P = "gemma3-270m", "smollm2-135m"
@@ -64,7 +72,8 @@ ROWS: dict[str, tuple[str | None, dict]] = {
     "prompteol": (None, {"pooling": "last", "template": PROMPTEOL_TEMPLATE}),
 }
 LEVERS = {"seed7": {"seed": 7}, "seed1234": {"seed": 1234}, "div1": {"prompt_diversity": 1.0},
-          "lr3e-2": {"learning_rate": 3e-2}}
+          "lr3e-2": {"learning_rate": 3e-2}, "plaindocs": {}}
+NLI_TASKS = ("nli-entailment", "nli-contradiction")
 #: Rows whose model cannot read an instruction: the wording test is 0 by construction and is not encoded twice.
 STATIC = ("pt",)
 
@@ -87,10 +96,27 @@ def wording_data() -> list[InstructedTask]:
                                test=EVAL["licl_test"])
 
 
+def follow_plain(model: Embedder, data: InstructionFollowingData) -> dict[str, dict[str, float]]:
+    """nli-follow per wording with the hypotheses read as documents without the instruction (once, for both
+    directions): only the premise's embedding can change with the instruction, so ignoring it still scores 50."""
+    hypotheses = [h for item in data.items for h in (item.entailed, item.contradicted)]
+    docs = normalize_rows(encode_texts(model, hypotheses, None, "document", 32)).reshape(len(data.items), 2, -1)
+    premises = [item.premise for item in data.items]
+    sims = {instruction: np.einsum("nd,nkd->nk", normalize_rows(encode_texts(model, premises, instruction, "query",
+                                                                             32)), docs)
+            for pair in data.wordings.values() for instruction in pair}
+    return {name: direction_scores(sims[entail], sims[contradict])
+            for name, (entail, contradict) in data.wordings.items()}
+
+
 def score(model: Embedder, static: bool, log=print) -> dict:
     probe = {k: EVAL[k] for k in ("n_experiments", "samples_per_label")}
     instructed = score_instruction_suite(model, SIZES, batch_size=32, log=log)
     out, seconds = {k: instructed[k] for k in ("nli_follow", "unseen_tasks")}, dict(instructed["eval_s_per_task"])
+    start = time.perf_counter()
+    out["nli_follow_plain"] = follow_plain(model, instruction_subsets(SIZES).nli)
+    seconds["nli_follow_plain"] = time.perf_counter() - start
+    log(f"  nli-follow, hypotheses without the instruction: {out['nli_follow_plain']['training']}")
     start = time.perf_counter()
     if static:  # one encoding per task: every wording gives the same embeddings
         one = [type(t)(t.name, t.data, t.instructions[:1]) for t in wording_data()]
@@ -119,7 +145,13 @@ def train_row(name: str, runs_dir: Path) -> tuple[Trainer, TrainResult, Path]:
     config = TrainingConfig(**{**BUDGET, **options}, method=method, prompting_model=P, embedding_model=E,
                             output_dir=str(output_dir), do_eval=False, logging_steps=1, save_steps=10_000,
                             save_model=True, show_progress_bar=False, device="cpu")
-    trainer = Trainer(config)
+    examples = None
+    if "plaindocs" in name.split("+"):
+        nli = {training_instructions(task) for task in NLI_TASKS}
+        examples = [dataclasses.replace(e, document_prompt_type="document") if e.instructions in nli else e
+                    for e in load_training_data(config.train_data, embedding_model=E, task_weights=config.task_weights,
+                                                negatives_model=lambda: bare_embedder(E))]
+    trainer = Trainer(config, examples=examples)
     return trainer, trainer.train(), output_dir
 
 
@@ -193,6 +225,17 @@ def train_only(args: argparse.Namespace) -> None:
         print(f"== {name}@{E}", flush=True)
         _, result, _ = train_row(name, args.runs_dir)
         print(f"trained {result.steps} steps, median step {result.median_step_time_s:.1f} s", flush=True)
+
+
+def plain(args: argparse.Namespace) -> None:
+    """`follow_plain` for saved models (trained before it was recorded), one JSON object keyed by model."""
+    from promptembedder.auto import load_embedder
+
+    out = json.loads(args.out.read_text()) if args.out.exists() else {}
+    for reference in args.models:
+        out[reference] = follow_plain(load_embedder(reference, device="cpu"), instruction_subsets(SIZES).nli)
+        print(reference, json.dumps(out[reference]["training"]), flush=True)
+        args.out.write_text(json.dumps(out, indent=2) + "\n")
 
 
 def rows_of(results: Path) -> list[dict]:
@@ -324,6 +367,10 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=BUDGET["max_steps"], help="steps of batch 16 per trained row")
     p.add_argument("rows", nargs="+")
     p.set_defaults(func=train_only)
+    p = sub.add_parser("plain")
+    p.add_argument("models", nargs="+", help="saved models (folders)")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=plain)
     p = sub.add_parser("table")
     p.add_argument("--results", type=Path, required=True)
     p.set_defaults(func=table)

@@ -1,0 +1,127 @@
+"""How far can any query-side change of a frozen E's embedding follow the NLI instruction? A bound for nli-follow.
+
+A soft prompt on the premise's side (P's, or a table row) can only change the premise's embedding; with the
+hypotheses read without the instruction (`run.py`'s `plaindocs`) their embeddings are fixed. This fits, per
+instruction, a map of the premise's embedding straight on E's output, on e-SNLI dev premises (the `esnli`
+source's, never nli-follow's), and scores nli-follow's paired accuracy on e-SNLI test premises:
+
+- `shift`: q = e(premise) + v, one vector v per instruction (what a prompt that moves every premise alike buys);
+- `linear`: q = A e(premise) + b per instruction, A from the identity (far more than 5 soft tokens can express).
+
+Trained with the training loss (InfoNCE at temperature 0.05, in-batch hypotheses plus the other view as hard
+negative), batches of 16 premises as in training, AdamW. Not a strict bound: a prompt acts inside E, on more than
+the pooled embedding. But if even `linear` stays far below 75 on test premises, what E's embedding of a premise
+carries does not tell its contradictions from its entailments; if it passes 75, the miss is in how the prompt is
+found.
+
+    OMP_NUM_THREADS=1 python experiments/instructions/nli_bound.py \
+        runs/instructions300-documents/pt@gemma3-270m/final --out experiments/instructions/nli_bound.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from promptembedder.auto import load_embedder
+from promptembedder.evaluation.encoding import encode_texts, normalize_rows
+from promptembedder.evaluation.nli_follow import FollowItem, direction_scores, follow_items
+
+
+def embed(model, items: list[FollowItem]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Premises (n, d) and [entailed, contradicted] hypotheses (n, 2, d), unit length, all read without instruction."""
+    premises = encode_texts(model, [i.premise for i in items], None, "document", 32, True)
+    hypotheses = encode_texts(model, [h for i in items for h in (i.entailed, i.contradicted)], None, "document", 32,
+                              True)
+    return (torch.from_numpy(normalize_rows(premises)).float(),
+            torch.from_numpy(normalize_rows(hypotheses)).float().reshape(len(items), 2, -1))
+
+
+class QuerySide(torch.nn.Module):
+    """Per direction (0 entailment, 1 contradiction) a shift, or an affine map from the identity."""
+
+    def __init__(self, dim: int, kind: str):
+        super().__init__()
+        self.kind = kind
+        self.shift = torch.nn.Parameter(torch.zeros(2, dim))
+        self.matrix = torch.nn.Parameter(torch.eye(dim).repeat(2, 1, 1)) if kind == "linear" else None
+
+    def forward(self, premises: torch.Tensor, direction: int) -> torch.Tensor:
+        q = premises @ self.matrix[direction].T if self.matrix is not None else premises
+        return F.normalize(q + self.shift[direction], dim=-1)
+
+
+def loss_of(model: QuerySide, premises: torch.Tensor, hypotheses: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE per direction: the instructed hypothesis against every hypothesis of the batch (its own other view
+    included, as the hard negative)."""
+    candidates = hypotheses.reshape(-1, hypotheses.shape[-1])
+    losses = []
+    for direction in (0, 1):
+        logits = model(premises, direction) @ candidates.T / temperature
+        target = torch.arange(len(premises)) * 2 + direction
+        losses.append(F.cross_entropy(logits, target))
+    return sum(losses) / 2
+
+
+def paired(model: QuerySide, premises: torch.Tensor, hypotheses: torch.Tensor) -> dict[str, float]:
+    with torch.no_grad():
+        sims = [torch.einsum("nd,nkd->nk", model(premises, d), hypotheses).numpy() for d in (0, 1)]
+    return direction_scores(*sims)
+
+
+def fit(kind: str, train: tuple, test: tuple, epochs: int, lr: float, weight_decay: float, temperature: float,
+        seed: int, batch_size: int = 16) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    model = QuerySide(train[0].shape[1], kind)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    for _ in range(epochs):
+        for batch in torch.randperm(len(train[0]), generator=generator).split(batch_size):
+            optimizer.zero_grad()
+            loss_of(model, train[0][batch], train[1][batch], temperature).backward()
+            optimizer.step()
+    with torch.no_grad():
+        loss = float(loss_of(model, *train, temperature))
+    return {"kind": kind, "epochs": epochs, "lr": lr, "weight_decay": weight_decay, "final_train_loss": loss,
+            "train": paired(model, *train), "test": paired(model, *test),
+            "shift_norm": [float(v) for v in model.shift.detach().norm(dim=-1)]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model", help="a saved model (folder) or backbone: its embeddings without instruction")
+    parser.add_argument("--train-items", type=int, default=1000, help="e-SNLI dev premises to fit on")
+    parser.add_argument("--test-items", type=int, default=500, help="e-SNLI test premises to score")
+    parser.add_argument("--epochs", type=int, default=5, help="passes over the training premises")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    rng = random.Random(0)
+    train_items = rng.sample(follow_items("dev"), args.train_items)
+    test_items = rng.sample(follow_items("test"), args.test_items)
+    started = time.perf_counter()
+    model = load_embedder(args.model, device="cpu")
+    train, test = embed(model, train_items), embed(model, test_items)
+    embed_s = time.perf_counter() - started
+    plain = {"train": direction_scores(*[torch.einsum("nd,nkd->nk", train[0], train[1]).numpy()] * 2),
+             "test": direction_scores(*[torch.einsum("nd,nkd->nk", test[0], test[1]).numpy()] * 2)}
+    fits = []
+    for kind in ("shift", "linear"):
+        for lr in (1e-3, 1e-2):
+            fits.append(f := fit(kind, train, test, args.epochs, lr, 0.01, 0.05, 0))
+            print(f"{kind:6} lr {lr:g}: train {f['train']} test {f['test']}", flush=True)
+    result = {"model": args.model, "train_items": len(train_items), "test_items": len(test_items),
+              "train_source": "e-SNLI dev", "test_source": "e-SNLI test", "embed_s": round(embed_s, 1),
+              "no_instruction": plain, "fits": fits}
+    out = json.loads(args.out.read_text()) if args.out.exists() else {}
+    out[args.model] = result
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {args.out} ({embed_s:.0f} s of encoding)")
+
+
+if __name__ == "__main__":
+    main()
