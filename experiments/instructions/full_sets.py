@@ -69,7 +69,7 @@ def main() -> None:
         groups.setdefault(group_of(name), []).append(mean)
     for group, means in groups.items():
         if len(means) > 1:
-            share = f" = {100 * np.mean(means) / lora[0]:.1f} % of {of}" if lora else ""
+            share = f" = {100 * np.mean(means) / lora[0]:.2f} % of {of}" if lora else ""
             print(f"\n{group} over {len(means)} seeds: full-set mean {np.mean(means):.2f}{share} "
                   f"(range {min(means):.2f}-{max(means):.2f})")
     plot(rows, args.out, args.label)

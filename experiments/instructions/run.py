@@ -10,7 +10,8 @@ Rows (E = Gemma 3 270M, frozen unless LoRA; P = SmolLM2-135M):
 Levers appended with "+": seed7, seed1234 (other seeds), div1 (the prompt-diversity term at weight 1), lr3e-2 (the
 learning rate 10x prompt tuning's: a table row is in few batches, ~2 of 300 on average), plaindocs (training reads
 the NLI hypotheses as documents, without the instruction, as FollowIR and MTEB read a corpus: only the premise's
-side can follow the instruction, and one hypothesis embedding must serve both directions).
+side can follow the instruction, and one hypothesis embedding must serve both directions), nlionly (train on
+`nli-contrastive` alone: twice the NLI batches of the mix, nothing else).
 Every row also gets `nli_follow_plain`: nli-follow with the hypotheses read so (`follow_plain`).
 
 Every trained row gets `BUDGET`; every row is scored on the same seeded subsets (`EVAL`): nli-follow (e-SNLI test
@@ -72,7 +73,8 @@ ROWS: dict[str, tuple[str | None, dict]] = {
     "prompteol": (None, {"pooling": "last", "template": PROMPTEOL_TEMPLATE}),
 }
 LEVERS = {"seed7": {"seed": 7}, "seed1234": {"seed": 1234}, "div1": {"prompt_diversity": 1.0},
-          "lr3e-2": {"learning_rate": 3e-2}, "plaindocs": {}}
+          "lr3e-2": {"learning_rate": 3e-2}, "plaindocs": {},
+          "nlionly": {"train_data": ["nli-contrastive"], "task_weights": None}}
 NLI_TASKS = ("nli-entailment", "nli-contradiction")
 #: Rows whose model cannot read an instruction: the wording test is 0 by construction and is not encoded twice.
 STATIC = ("pt",)
