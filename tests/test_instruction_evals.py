@@ -79,6 +79,24 @@ def test_following_the_instruction_scores_above_50() -> None:
     assert scores["wordings"]["held_out"]["paired_accuracy"] == 100.0
 
 
+class BothSidesEmbedder(HashingEmbedder):
+    """Under a contradiction wording both sides are negated: the instruction moves every text alike."""
+
+    def embed(self, texts, instruction=None, prompt_type="query", normalize=True):
+        out = super().embed(texts, instruction, prompt_type, normalize)
+        return -out if instruction in ("contradict", "refutes") else out
+
+
+def test_hypotheses_read_without_the_instruction() -> None:
+    """A prompt that moves premise and hypotheses alike cancels out when both read it, and steers when only the
+    premise does; ignoring the instruction still scores exactly 50 either way."""
+    data = InstructionFollowingData(ITEMS, WORDINGS)
+    assert evaluate_instruction_following(BothSidesEmbedder(), data)["paired_accuracy"] == 50.0
+    plain = evaluate_instruction_following(BothSidesEmbedder(), data, instructed_documents=False)
+    assert plain["paired_accuracy"] == 100.0 and plain["instructed_documents"] is False
+    assert evaluate_instruction_following(HashingEmbedder(), data, instructed_documents=False)["paired_accuracy"] == 50
+
+
 def test_static_soft_prompt_scores_exactly_50(tiny_model_dir) -> None:
     """A real model that cannot read its instruction (a tiny static prompt) lands on 50, ties or not."""
     torch.manual_seed(0)

@@ -5,7 +5,8 @@ m_e = cos(p_e, entailed) - cos(p_e, contradicted) and under the contradiction in
 m_c = cos(p_c, contradicted) - cos(p_c, entailed). A model that ignores its instruction has m_c = -m_e exactly, so
 the steer m_e + m_c is what the instruction buys; a direction is right when its margin is positive. Also the
 cosine of the two instructions' soft prompts (P's or the table's row, flattened), and how far the premise
-embedding itself moves.
+embedding itself moves. `--plain` scores instead nli-follow with the hypotheses read without the instruction
+(`run.follow_plain`), for models trained before run.py recorded it.
 
     OMP_NUM_THREADS=1 python experiments/instructions/nli_geometry.py runs/instructions300/pe@gemma3-270m/final \
         --items 100 --out experiments/instructions/nli_geometry.json
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from run import EVAL
+from run import EVAL, follow_plain
 
 from promptembedder.auto import load_embedder
 from promptembedder.bench.subsets import SEED
@@ -56,13 +57,16 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=EVAL["nli_items"],
                         help="the first N of run.py's seeded nli-follow subset")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--plain", action="store_true", help="nli-follow with the hypotheses read without the "
+                        "instruction (run.py's subset), not the geometry")
     args = parser.parse_args()
     data = get_task("nli-follow").load("test")
     items = random.Random(SEED).sample(data.items, EVAL["nli_items"])[: args.items]  # run.py's seeded subset
     results = {}
     for reference in args.models:
         model = load_embedder(reference, device="cpu")
-        results[reference] = {name: geometry(model, items, *pair) for name, pair in data.wordings.items()}
+        results[reference] = follow_plain(model) if args.plain else {
+            name: geometry(model, items, *pair) for name, pair in data.wordings.items()}
         print(reference, json.dumps(results[reference]["training"], indent=1), flush=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")  # after each model: a long list keeps its start
 

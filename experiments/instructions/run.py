@@ -44,8 +44,7 @@ import torch
 from promptembedder.bench.subsets import InstructionSizes, instruction_subsets, score_instruction_suite, score_suite
 from promptembedder.data.instructions import catalogue, training_instructions
 from promptembedder.data.sources import load_training_data
-from promptembedder.evaluation.encoding import encode_texts, normalize_rows
-from promptembedder.evaluation.nli_follow import InstructionFollowingData, direction_scores
+from promptembedder.evaluation.nli_follow import evaluate_instruction_following
 from promptembedder.evaluation.unseen_tasks import InstructedTask, evaluate_unseen_tasks
 from promptembedder.evaluation.unseen_wording import evaluate_unseen_wording, load_unseen_wording
 from promptembedder.models.baselines import PROMPTEOL_TEMPLATE, BackboneEmbedder
@@ -98,17 +97,11 @@ def wording_data() -> list[InstructedTask]:
                                test=EVAL["licl_test"])
 
 
-def follow_plain(model: Embedder, data: InstructionFollowingData) -> dict[str, dict[str, float]]:
-    """nli-follow per wording with the hypotheses read as documents without the instruction (once, for both
-    directions): only the premise's embedding can change with the instruction, so ignoring it still scores 50."""
-    hypotheses = [h for item in data.items for h in (item.entailed, item.contradicted)]
-    docs = normalize_rows(encode_texts(model, hypotheses, None, "document", 32)).reshape(len(data.items), 2, -1)
-    premises = [item.premise for item in data.items]
-    sims = {instruction: np.einsum("nd,nkd->nk", normalize_rows(encode_texts(model, premises, instruction, "query",
-                                                                             32)), docs)
-            for pair in data.wordings.values() for instruction in pair}
-    return {name: direction_scores(sims[entail], sims[contradict])
-            for name, (entail, contradict) in data.wordings.items()}
+def follow_plain(model: Embedder) -> dict[str, dict]:
+    """nli-follow per wording on the same subset, with the hypotheses read without the instruction: only the
+    premise's embedding can change with it, so ignoring it still scores 50."""
+    return evaluate_instruction_following(model, instruction_subsets(SIZES).nli, batch_size=32,
+                                          instructed_documents=False)["wordings"]
 
 
 def score(model: Embedder, static: bool, log=print) -> dict:
@@ -116,7 +109,7 @@ def score(model: Embedder, static: bool, log=print) -> dict:
     instructed = score_instruction_suite(model, SIZES, batch_size=32, log=log)
     out, seconds = {k: instructed[k] for k in ("nli_follow", "unseen_tasks")}, dict(instructed["eval_s_per_task"])
     start = time.perf_counter()
-    out["nli_follow_plain"] = follow_plain(model, instruction_subsets(SIZES).nli)
+    out["nli_follow_plain"] = follow_plain(model)
     seconds["nli_follow_plain"] = time.perf_counter() - start
     log(f"  nli-follow, hypotheses without the instruction: {out['nli_follow_plain']['training']}")
     start = time.perf_counter()
@@ -227,17 +220,6 @@ def train_only(args: argparse.Namespace) -> None:
         print(f"== {name}@{E}", flush=True)
         _, result, _ = train_row(name, args.runs_dir)
         print(f"trained {result.steps} steps, median step {result.median_step_time_s:.1f} s", flush=True)
-
-
-def plain(args: argparse.Namespace) -> None:
-    """`follow_plain` for saved models (trained before it was recorded), one JSON object keyed by model."""
-    from promptembedder.auto import load_embedder
-
-    out = json.loads(args.out.read_text()) if args.out.exists() else {}
-    for reference in args.models:
-        out[reference] = follow_plain(load_embedder(reference, device="cpu"), instruction_subsets(SIZES).nli)
-        print(reference, json.dumps(out[reference]["training"]), flush=True)
-        args.out.write_text(json.dumps(out, indent=2) + "\n")
 
 
 def rows_of(results: Path) -> list[dict]:
@@ -369,10 +351,6 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=BUDGET["max_steps"], help="steps of batch 16 per trained row")
     p.add_argument("rows", nargs="+")
     p.set_defaults(func=train_only)
-    p = sub.add_parser("plain")
-    p.add_argument("models", nargs="+", help="saved models (folders)")
-    p.add_argument("--out", type=Path, required=True)
-    p.set_defaults(func=plain)
     p = sub.add_parser("table")
     p.add_argument("--results", type=Path, required=True)
     p.set_defaults(func=table)
