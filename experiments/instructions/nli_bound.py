@@ -51,7 +51,6 @@ class QuerySide(torch.nn.Module):
 
     def __init__(self, dim: int, kind: str):
         super().__init__()
-        self.kind = kind
         self.shift = torch.nn.Parameter(torch.zeros(2, dim))
         self.matrix = torch.nn.Parameter(torch.eye(dim).repeat(2, 1, 1)) if kind == "linear" else None
 
