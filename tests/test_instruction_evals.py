@@ -87,14 +87,30 @@ class BothSidesEmbedder(HashingEmbedder):
         return -out if instruction in ("contradict", "refutes") else out
 
 
+class CountingEmbedder(BothSidesEmbedder):
+    """Records each call's (instruction, prompt type)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str | None, str]] = []
+
+    def embed(self, texts, instruction=None, prompt_type="query", normalize=True):
+        self.calls.append((instruction, prompt_type))
+        return super().embed(texts, instruction, prompt_type, normalize)
+
+
 def test_hypotheses_read_without_the_instruction() -> None:
     """A prompt that moves premise and hypotheses alike cancels out when both read it, and steers when only the
-    premise does; ignoring the instruction still scores exactly 50 either way."""
+    premise does; ignoring the instruction still scores exactly 50 under either reading. The plain hypotheses are
+    encoded once for every wording."""
     data = InstructionFollowingData(ITEMS, WORDINGS)
-    assert evaluate_instruction_following(BothSidesEmbedder(), data)["paired_accuracy"] == 50.0
-    plain = evaluate_instruction_following(BothSidesEmbedder(), data, instructed_documents=False)
-    assert plain["paired_accuracy"] == 100.0 and plain["instructed_documents"] is False
-    assert evaluate_instruction_following(HashingEmbedder(), data, instructed_documents=False)["paired_accuracy"] == 50
+    model = CountingEmbedder()
+    scores = evaluate_instruction_following(model, data, batch_size=64)
+    assert scores["paired_accuracy"] == 50.0 and scores["documents_without_instruction"]["paired_accuracy"] == 100.0
+    assert all(w["documents_without_instruction"]["paired_accuracy"] == 100.0 for w in scores["wordings"].values())
+    assert model.calls.count((None, "document")) == 1
+    ignoring = evaluate_instruction_following(HashingEmbedder(), data)
+    assert ignoring["paired_accuracy"] == ignoring["documents_without_instruction"]["paired_accuracy"] == 50.0
 
 
 def test_static_soft_prompt_scores_exactly_50(tiny_model_dir) -> None:

@@ -6,7 +6,7 @@ m_c = cos(p_c, contradicted) - cos(p_c, entailed). A model that ignores its inst
 the steer m_e + m_c is what the instruction buys; a direction is right when its margin is positive. Also the
 cosine of the two instructions' soft prompts (P's or the table's row, flattened), and how far the premise
 embedding itself moves. `--plain` scores instead nli-follow with the hypotheses read without the instruction
-(`run.follow_plain`), for models trained before run.py recorded it.
+(`run.plain_reading`), for models trained before run.py recorded it.
 
     OMP_NUM_THREADS=1 python experiments/instructions/nli_geometry.py runs/instructions300/pe@gemma3-270m/final \
         --items 100 --out experiments/instructions/nli_geometry.json
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from run import EVAL, follow_plain
+from run import EVAL, SIZES, plain_reading
 
 from promptembedder.auto import load_embedder
-from promptembedder.bench.subsets import SEED
-from promptembedder.evaluation.nli_follow import follow_embeddings
+from promptembedder.bench.subsets import SEED, instruction_subsets
+from promptembedder.evaluation.nli_follow import evaluate_instruction_following, follow_embeddings
 from promptembedder.evaluation.tasks import get_task
 
 
@@ -65,7 +65,8 @@ def main() -> None:
     results = {}
     for reference in args.models:
         model = load_embedder(reference, device="cpu")
-        results[reference] = follow_plain(model) if args.plain else {
+        results[reference] = plain_reading(evaluate_instruction_following(
+            model, instruction_subsets(SIZES).nli, batch_size=32)) if args.plain else {
             name: geometry(model, items, *pair) for name, pair in data.wordings.items()}
         print(reference, json.dumps(results[reference]["training"], indent=1), flush=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")  # after each model: a long list keeps its start

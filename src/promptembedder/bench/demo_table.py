@@ -53,6 +53,7 @@ def instruction_summary(scored: dict[str, Any]) -> dict[str, Any]:
     nli, unseen = scored["nli_follow"], scored["unseen_tasks"]
     return {"nli_follow": nli["paired_accuracy"], "entailment": nli["entailment"],
             "contradiction": nli["contradiction"],
+            "nli_follow_documents_without_instruction": nli["documents_without_instruction"]["paired_accuracy"],
             "nli_follow_by_wording": {name: w["paired_accuracy"] for name, w in nli["wordings"].items()},
             "unseen_tasks": unseen["main_score"], "unseen_per_task": unseen["per_task"],
             "eval_s": scored["eval_s_per_task"]}

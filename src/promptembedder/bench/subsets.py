@@ -195,7 +195,8 @@ def score_instruction_suite(model: Embedder, sizes: InstructionSizes, batch_size
     scores["nli_follow"] = nli = evaluate_instruction_following(model, data.nli, batch_size=batch_size)
     seconds["nli_follow"] = round(time.perf_counter() - start, 1)
     log(f"  nli-follow: {nli['paired_accuracy']:.2f} (entailment {nli['entailment']:.2f}, contradiction "
-        f"{nli['contradiction']:.2f}; {seconds['nli_follow']:.0f} s)")
+        f"{nli['contradiction']:.2f}); hypotheses without the instruction "
+        f"{nli['documents_without_instruction']['paired_accuracy']:.2f} ({seconds['nli_follow']:.0f} s)")
     start = time.perf_counter()
     scores["unseen_tasks"] = unseen = evaluate_unseen_tasks(model, data.unseen, batch_size=batch_size,
                                                             n_experiments=sizes.n_experiments,

@@ -6,8 +6,9 @@ instruction and again under a "contradiction" instruction. Under the first the e
 nearer one, under the second the contradicted one. Paired accuracy is the mean of the two directions, so a model
 that ignores its instruction ranks the pair the same way twice and scores exactly 50 (ties count half in each
 direction); only a model the instruction steers can pass 50. Each wording (the training instructions, held-out
-paraphrases) is scored on its own. `instructed_documents=False` reads the hypotheses as a fixed corpus, without the
-instruction, as MTEB and FollowIR read retrieval's documents: then only the premise's embedding can follow.
+paraphrases) is scored on its own. Each is also scored with the hypotheses read as a fixed corpus, without the
+instruction, as MTEB and FollowIR read retrieval's documents (`documents_without_instruction`): then only the
+premise's embedding can follow, and a model that moves both sides together cannot pass 50 by that alone.
 """
 
 from __future__ import annotations
@@ -64,41 +65,42 @@ def direction_scores(entail_sims: np.ndarray, contradict_sims: np.ndarray) -> di
 
 
 def follow_embeddings(model: Embedder, items: Sequence[FollowItem], instruction: str, batch_size: int = 64,
-                      show_progress_bar: bool | None = None, instructed_documents: bool = True
-                      ) -> tuple[np.ndarray, np.ndarray]:
+                      show_progress_bar: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Unit embeddings under one instruction: the premises (n, d) as queries, and each item's [entailed,
-    contradicted] hypotheses (n, 2, d) as documents (read without the instruction unless `instructed_documents`)."""
+    contradicted] hypotheses (n, 2, d) as documents."""
     premises = normalize_rows(encode_texts(model, [i.premise for i in items], instruction, "query", batch_size,
                                            show_progress_bar))
     hypotheses = [h for i in items for h in (i.entailed, i.contradicted)]
-    docs = normalize_rows(encode_texts(model, hypotheses, instruction if instructed_documents else None, "document",
-                                       batch_size, show_progress_bar))
+    docs = normalize_rows(encode_texts(model, hypotheses, instruction, "document", batch_size, show_progress_bar))
     return premises, docs.reshape(len(items), 2, -1)
 
 
-def _similarities(model: Embedder, items: Sequence[FollowItem], instruction: str, batch_size: int,
-                  show_progress_bar: bool | None, instructed_documents: bool) -> np.ndarray:
-    return np.einsum("nd,nkd->nk", *follow_embeddings(model, items, instruction, batch_size, show_progress_bar,
-                                                      instructed_documents))
-
-
 def evaluate_instruction_following(model: Embedder, data: InstructionFollowingData, instruction: str | None = None,
-                                   batch_size: int = 64, show_progress_bar: bool | None = None,
-                                   instructed_documents: bool = True) -> dict[str, Any]:
-    """Paired accuracy and each direction per wording; the main score is the first wording's paired accuracy."""
+                                   batch_size: int = 64, show_progress_bar: bool | None = None) -> dict[str, Any]:
+    """Paired accuracy and each direction per wording, under both readings of the hypotheses; the main score is
+    the first wording's paired accuracy with the hypotheses read under the instruction. The premises are encoded
+    once per instruction for both readings, and the plain hypotheses once for all wordings."""
     if instruction is not None:
         raise ValueError("nli-follow scores its own pairs of instructions (entailment, contradiction): it takes no "
                          "instruction override; leave it out of --instruction/--instructions")
     if not data.items or not data.wordings:
         raise ValueError("nli-follow needs at least one item and one wording")
+    hypotheses = [h for i in data.items for h in (i.entailed, i.contradicted)]
+    plain = normalize_rows(encode_texts(model, hypotheses, None, "document", batch_size, show_progress_bar))
+    plain = plain.reshape(len(data.items), 2, -1)
     per_wording: dict[str, dict[str, Any]] = {}
     for name, (entail_instruction, contradict_instruction) in data.wordings.items():
-        scores = direction_scores(*(_similarities(model, data.items, wording, batch_size, show_progress_bar,
-                                                  instructed_documents)
-                                    for wording in (entail_instruction, contradict_instruction)))
-        per_wording[name] = {**scores, "entailment_instruction": entail_instruction,
+        instructed_sims, plain_sims = [], []
+        for wording in (entail_instruction, contradict_instruction):
+            premises, docs = follow_embeddings(model, data.items, wording, batch_size, show_progress_bar)
+            instructed_sims.append(np.einsum("nd,nkd->nk", premises, docs))
+            plain_sims.append(np.einsum("nd,nkd->nk", premises, plain))
+        per_wording[name] = {**direction_scores(*instructed_sims),
+                             "documents_without_instruction": direction_scores(*plain_sims),
+                             "entailment_instruction": entail_instruction,
                              "contradiction_instruction": contradict_instruction}
     main = next(iter(per_wording.values()))
     return {"main_score": main["paired_accuracy"], **{k: main[k] for k in ("paired_accuracy", "entailment",
-                                                                          "contradiction")},
-            "wordings": per_wording, "num_items": len(data.items), "instructed_documents": instructed_documents}
+                                                                          "contradiction",
+                                                                          "documents_without_instruction")},
+            "wordings": per_wording, "num_items": len(data.items)}
