@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from run import group_of, rows_of
+from report import group_of, rows_of
 
 from promptembedder.bench.subsets import TASK_ORDER
 
