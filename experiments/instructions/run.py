@@ -9,10 +9,9 @@ Rows (E = Gemma 3 270M, frozen unless LoRA; P = SmolLM2-135M):
   prompteol  bare E in PromptEOL's template with the instruction as text, no training
 Levers appended with "+": seed7, seed1234 (other seeds), div1 (the prompt-diversity term at weight 1), lr3e-2 (the
 learning rate 10x prompt tuning's: a table row is in few batches, ~2 of 300 on average), lr1e-3 (P's learning
-rate 10x pe's), plaindocs (training reads
-the NLI hypotheses as documents, without the instruction, as FollowIR and MTEB read a corpus: only the premise's
-side can follow the instruction, and one hypothesis embedding must serve both directions), nlionly (train on
-`nli-contrastive` alone: twice the NLI batches of the mix, nothing else).
+rate 10x pe's), plaindocs (training reads the NLI hypotheses as documents, without the instruction, as FollowIR and
+MTEB read a corpus: only the premise's side can follow the instruction, and one hypothesis embedding must serve both
+directions), nlionly (train on `nli-contrastive` alone: twice the NLI batches of the mix, nothing else).
 Every row also gets `nli_follow_plain`: nli-follow with the hypotheses read so (`plain_reading`).
 
 Every trained row gets `BUDGET`; every row is scored on the same seeded subsets (`EVAL`): nli-follow (e-SNLI test
