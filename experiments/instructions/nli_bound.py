@@ -34,16 +34,14 @@ from torch.nn import functional as F
 
 from promptembedder.auto import load_embedder
 from promptembedder.evaluation.encoding import encode_texts, normalize_rows
-from promptembedder.evaluation.nli_follow import FollowItem, direction_scores, follow_items
+from promptembedder.evaluation.nli_follow import FollowItem, direction_scores, follow_items, hypothesis_embeddings
 
 
 def embed(model, items: list[FollowItem]) -> tuple[torch.Tensor, torch.Tensor]:
     """Premises (n, d) and [entailed, contradicted] hypotheses (n, 2, d), unit length, all read without instruction."""
     premises = encode_texts(model, [i.premise for i in items], None, "document", 32, True)
-    hypotheses = encode_texts(model, [h for i in items for h in (i.entailed, i.contradicted)], None, "document", 32,
-                              True)
     return (torch.from_numpy(normalize_rows(premises)).float(),
-            torch.from_numpy(normalize_rows(hypotheses)).float().reshape(len(items), 2, -1))
+            torch.from_numpy(hypothesis_embeddings(model, items, None, 32, True)).float())
 
 
 class QuerySide(torch.nn.Module):

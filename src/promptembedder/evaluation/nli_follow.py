@@ -64,15 +64,21 @@ def direction_scores(entail_sims: np.ndarray, contradict_sims: np.ndarray) -> di
             "contradiction": contradiction}
 
 
+def hypothesis_embeddings(model: Embedder, items: Sequence[FollowItem], instruction: str | None,
+                          batch_size: int = 64, show_progress_bar: bool | None = None) -> np.ndarray:
+    """Each item's [entailed, contradicted] hypotheses as documents, unit length, (n, 2, d)."""
+    hypotheses = [h for i in items for h in (i.entailed, i.contradicted)]
+    docs = normalize_rows(encode_texts(model, hypotheses, instruction, "document", batch_size, show_progress_bar))
+    return docs.reshape(len(items), 2, -1)
+
+
 def follow_embeddings(model: Embedder, items: Sequence[FollowItem], instruction: str, batch_size: int = 64,
                       show_progress_bar: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Unit embeddings under one instruction: the premises (n, d) as queries, and each item's [entailed,
     contradicted] hypotheses (n, 2, d) as documents."""
     premises = normalize_rows(encode_texts(model, [i.premise for i in items], instruction, "query", batch_size,
                                            show_progress_bar))
-    hypotheses = [h for i in items for h in (i.entailed, i.contradicted)]
-    docs = normalize_rows(encode_texts(model, hypotheses, instruction, "document", batch_size, show_progress_bar))
-    return premises, docs.reshape(len(items), 2, -1)
+    return premises, hypothesis_embeddings(model, items, instruction, batch_size, show_progress_bar)
 
 
 def evaluate_instruction_following(model: Embedder, data: InstructionFollowingData, instruction: str | None = None,
@@ -85,9 +91,7 @@ def evaluate_instruction_following(model: Embedder, data: InstructionFollowingDa
                          "instruction override; leave it out of --instruction/--instructions")
     if not data.items or not data.wordings:
         raise ValueError("nli-follow needs at least one item and one wording")
-    hypotheses = [h for i in data.items for h in (i.entailed, i.contradicted)]
-    plain = normalize_rows(encode_texts(model, hypotheses, None, "document", batch_size, show_progress_bar))
-    plain = plain.reshape(len(data.items), 2, -1)
+    plain = hypothesis_embeddings(model, data.items, None, batch_size, show_progress_bar)
     per_wording: dict[str, dict[str, Any]] = {}
     for name, (entail_instruction, contradict_instruction) in data.wordings.items():
         instructed_sims, plain_sims = [], []
