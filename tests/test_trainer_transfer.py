@@ -162,3 +162,17 @@ def test_a_frozen_alignment_is_refused_where_it_means_nothing(
         TrainingConfig(init_from=str(tmp_path), train_alignment=False)
     with pytest.raises(ValueError, match="random map"):
         PromptEmbedderConfig(train_alignment=False, alignment_init="random")
+
+
+@pytest.mark.parametrize(("lora", "moved", "value", "words"), [
+    ((40, 80.0), (10, 20.0), 4.0, "4.00x LoRA's speed"),
+    ((0, 0.0), (0, 0.0), None, "both met it at step 0, before any training"),
+    ((4, 8.0), (0, 0.0), None, "the transfer met it at step 0, before any training"),
+    ((0, 0.0), (3, 9.66), None, "LoRA met it at step 0, before any training; the transfer at step 3 (10 s)"),
+    (None, (3, 9.66), None, "not reached by both runs"),
+])
+def test_the_transfer_speed_up_never_reads_a_ratio_with_a_zero(
+        lora: tuple | None, moved: tuple, value: float | None, words: str) -> None:
+    """The demo once printed "0.00x LoRA's speed" when LoRA from scratch met the target before training."""
+    from promptembedder.bench.demo import LORA_FROM_SCRATCH, W_ONLY, speedup
+    assert speedup({LORA_FROM_SCRATCH: lora, W_ONLY: moved}) == {"value": value, "words": words}

@@ -255,7 +255,8 @@ def run_transfer(config: DemoConfig, source: Path, results: Results) -> dict:
 
 def speedup(reached: dict[str, tuple[int, float] | None]) -> dict:
     """LoRA's seconds to a target over the W-only transfer's (the paper's 3.8x), with what it means in words
-    (JSON has no infinity); the value is None unless both reach it and the transfer took any time."""
+    (JSON has no infinity); the value is None unless both reach it after some training (a ratio with a zero is
+    no speed-up, so the words say who met it at step 0)."""
     lora, moved = reached.get(LORA_FROM_SCRATCH), reached.get(W_ONLY)
     if not (lora and moved):
         return {"value": None, "words": "not reached by both runs"}
@@ -263,6 +264,9 @@ def speedup(reached: dict[str, tuple[int, float] | None]) -> dict:
         words = "both met it at step 0, before any training" if lora[1] == 0 else \
             "the transfer met it at step 0, before any training"
         return {"value": None, "words": words}
+    if lora[1] == 0:
+        return {"value": None, "words": f"LoRA met it at step 0, before any training; the transfer at step "
+                                        f"{moved[0]} ({moved[1]:.0f} s)"}
     ratio = lora[1] / moved[1]
     return {"value": ratio, "words": f"{ratio:.2f}x LoRA's speed"}
 
