@@ -6,7 +6,8 @@ m_c = cos(p_c, contradicted) - cos(p_c, entailed). A model that ignores its inst
 the steer m_e + m_c is what the instruction buys; a direction is right when its margin is positive. Also the
 cosine of the two instructions' soft prompts (P's or the table's row, flattened), and how far the premise
 embedding itself moves. `--plain` scores instead nli-follow with the hypotheses read without the instruction
-(`run.plain_reading`), for models trained before run.py recorded it.
+(`run.plain_reading`), for models trained before run.py recorded it. `--split dev` takes the premises from e-SNLI
+dev, which `nli-contrastive` trains on: does a model follow on what it read, or only fail to generalise?
 
     OMP_NUM_THREADS=1 python experiments/instructions/nli_geometry.py runs/instructions300/pe@gemma3-270m/final \
         --items 100 --out experiments/instructions/nli_geometry.json
@@ -21,11 +22,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from run import EVAL, SIZES, plain_reading
+from run import EVAL, plain_reading
 
 from promptembedder.auto import load_embedder
-from promptembedder.bench.subsets import SEED, instruction_subsets
-from promptembedder.evaluation.nli_follow import evaluate_instruction_following, follow_embeddings
+from promptembedder.bench.subsets import SEED
+from promptembedder.evaluation.nli_follow import (
+    InstructionFollowingData,
+    evaluate_instruction_following,
+    follow_embeddings,
+    follow_items,
+)
 from promptembedder.evaluation.tasks import get_task
 
 
@@ -59,15 +65,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--plain", action="store_true", help="nli-follow with the hypotheses read without the "
                         "instruction (run.py's subset), not the geometry")
+    parser.add_argument("--split", choices=("test", "dev"), default="test",
+                        help="e-SNLI's premises: test (nli-follow's, read by no run) or dev (read in training)")
     args = parser.parse_args()
-    data = get_task("nli-follow").load("test")
-    items = random.Random(SEED).sample(data.items, EVAL["nli_items"])[: args.items]  # run.py's seeded subset
+    wordings = get_task("nli-follow").load("test").wordings
+    # run.py's seeded subset on test (the same draw as bench.subsets.instruction_subsets)
+    items = random.Random(SEED).sample(follow_items(args.split), EVAL["nli_items"])[: args.items]
     results = {}
     for reference in args.models:
         model = load_embedder(reference, device="cpu")
         results[reference] = plain_reading(evaluate_instruction_following(
-            model, instruction_subsets(SIZES).nli, batch_size=32)) if args.plain else {
-            name: geometry(model, items, *pair) for name, pair in data.wordings.items()}
+            model, InstructionFollowingData(items, wordings), batch_size=32)) if args.plain else {
+            name: geometry(model, items, *pair) for name, pair in wordings.items()}
         print(reference, json.dumps(results[reference]["training"], indent=1), flush=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")  # after each model: a long list keeps its start
 
