@@ -18,6 +18,7 @@ from trainer_helpers import (
     paraphrase_examples,
 )
 
+from promptembedder.bench.demo import LORA_FROM_SCRATCH, W_ONLY, speedup
 from promptembedder.models.config import PromptEmbedderConfig
 from promptembedder.models.prompt_embedder import PromptEmbedder
 from promptembedder.training import Trainer, TrainingConfig
@@ -174,5 +175,4 @@ def test_a_frozen_alignment_is_refused_where_it_means_nothing(
 def test_the_transfer_speed_up_never_reads_a_ratio_with_a_zero(
         lora: tuple | None, moved: tuple, value: float | None, words: str) -> None:
     """The demo once printed "0.00x LoRA's speed" when LoRA from scratch met the target before training."""
-    from promptembedder.bench.demo import LORA_FROM_SCRATCH, W_ONLY, speedup
     assert speedup({LORA_FROM_SCRATCH: lora, W_ONLY: moved}) == {"value": value, "words": words}
