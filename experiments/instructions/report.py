@@ -107,7 +107,7 @@ def plot(args: argparse.Namespace) -> None:
         groups.setdefault(group_of(r["name"]), []).append(summary(r))
     metrics = [("nli", "nli-follow\n(paired acc.)"), ("unseen", "unseen tasks\n(probe acc.)"),
                ("wording_held", "unseen wording\n(probe acc.)"), ("six", "six-task suite\n(mean)")]
-    fig, ax = plt.subplots(figsize=(11, 4.5))
+    fig, ax = plt.subplots(figsize=(13, 4.5))
     width = 0.8 / len(groups)
     for i, (name, values) in enumerate(groups.items()):
         x = np.arange(len(metrics)) + i * width
@@ -125,9 +125,8 @@ def plot(args: argparse.Namespace) -> None:
     budget = (f"{'/'.join(map(str, steps))} steps x batch {BUDGET['batch_size']}, seed{'s' * (len(seeds) > 1)} "
               f"{', '.join(map(str, seeds))}, quick subsets; bars: mean over seeds, dots: each seed")
     ax.set_title(f"Instruction-aware or static? Gemma 3 270M as E, multitask + its NLI at half\n({budget})")
-    ax.legend(fontsize=8, ncol=3)
-    fig.tight_layout()
-    fig.savefig(args.out, dpi=120)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars: inside, it hid some
+    fig.savefig(args.out, dpi=120, bbox_inches="tight")
     print(f"wrote {args.out}")
 
 

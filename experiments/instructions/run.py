@@ -11,7 +11,8 @@ Levers appended with "+": seed7, seed1234 (other seeds), div1 (the prompt-divers
 learning rate 10x prompt tuning's: a table row is in few batches, ~2 of 300 on average), lr1e-3 (P's learning
 rate 10x pe's), plaindocs (training reads the NLI hypotheses as documents, without the instruction, as FollowIR and
 MTEB read a corpus: only the premise's side can follow the instruction, and one hypothesis embedding must serve both
-directions), nlionly (train on `nli-contrastive` alone: twice the NLI batches of the mix, nothing else).
+directions), nlionly (train on `nli-contrastive` alone: twice the NLI batches of the mix, nothing else), deep (P's
+prompt as a prefix of every layer's keys and values in E, not 5 input tokens: more reach for the same P).
 Every row also gets `nli_follow_plain`: nli-follow with the hypotheses read so (`plain_reading`).
 
 Every trained row gets `BUDGET`; every row is scored on the same seeded subsets (`EVAL`): nli-follow (e-SNLI test
@@ -70,7 +71,7 @@ ROWS: dict[str, tuple[str | None, dict]] = {
 }
 LEVERS = {"seed7": {"seed": 7}, "seed1234": {"seed": 1234}, "div1": {"prompt_diversity": 1.0},
           "lr3e-2": {"learning_rate": 3e-2}, "lr1e-3": {"learning_rate": 1e-3}, "plaindocs": {},
-          "nlionly": {"train_data": ["nli-contrastive"], "task_weights": None}}
+          "nlionly": {"train_data": ["nli-contrastive"], "task_weights": None}, "deep": {"prompt_position": "deep"}}
 NLI_TASKS = ("nli-entailment", "nli-contradiction")
 #: Rows whose model cannot read an instruction: the wording test is 0 by construction and is not encoded twice.
 STATIC = ("pt",)
