@@ -33,7 +33,7 @@ def summary(record: dict) -> dict:
 
 def table(args: argparse.Namespace) -> None:
     rows = rows_of(args.results)
-    lora = [summary(r)["six"] for r in rows if r["name"].split("+")[0] == "lora"]
+    lora = [summary(r)["six"] for r in rows if group_of(r["name"]) == "lora"]  # its seeds, not its levers
     print("| row | nli-follow paired (ent / con) | held-out wording | unseen tasks (11) | wording: train -> held-out "
           "(drop) | six-task mean | % of LoRA | steps | train s | eval s | P's prompt cosine (mean) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
