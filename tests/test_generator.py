@@ -107,6 +107,20 @@ def test_train_mode_is_stochastic(tiny_model_dir):
     assert not torch.allclose(first.embeddings, second.embeddings)
 
 
+def test_without_gumbel_noise_training_generates_as_inference_and_trains_p(tiny_model_dir):
+    """gumbel_noise=False: train-mode tokens are eval's (no draw), and P still gets a gradient through them."""
+    generator = make_generator(tiny_model_dir, gumbel_noise=False)
+    expected = generator.eval()(INSTRUCTION).embeddings
+    generator.train()
+    torch.manual_seed(0)
+    first, second = generator(INSTRUCTION), generator(INSTRUCTION)
+    torch.testing.assert_close(first.embeddings, expected)
+    assert torch.equal(first.embeddings, second.embeddings)
+    first.embeddings.square().sum().backward()
+    grads = [p.grad for p in generator.model.parameters() if p.requires_grad]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
 def test_eval_soft_tokens_are_the_softmax_mixture_of_embedding_rows(tiny_model_dir):
     """The first soft token is softmax(logits / tau) @ E_P, with logits from P on the instruction."""
     generator = make_generator(tiny_model_dir, tau=2.0).eval()

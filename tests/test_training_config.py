@@ -69,6 +69,7 @@ def test_skip_invalid_drops_bad_lines(tmp_path: Path) -> None:
         ({"grad_cache_chunk_size": 0}, "grad_cache_chunk_size"),
         ({"method": "lora", "fsdp": "full_shard"}, "fsdp shards the prompting model"),
         ({"fsdp": True}, "fsdp must be one of"),
+        ({"hard": True, "gumbel_noise": False}, "no gradient to P"),
     ],
 )
 def test_invalid_config_values(overrides: dict, message: str) -> None:
@@ -129,9 +130,9 @@ def test_every_model_setting_is_a_training_setting_or_model_only(tmp_path: Path)
         missing = {f.name for f in fields(target)} - MODEL_ONLY - settings - set(RENAMED)
         assert not missing, f"{target.__name__} fields neither in TrainingConfig nor MODEL_ONLY: {sorted(missing)}"
     config = TrainingConfig(num_soft_tokens=3, tau_start=2.0, prompt_on="query", max_length=64, lora_rank=4,
-                            output_dir=str(tmp_path))
+                            gumbel_noise=False, output_dir=str(tmp_path))
     derived = config.model_config
-    assert (derived.num_soft_tokens, derived.tau, derived.prompt_on, derived.max_length, derived.lora_rank) == \
-        (3, 2.0, "query", 64, 4)
+    assert (derived.num_soft_tokens, derived.tau, derived.prompt_on, derived.max_length, derived.lora_rank,
+            derived.gumbel_noise) == (3, 2.0, "query", 64, 4, False)
     lora = TrainingConfig(method="lora", prompt_position="suffix", output_dir=str(tmp_path)).model_config
     assert isinstance(lora, BaselineConfig) and lora.adapter == "lora" and lora.prompt_position == "suffix"

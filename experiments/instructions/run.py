@@ -12,7 +12,10 @@ learning rate 10x prompt tuning's: a table row is in few batches, ~2 of 300 on a
 rate 10x pe's), plaindocs (training reads the NLI hypotheses as documents, without the instruction, as FollowIR and
 MTEB read a corpus: only the premise's side can follow the instruction, and one hypothesis embedding must serve both
 directions), nlionly (train on `nli-contrastive` alone: twice the NLI batches of the mix, nothing else), deep (P's
-prompt as a prefix of every layer's keys and values in E, not 5 input tokens: more reach for the same P).
+prompt as a prefix of every layer's keys and values in E, not 5 input tokens: more reach for the same P), nonoise (P's
+soft tokens in training without Gumbel draws, as at inference), gentle (P's and W's learning rates 10x and 100x
+below pe's, to fine-tune from a start that already follows: from_table.py), frozenp and frozenw (P or W kept as
+it starts), still (learning rates of 1e-12: the loss of the start itself on each batch).
 Every row also gets `nli_follow_plain`: nli-follow with the hypotheses read so (`plain_reading`).
 
 Every trained row gets `BUDGET`; every row is scored on the same seeded subsets (`EVAL`): nli-follow (e-SNLI test
@@ -71,7 +74,10 @@ ROWS: dict[str, tuple[str | None, dict]] = {
 }
 LEVERS = {"seed7": {"seed": 7}, "seed1234": {"seed": 1234}, "div1": {"prompt_diversity": 1.0},
           "lr3e-2": {"learning_rate": 3e-2}, "lr1e-3": {"learning_rate": 1e-3}, "plaindocs": {},
-          "nlionly": {"train_data": ["nli-contrastive"], "task_weights": None}, "deep": {"prompt_position": "deep"}}
+          "nlionly": {"train_data": ["nli-contrastive"], "task_weights": None}, "deep": {"prompt_position": "deep"},
+          "nonoise": {"gumbel_noise": False}, "gentle": {"learning_rate": 1e-5, "alignment_learning_rate": 1e-4},
+          "frozenp": {"prompting_trainable": "frozen"}, "frozenw": {"train_alignment": False},
+          "still": {"learning_rate": 1e-12, "alignment_learning_rate": 1e-12}}
 NLI_TASKS = ("nli-entailment", "nli-contradiction")
 #: Rows whose model cannot read an instruction: the wording test is 0 by construction and is not encoded twice.
 STATIC = ("pt",)
@@ -130,20 +136,26 @@ def train_seconds(log: Path) -> float:
         return sum(float(r["step_time_s"]) for r in csv.DictReader(handle) if r.get("step_time_s"))
 
 
-def train_row(name: str, runs_dir: Path) -> tuple[Trainer, TrainResult, Path]:
-    """Train a row at `BUDGET`; its model is kept in `<runs_dir>/<row>@<E>/final`."""
+def row_config(name: str, runs_dir: Path) -> TrainingConfig:
+    """A trained row's settings: `BUDGET` with its levers, kept in `<runs_dir>/<row>@<E>`."""
     method, options = parse(name)
-    output_dir = runs_dir / f"{name}@{E}"
-    config = TrainingConfig(**{**BUDGET, **options}, method=method, prompting_model=P, embedding_model=E,
-                            output_dir=str(output_dir), do_eval=False, logging_steps=1, save_steps=10_000,
-                            save_model=True, show_progress_bar=False, device="cpu")
+    return TrainingConfig(**{**BUDGET, **options}, method=method, prompting_model=P, embedding_model=E,
+                          output_dir=str(runs_dir / f"{name}@{E}"), do_eval=False, logging_steps=1,
+                          save_steps=10_000, save_model=True, show_progress_bar=False, device="cpu")
+
+
+def train_row(name: str, runs_dir: Path, model: Embedder | None = None) -> tuple[Trainer, TrainResult, Path]:
+    """Train a row at `BUDGET` (from `model` when given, else from its method's start); its model is kept in
+    `<runs_dir>/<row>@<E>/final`."""
+    config = row_config(name, runs_dir)
+    output_dir = Path(config.output_dir)
     examples = None
     if "plaindocs" in name.split("+"):
         nli = {training_instructions(task) for task in NLI_TASKS}
         examples = [dataclasses.replace(e, document_prompt_type="document") if e.instructions in nli else e
                     for e in load_training_data(config.train_data, embedding_model=E, task_weights=config.task_weights,
                                                 negatives_model=lambda: bare_embedder(E))]
-    trainer = Trainer(config, examples=examples)
+    trainer = Trainer(config, model=model, examples=examples)
     return trainer, trainer.train(), output_dir
 
 

@@ -52,6 +52,9 @@ def train(
     tau_start: Annotated[float | None, Opt()] = None,
     tau_end: Annotated[float | None, Opt()] = None,
     hard: Annotated[bool | None, Opt("--hard/--soft", help="straight-through hard Gumbel sample")] = None,
+    gumbel_noise: Annotated[bool | None, Opt("--gumbel-noise/--no-gumbel-noise",
+                                             help="no noise: P's soft tokens in training are those of inference "
+                                                  "(the softmax's expectation)")] = None,
     temperature: Annotated[float | None, Opt(help="InfoNCE temperature")] = None,
     prompt_diversity: Annotated[float | None, Opt(help="weight of a term keeping P's prompts for different "
                                                        "instructions apart (0: off)")] = None,

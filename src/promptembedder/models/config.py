@@ -47,6 +47,10 @@ class PromptEmbedderConfig:
     `prefix` and `suffix` prompts (not `both` or `deep`). Configs saved before the field existed load as `prefix`,
     which is what they were trained with.
 
+    `gumbel_noise=False` relaxes P's next-token distribution with the noiseless softmax in training too (the soft
+    token is its expectation), as at inference: an untrained P's Gumbel draws differ from one another more than its
+    prompts for different instructions do (experiments/instructions/README.md, part 7).
+
     `train_alignment=False` keeps W at its least-squares start while P trains, so that P alone carries the
     steering: a W trained on E absorbs most of it, and a transfer to a new E replaces W (experiments/regime/LOG.md).
     """
@@ -56,6 +60,7 @@ class PromptEmbedderConfig:
     num_soft_tokens: int = 5
     tau: float = 1.0
     hard: bool = False
+    gumbel_noise: bool = True
     pooling: str | None = None
     normalize: bool = True
     max_length: int = 512
@@ -77,6 +82,9 @@ class PromptEmbedderConfig:
         check_types(self)
         if self.tau <= 0:
             raise ValueError(f"tau must be > 0, got {self.tau}")
+        if self.hard and not self.gumbel_noise:
+            raise ValueError("hard=True without gumbel_noise makes every soft token an argmax one-hot, which passes "
+                             "no gradient to P: keep the Gumbel noise, or set hard=False")
         if not self.train_alignment and self.alignment_init == "random":
             raise ValueError("train_alignment=False keeps W at its start, and alignment_init='random' makes that a "
                              "random map: use alignment_init 'auto' or 'lstsq', or train W")

@@ -1,8 +1,9 @@
 """The Prompting LLM P: turns an instruction into K soft tokens, differentiably.
 
-Each step relaxes P's next-token distribution with Gumbel-softmax, forms the soft token as that
-distribution times P's token-embedding matrix, and feeds it back through P's KV cache, so K tokens
-cost K small forwards and gradients reach P's weights through the whole generation.
+Each step relaxes P's next-token distribution with Gumbel-softmax (the plain softmax at inference, and in
+training too with `gumbel_noise=False`), forms the soft token as that distribution times P's token-embedding
+matrix, and feeds it back through P's KV cache, so K tokens cost K small forwards and gradients reach P's weights
+through the whole generation.
 """
 
 from __future__ import annotations
@@ -39,13 +40,15 @@ class PromptGenerator(nn.Module):
     #: Entry points besides `forward` that FSDP must gather the sharded weights for (distributed.py).
     fsdp_forward_methods = ("generate",)
 
-    def __init__(self, model: nn.Module, tokenizer, num_soft_tokens: int, tau: float = 1.0, hard: bool = False):
+    def __init__(self, model: nn.Module, tokenizer, num_soft_tokens: int, tau: float = 1.0, hard: bool = False,
+                 gumbel_noise: bool = True):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
         self.num_soft_tokens = num_soft_tokens
         self.tau = tau
         self.hard = hard
+        self.gumbel_noise = gumbel_noise  # False: training relaxes as inference does, without Gumbel draws
         self._cast: tuple[tuple, torch.Tensor] | None = None
         head = model.get_output_embeddings()
         if isinstance(head, nn.Linear) and head.bias is None and head.weight is self.embedding_matrix:
@@ -135,7 +138,8 @@ class PromptGenerator(nn.Module):
         out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **padding)
         soft_tokens, token_ids = [], []
         for step in range(self.num_soft_tokens):
-            probs = relax(out.logits[:, -1].float(), self.tau, self.hard, stochastic=self.training)
+            probs = relax(out.logits[:, -1].float(), self.tau, self.hard,
+                          stochastic=self.training and self.gumbel_noise)
             soft = probs.to(mixture.dtype) @ mixture  # (B, d_P)
             soft_tokens.append(soft)
             token_ids.append(probs.argmax(-1))  # read once at the end: no device sync inside the loop

@@ -90,7 +90,8 @@ class PromptEmbedder(TrainableEmbedder):
         p_model = load_pretrained(AutoModelForCausalLM, config.prompting_model, device,
                                   dtype=torch.float32).to(device)
         p_tokenizer = load_pretrained(AutoTokenizer, config.prompting_model)
-        self.generator = PromptGenerator(p_model, p_tokenizer, config.num_soft_tokens, config.tau, config.hard)
+        self.generator = PromptGenerator(p_model, p_tokenizer, config.num_soft_tokens, config.tau, config.hard,
+                                         config.gumbel_noise)
         check_context(config.num_soft_tokens, self.backbone, self.generator)
         self._set_prompting_trainable()
         deep = self.backbone.kv_layout if self.backbone.prompt_position == "deep" else None

@@ -42,6 +42,7 @@ class TrainingConfig:
     lora_rank: int = PromptEmbedderConfig.lora_rank
     lora_alpha: int = PromptEmbedderConfig.lora_alpha
     hard: bool = PromptEmbedderConfig.hard
+    gumbel_noise: bool = PromptEmbedderConfig.gumbel_noise
     tau_start: float = PromptEmbedderConfig.tau
     tau_end: float = PromptEmbedderConfig.tau
     train_alignment: bool = PromptEmbedderConfig.train_alignment
