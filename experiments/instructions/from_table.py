@@ -12,11 +12,15 @@ the limit:
 2. **fit, then trained**: the same start, then `run.py`'s contrastive training of the row for `--max-steps`. Does
    training keep the following (and P's prompts apart), or collapse them as it does from P's start?
 
-Each is scored as `run.py` scores a row (`run.score`), one JSON line per model to --results:
+`score` scores each as `run.py` scores a row (`run.score`), one JSON line per model to --results; `losses` trains
+rows for a few steps from the fitted start and keeps their loss per step, which `plot` draws against the table's
+on the same batches:
 
-    OMP_NUM_THREADS=1 python experiments/instructions/from_table.py \
+    OMP_NUM_THREADS=1 python experiments/instructions/from_table.py score \
         --table runs/instructions2500/table+plaindocs+nlionly+lr3e-2@gemma3-270m/final \
-        --results experiments/instructions/results_from_table.jsonl --runs-dir runs/from_table --max-steps 0 300
+        --results experiments/instructions/results_from_table.jsonl --runs-dir runs/from_table --max-steps 0
+    OMP_NUM_THREADS=1 python experiments/instructions/from_table.py losses --table ... --out from_table_losses.json \
+        --steps 30 table+plaindocs+nlionly+still pe+plaindocs+nlionly+nonoise+still pe+plaindocs+nlionly+nonoise ...
 """
 
 from __future__ import annotations
@@ -148,11 +152,12 @@ def plot(path: Path, out: Path) -> None:
     for row, value in results.items():
         if row.split("+")[0] != "table":
             gap = [a - b for a, b in zip(value["loss"], reference, strict=False)]
-            ax.plot(range(1, len(gap) + 1), gap, marker=".", label=row.removeprefix("pe+plaindocs+nlionly"))
+            label = row.removeprefix("pe+plaindocs+nlionly") or "(Gumbel noise)"
+            ax.plot(range(1, len(gap) + 1), gap, marker=".", label=label)
     ax.axhline(0, color="grey", lw=0.8)
     ax.set(xlabel="training step (batch of 16, the same batches for every row)",
            ylabel="loss minus the table's on the same batch",
-           title="PromptEmbedder started as the 2,500-step prompt table (W fitted): training leaves it")
+           title="PromptEmbedder started as the prompt table (W fitted), then trained")
     ax.legend(title="pe+plaindocs+nlionly ...", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(out, dpi=120)
