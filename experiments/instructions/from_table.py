@@ -67,6 +67,7 @@ def fit_to_table(model: PromptEmbedder, table: PromptTableEmbedder, draws: int =
         delta = torch.linalg.pinv(x) @ (t - x @ w0.T)
     model.alignment.linear.weight.copy_((w0 + delta.T).to(model.alignment.linear.weight))
     weight = model.alignment.linear.weight.double()
+    # in training mode: Gumbel draws, or none for a model without Gumbel noise (then it is the eval residual)
     noisy = [(soft_tokens(model, texts, draw=True) @ weight.T - targets).norm() / targets.norm() for _ in range(4)]
     model.generator.eval()
     fitted = torch.stack([model.soft_prompt(text) for text in texts]).double()
