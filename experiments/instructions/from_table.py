@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 import torch
-from run import BUDGET, E, done, row_config, score, train_row, train_seconds
+from run import BUDGET, E, done, row_config, score, train_row, training_record
 
 from promptembedder.auto import load_embedder
 from promptembedder.models.embedder import Embedder
@@ -105,11 +105,7 @@ def score_rows(args: argparse.Namespace, table: PromptTableEmbedder) -> None:
         print(json.dumps(fit), flush=True)
         if steps:
             trainer, result, output_dir = train_row(args.row, args.runs_dir / name, model)
-            summary = json.loads((output_dir / "train_summary.json").read_text())
-            record.update(budget={**BUDGET}, steps=result.steps, train_s=train_seconds(output_dir / "log.csv"),
-                          median_step_s=result.median_step_time_s,
-                          prompt_cosine=(summary.get("instructions") or {}).get("prompt_cosine"),
-                          log=str(output_dir / "log.csv"))
+            record.update(training_record(args.row, trainer, result, output_dir))
             model = trainer.model
         else:
             record.update(steps=0, train_s=0.0)

@@ -168,15 +168,20 @@ def run_row(name: str, runs_dir: Path) -> dict:
                                                 **options), device="cpu")
         return {**record, **score(model, False), "wall_s": time.perf_counter() - started}
     trainer, result, output_dir = train_row(name, runs_dir)
+    record.update(training_record(name, trainer, result, output_dir))
+    return {**record, **score(trainer.model, method in ("prompt-tuning",)), "wall_s": time.perf_counter() - started}
+
+
+def training_record(name: str, trainer: Trainer, result: TrainResult, output_dir: Path) -> dict:
+    """What a trained row's record keeps of its training: budget, steps, seconds, P's prompt cosine, the log."""
+    _, options = parse(name)
     summary = json.loads((output_dir / "train_summary.json").read_text()) if (
         output_dir / "train_summary.json").is_file() else {}
-    instructions = trainer.instructions
-    record.update(budget={**BUDGET, **{k: v for k, v in options.items() if k in BUDGET}}, steps=result.steps,
-                  train_s=train_seconds(output_dir / "log.csv"), median_step_s=result.median_step_time_s,
-                  trainable_parameters=result.trainable_parameters, training_instructions=len(instructions),
-                  prompt_cosine=(summary.get("instructions") or {}).get("prompt_cosine"),
-                  log=str(output_dir / "log.csv"))
-    return {**record, **score(trainer.model, method in ("prompt-tuning",)), "wall_s": time.perf_counter() - started}
+    return dict(budget={**BUDGET, **{k: v for k, v in options.items() if k in BUDGET}}, steps=result.steps,
+                train_s=train_seconds(output_dir / "log.csv"), median_step_s=result.median_step_time_s,
+                trainable_parameters=result.trainable_parameters, training_instructions=len(trainer.instructions),
+                prompt_cosine=(summary.get("instructions") or {}).get("prompt_cosine"),
+                log=str(output_dir / "log.csv"))
 
 
 def done(results: Path) -> set[str]:
