@@ -82,6 +82,18 @@ def test_frozen_p_trains_only_w(tiny_model_dir):
     assert [n for n, p in model.named_parameters() if p.requires_grad] == ["alignment.linear.weight"]
 
 
+def test_without_gumbel_noise_training_prompts_are_inference_prompts(tiny_model_dir):
+    """The model's gumbel_noise setting reaches P: with it off, a training-mode prompt is the eval one, every time."""
+    model = build(tiny_model_dir, gumbel_noise=False)
+    with torch.no_grad():
+        expected = model.soft_prompt(INSTRUCTION)
+        model.train()
+        first, second = model.soft_prompt(INSTRUCTION), model.soft_prompt(INSTRUCTION)
+    torch.testing.assert_close(first, expected)
+    assert torch.equal(first, second)
+    assert build(tiny_model_dir).generator.gumbel_noise
+
+
 def test_prompt_on_query_leaves_documents_unprompted(tiny_model_dir):
     """prompt_on='query': documents are embedded by bare E (no P call), queries get the soft prompt."""
     model = build(tiny_model_dir, prompt_on="query").eval()
