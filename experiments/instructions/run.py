@@ -15,7 +15,8 @@ directions), nlionly (train on `nli-contrastive` alone: twice the NLI batches of
 prompt as a prefix of every layer's keys and values in E, not 5 input tokens: more reach for the same P), nonoise (P's
 soft tokens in training without Gumbel draws, as at inference), gentle (P's and W's learning rates 10x and 100x
 below pe's, to fine-tune from a start that already follows: from_table.py), frozenp and frozenw (P or W kept as
-it starts), still (learning rates of 1e-12: the loss of the start itself on each batch).
+it starts), still (learning rates of 1e-12: the loss of the start itself on each batch), onewording (each NLI task
+read under its first training wording only: a table then has one row per direction, each in half the batches).
 Every row also gets `nli_follow_plain`: nli-follow with the hypotheses read so (`plain_reading`).
 
 Every trained row gets `BUDGET`; every row is scored on the same seeded subsets (`EVAL`): nli-follow (e-SNLI test
@@ -77,7 +78,7 @@ LEVERS = {"seed7": {"seed": 7}, "seed1234": {"seed": 1234}, "div1": {"prompt_div
           "nlionly": {"train_data": ["nli-contrastive"], "task_weights": None}, "deep": {"prompt_position": "deep"},
           "nonoise": {"gumbel_noise": False}, "gentle": {"learning_rate": 1e-5, "alignment_learning_rate": 1e-4},
           "frozenp": {"prompting_trainable": "frozen"}, "frozenw": {"train_alignment": False},
-          "still": {"learning_rate": 1e-12, "alignment_learning_rate": 1e-12}}
+          "still": {"learning_rate": 1e-12, "alignment_learning_rate": 1e-12}, "onewording": {}}
 NLI_TASKS = ("nli-entailment", "nli-contradiction")
 #: Rows whose model cannot read an instruction: the wording test is 0 by construction and is not encoded twice.
 STATIC = ("pt",)
@@ -149,10 +150,13 @@ def train_row(name: str, runs_dir: Path, model: Embedder | None = None) -> tuple
     `<runs_dir>/<row>@<E>/final`."""
     config = row_config(name, runs_dir)
     output_dir = Path(config.output_dir)
-    examples = None
-    if "plaindocs" in name.split("+"):
+    examples, levers = None, name.split("+")
+    if "plaindocs" in levers or "onewording" in levers:
         nli = {training_instructions(task) for task in NLI_TASKS}
-        examples = [dataclasses.replace(e, document_prompt_type="document") if e.instructions in nli else e
+        change = {"document_prompt_type": "document"} if "plaindocs" in levers else {}
+        examples = [dataclasses.replace(e, **change, **({"instructions": e.instructions[:1]}
+                                                        if "onewording" in levers else {}))
+                    if e.instructions in nli else e
                     for e in load_training_data(config.train_data, embedding_model=E, task_weights=config.task_weights,
                                                 negatives_model=lambda: bare_embedder(E))]
     trainer = Trainer(config, model=model, examples=examples)
