@@ -11,30 +11,43 @@ the limit:
    it never saw, P's own reading decides.
 2. **fit, then trained**: the same start, then `run.py`'s contrastive training of the row for `--max-steps`. Does
    training keep the following (and P's prompts apart), or collapse them as it does from P's start?
+3. **distilled** (`--distill N`): P and W trained by gradient descent for N steps to reproduce the table's prompts
+   (`distill_to_table`; E is not read), W then kept: a start where P itself may write a prompt per direction,
+   instead of W amplifying P's untrained differences. `routing` says, per group of `nli_wordings.py`'s wordings,
+   how many of P's prompts lie nearer their own direction's table prompt: 1 on the trained wordings is the table.
+
+The table may be one trained with one wording per NLI task (`run.py`'s `onewording`: a row per direction); each
+training wording then gets its task's row, and `tie` saves that table with a row per training wording, so that a
+new wording falls back to the nearest of the eight, not of two.
 
 `score` scores each as `run.py` scores a row (`run.score`), one JSON line per model to --results; `losses` trains
 rows for a few steps from the fitted start and keeps their loss per step, which `plot` draws against the table's
-on the same batches:
+on the same batches; `distill` keeps the distilled start's figures unscored:
 
     OMP_NUM_THREADS=1 python experiments/instructions/from_table.py score \
         --table runs/instructions2500/table+plaindocs+nlionly+lr3e-2@gemma3-270m/final \
         --results experiments/instructions/results_from_table.jsonl --runs-dir runs/from_table --max-steps 0
     OMP_NUM_THREADS=1 python experiments/instructions/from_table.py losses --table ... --out from_table_losses.json \
         --steps 30 table+plaindocs+nlionly+still pe+plaindocs+nlionly+nonoise+still pe+plaindocs+nlionly+nonoise ...
+    OMP_NUM_THREADS=2 python experiments/instructions/from_table.py distill --table ... --out distill_onewording.json \
+        --distill 60 --distill-lr 1e-4 --distill-alignment-lr 3e-3
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import time
 from pathlib import Path
 
 import torch
-from run import BUDGET, E, done, row_config, score, train_row, training_record
+from nli_wordings import wordings
+from run import BUDGET, NLI_TASKS, E, done, row_config, score, train_row, training_record
 
 from promptembedder.auto import load_embedder
+from promptembedder.data.instructions import training_instructions
 from promptembedder.models.embedder import Embedder
 from promptembedder.models.prompt_embedder import PromptEmbedder
 from promptembedder.models.prompt_table import PromptTableEmbedder
@@ -47,19 +60,58 @@ def soft_tokens(model: PromptEmbedder, texts: list[str | None], draw: bool) -> t
     return torch.stack([generator(model.config.instruction_text(text)).embeddings for text in texts]).double()
 
 
+def table_targets(table: PromptTableEmbedder) -> tuple[list[str | None], torch.Tensor]:
+    """Each NLI training wording with its table row (K, d_E): its own row, or, in a table trained with one wording
+    per task (`onewording`), the row of its task's first wording; and no instruction (how documents are read in
+    `plaindocs` training and by nli-follow's plain reading) with the table's mean row, which the table reads them
+    with."""
+    texts, rows = [], []
+    for task in NLI_TASKS:
+        trained = training_instructions(task)
+        for text in trained:
+            key = text if text in table.row else trained[0]
+            if key not in table.row:
+                raise SystemExit(f"the table has no row for {task!r}: train it on the NLI tasks (nlionly)")
+            texts.append(text)
+            rows.append(table.prompt_for(key))
+    return [*texts, None], torch.stack([*rows, table.prompt_for(None)]).detach()
+
+
 @torch.no_grad()
-def fit_to_table(model: PromptEmbedder, table: PromptTableEmbedder, draws: int = 0) -> dict:
-    """Move W so that P's soft tokens for each named table row map onto that row's prompt, and for no instruction
-    (how documents are read in `plaindocs` training and by nli-follow's plain reading) onto the table's mean row,
-    which is what the table reads them with. With `draws`, W is fitted (ridge) to that many Gumbel draws of P's
-    tokens as well as eval's, so that the prompts training sees are the table's too, not only eval's."""
-    rows = [text for text in table.config.instructions if text.strip()]
-    texts = [*rows, None]
-    targets = torch.stack([table.prompt_for(text) for text in texts]).double()  # (n + 1, K, d_E)
+def routing(model: PromptEmbedder, table: PromptTableEmbedder) -> dict:
+    """Per wording of `nli_wordings` (trained, held-out, new pairs): is P's prompt nearer (cosine) to its direction's
+    table prompt (the mean row of that task's wordings) than to the other direction's? The share of wordings so
+    routed, per group: what P carries to a wording before E reads anything."""
+    texts, targets = table_targets(table)
+    half = (len(texts) - 1) // 2
+    centres = torch.stack([targets[:half].mean(0).flatten(), targets[half:-1].mean(0).flatten()])
+    centres = torch.nn.functional.normalize(centres.double(), dim=-1)
+    out = {}
+    for group, pairs in wordings().items():
+        right = []
+        for pair in pairs.values():
+            for direction, text in enumerate(pair):
+                prompt = torch.nn.functional.normalize(model.soft_prompt(text).flatten().double(), dim=0)
+                right.append(int((centres @ prompt).argmax()) == direction)
+        out[group] = sum(right) / len(right)
+    return out
+
+
+@torch.no_grad()
+def fit_to_table(model: PromptEmbedder, table: PromptTableEmbedder, draws: int = 0, solve: bool = True) -> dict:
+    """Move W so that P's soft tokens for each NLI training wording, and for no instruction, map onto their table
+    rows (`table_targets`). With `draws`, W is fitted (ridge) to that many Gumbel draws of P's tokens as well as
+    eval's, so that the prompts training sees are the table's too, not only eval's. With `solve` False, W is kept
+    (a distilled start: the exact fit of tied targets is ill-conditioned) and only the fit's figures are reported."""
+    texts, targets = table_targets(table)
+    targets = targets.double()  # (n + 1, K, d_E)
+    rows = [text for text in texts if text is not None]
     x = torch.cat([soft_tokens(model, texts, draw=i > 0) for i in range(draws + 1)]).flatten(0, 1)
     t = targets.repeat(draws + 1, 1, 1).flatten(0, 1)
     w0 = model.alignment.linear.weight.double()  # (d_E, d_P)
-    if draws:
+    if not solve:
+        delta = torch.zeros_like(w0.T)
+    elif draws:
         gram = x.T @ x
         gram += 1e-3 * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
         delta = torch.linalg.solve(gram, x.T @ (t - x @ w0.T))  # (d_P, d_E)
@@ -80,26 +132,102 @@ def fit_to_table(model: PromptEmbedder, table: PromptTableEmbedder, draws: int =
             "prompt_cosine": model.instruction_report(rows)["prompt_cosine"]}
 
 
-def fitted(row: str, table: PromptTableEmbedder, runs_dir: Path, draws: int = 0) -> tuple[Embedder, dict]:
-    """`row`'s model at its start: the table itself for a table row, else PromptEmbedder with W fitted to it."""
+def distill_error(prompts: torch.Tensor, targets: torch.Tensor, error: str = "split") -> torch.Tensor:
+    """The relative squared error of the prompts (n + 1, K, d_E) (`plain`); `split`: that of the wordings' prompts
+    about their mean, plus that of the mean and of the no-instruction prompt (the last); `spread`: the first alone.
+    The table's rows share most of their norm (cosine 0.93 between a onewording table's two rows), so the plain error
+    is met by the shared part and hardly sees what tells the directions apart."""
+    if error == "plain":
+        return (prompts - targets).pow(2).sum() / targets.pow(2).sum()
+    spread, target_spread = prompts[:-1] - prompts[:-1].mean(0), targets[:-1] - targets[:-1].mean(0)
+    common, target_common = torch.stack([prompts[:-1].mean(0), prompts[-1]]), torch.stack([targets[:-1].mean(0),
+                                                                                           targets[-1]])
+    spread_error = (spread - target_spread).pow(2).sum() / target_spread.pow(2).sum()
+    if error == "spread":
+        return spread_error
+    return spread_error + (common - target_common).pow(2).sum() / target_common.pow(2).sum()
+
+
+def distill_to_table(model: PromptEmbedder, table: PromptTableEmbedder, steps: int, lr: float,
+                     alignment_lr: float, error: str = "split", log=print) -> dict:
+    """Train P and W by regression onto the table's prompts (E is not read): W(P(wording)) -> its task's row,
+    W(P(no instruction)) -> the mean row, for `steps` Adam steps on `distill_error` with the tokens as training makes
+    them (Gumbel draws unless the row has none), the rates decaying linearly to 0. Unlike the min-norm fit, gradient
+    descent moves P too, so P's tokens may spread apart and W need not amplify a near-degenerate subspace."""
+    texts, targets = table_targets(table)
+    read = [model.config.instruction_text(text) for text in texts]
+    w0 = model.alignment.linear.weight.detach().clone()
+    optimizer = torch.optim.AdamW(model.param_groups(alignment_lr), lr=lr, weight_decay=0.0)
+    decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
+    model.train()
+    losses, started = [], time.perf_counter()
+    for step in range(steps):
+        prompts = model.alignment(torch.stack([p.embeddings for p in model.generator.generate(read)]))
+        loss = distill_error(prompts, targets, error)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        decay.step()
+        losses.append(loss.item())
+        if step % 25 == 0 or step + 1 == steps:
+            log(f"  distill step {step + 1}/{steps}: relative squared error {losses[-1]:.4f}")
+    model.eval()
+    return {"steps": steps, "lr": lr, "alignment_lr": alignment_lr, "error": error,
+            "seconds": time.perf_counter() - started, "loss": losses,
+            "loss_first": losses[0], "loss_last": losses[-1],
+            "w_change_over_w0": float((model.alignment.linear.weight.detach() - w0).norm() / w0.norm())}
+
+
+def fitted(row: str, table: PromptTableEmbedder, runs_dir: Path, draws: int = 0,
+           distill: tuple[int, float, float, str] | None = None) -> tuple[Embedder, dict]:
+    """`row`'s model at its start: the table itself for a table row, else PromptEmbedder with W fitted to it (min-norm)
+    or, with `distill` = (steps, P's lr, W's lr, error) and steps > 0, P and W distilled to it."""
     if row.split("+")[0] == "table":
         return table, {}
     torch.manual_seed(BUDGET["seed"])
     model = build_model(row_config(row, runs_dir), torch.device("cpu"))
-    return model, fit_to_table(model, table, draws)
+    distilled = distill_to_table(model, table, *distill) if distill and distill[0] else None
+    fit = {**fit_to_table(model, table, draws, solve=distilled is None), "routing": routing(model, table)}
+    return model, fit if distilled is None else {**fit, "distilled": distilled}
+
+
+@torch.no_grad()
+def tie(table: PromptTableEmbedder, out: Path) -> None:
+    """A `onewording` table (one row per NLI task) with one row per training wording, each its task's row: the
+    same prompts on the trained wordings, but a new wording falls back to its nearest of all eight, as a table
+    trained on every wording would, instead of the nearest of two."""
+    texts, targets = table_targets(table)
+    extra = [""] if "" in table.row else []
+    config = dataclasses.replace(table.config, instructions=[*texts[:-1], *extra])
+    tied = PromptTableEmbedder(config, device="cpu")
+    for row, value in zip(tied.prompts, [*targets[:-1], *(table.prompt_for("") for _ in extra)], strict=True):
+        row.data.copy_(value)
+    tied.save_pretrained(out)
+    print(f"{out}: {len(tied.prompts)} rows; routing of the tie's fallback {fallback_routing(tied)}", flush=True)
+
+
+def fallback_routing(table: PromptTableEmbedder) -> dict:
+    """`routing` for a table: the share of wordings whose fallback row is of the wording's own direction."""
+    direction = {text: i for i, task in enumerate(NLI_TASKS) for text in training_instructions(task)}
+    rows, out = table.config.instructions, {}
+    for group, pairs in wordings().items():
+        right = [direction[rows[table.nearest(text)]] == i for pair in pairs.values() for i, text in enumerate(pair)]
+        out[group] = sum(right) / len(right)
+    return out
 
 
 def score_rows(args: argparse.Namespace, table: PromptTableEmbedder) -> None:
     """The fit alone (0 steps) or the fit then `run.py`'s training, scored as `run.py` scores a row."""
     for steps in args.max_steps:
-        name = f"{args.row}+fromtable{steps}" + (f"+draws{args.draws}" if args.draws else "")
+        name = (f"{args.row}+fromtable{steps}" + (f"+draws{args.draws}" if args.draws else "")
+                + (f"+distill{args.distill}" if args.distill else ""))
         key = f"{name}@{E}"
         if key in done(args.results):
             continue
         print(f"== {key}", flush=True)
         started = time.perf_counter()
         BUDGET["max_steps"] = max(steps, 1)
-        model, fit = fitted(args.row, table, args.runs_dir / name, args.draws)
+        model, fit = fitted(args.row, table, args.runs_dir / name, args.draws, distill_args(args))
         record = {"key": key, "name": name, "method": "promptembedder", "embedding_model": E,
                   "table": str(args.table), "fit": fit}
         print(json.dumps(fit), flush=True)
@@ -127,7 +255,7 @@ def losses(args: argparse.Namespace, table: PromptTableEmbedder) -> None:
         if row in results:
             continue
         print(f"== {row}", flush=True)
-        model, fit = fitted(row, table, args.runs_dir)
+        model, fit = fitted(row, table, args.runs_dir, distill=distill_args(args))
         _, _, output_dir = train_row(row, args.runs_dir, model)
         with open(output_dir / "log.csv", newline="") as handle:
             logged = [r for r in csv.DictReader(handle) if r.get("loss")]
@@ -160,10 +288,33 @@ def plot(path: Path, out: Path) -> None:
     fig.savefig(out, dpi=120)
 
 
+def distill_args(args: argparse.Namespace) -> tuple[int, float, float, str]:
+    return args.distill, args.distill_lr, args.distill_alignment_lr, args.distill_error
+
+
+def distill_only(args: argparse.Namespace, table: PromptTableEmbedder) -> None:
+    """The distilled start alone, unscored: its fit's figures, routing and loss per step, one entry per setting."""
+    results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    key = (f"{args.row}+distill{args.distill}" if not args.distill else
+           f"{args.row}+distill{args.distill}+lr{args.distill_lr:g}+alr{args.distill_alignment_lr:g}+{args.distill_error}")
+    if key not in results:
+        results[key] = fitted(args.row, table, args.runs_dir, distill=distill_args(args))[1]
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+    print(key, {k: results[key][k] for k in ("relative_residual", "routing")}, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("score", help="the fit, and the fit then trained, scored as run.py scores a row")
+    start = argparse.ArgumentParser(add_help=False)
+    start.add_argument("--distill", type=int, default=0,
+                       help="steps of regression of P and W onto the table's prompts (then W is not refitted)")
+    start.add_argument("--distill-lr", type=float, default=1e-4, help="P's learning rate in --distill")
+    start.add_argument("--distill-alignment-lr", type=float, default=1e-3, help="W's learning rate in --distill")
+    start.add_argument("--distill-error", choices=("split", "plain", "spread"), default="split",
+                       help="the regression's error: see distill_error")
+    p = sub.add_parser("score", parents=[start],
+                       help="the fit, and the fit then trained, scored as run.py scores a row")
     p.add_argument("--table", type=Path, required=True, help="a saved prompt-table model")
     p.add_argument("--results", type=Path, required=True)
     p.add_argument("--runs-dir", type=Path, default=Path("runs/from_table"))
@@ -171,12 +322,21 @@ def main() -> None:
                    help="0: the fit alone; N: the fit, then N steps of run.py's training")
     p.add_argument("--draws", type=int, default=0, help="Gumbel draws of P's tokens W is also fitted to")
     p.add_argument("--row", default="pe+plaindocs+nlionly", help="run.py's row whose model and training are used")
-    p = sub.add_parser("losses", help="the loss per step of each row from the fitted start, against the table's")
+    p = sub.add_parser("losses", parents=[start],
+                       help="the loss per step of each row from the fitted start, against the table's")
     p.add_argument("--table", type=Path, required=True, help="a saved prompt-table model")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--runs-dir", type=Path, default=Path("runs/from_table_losses"))
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("rows", nargs="+", help="run.py's rows (a table row is the table itself)")
+    p = sub.add_parser("distill", parents=[start], help="the distilled start's figures and routing, unscored")
+    p.add_argument("--table", type=Path, required=True, help="a saved prompt-table model")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--runs-dir", type=Path, default=Path("runs/from_table_distill"))
+    p.add_argument("--row", default="pe+plaindocs+nlionly+onewording+nonoise", help="run.py's row whose model is used")
+    p = sub.add_parser("tie", help="a onewording table with one row per training wording, each its task's row")
+    p.add_argument("--table", type=Path, required=True, help="a saved prompt-table model")
+    p.add_argument("--out", type=Path, required=True, help="the folder the tied table is saved to")
     p = sub.add_parser("plot", help="the losses' plot")
     p.add_argument("--losses", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
@@ -186,7 +346,9 @@ def main() -> None:
     table = load_embedder(str(args.table), device="cpu")
     if not isinstance(table, PromptTableEmbedder):
         raise SystemExit(f"{args.table}: not a prompt-table model ({type(table).__name__})")
-    (score_rows if args.command == "score" else losses)(args, table)
+    if args.command == "tie":
+        return tie(table, args.out)
+    {"score": score_rows, "losses": losses, "distill": distill_only}[args.command](args, table)
 
 
 if __name__ == "__main__":
