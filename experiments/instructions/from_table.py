@@ -101,8 +101,9 @@ def routing(model: PromptEmbedder, table: PromptTableEmbedder) -> dict:
 def fit_to_table(model: PromptEmbedder, table: PromptTableEmbedder, draws: int = 0, solve: bool = True) -> dict:
     """Move W so that P's soft tokens for each NLI training wording, and for no instruction, map onto their table
     rows (`table_targets`). With `draws`, W is fitted (ridge) to that many Gumbel draws of P's tokens as well as
-    eval's, so that the prompts training sees are the table's too, not only eval's. With `solve` False, W is kept
-    (a distilled start: the exact fit of tied targets is ill-conditioned) and only the fit's figures are reported."""
+    eval's, so that the prompts training sees are the table's too, not only eval's (for a row without Gumbel noise,
+    a ridge fit toward W as it is). With `solve` False, W is kept (a distilled start: the exact fit of tied targets is
+    ill-conditioned) and only the fit's figures are reported."""
     texts, targets = table_targets(table)
     targets = targets.double()  # (n + 1, K, d_E)
     rows = [text for text in texts if text is not None]
@@ -181,13 +182,14 @@ def distill_to_table(model: PromptEmbedder, table: PromptTableEmbedder, steps: i
 def fitted(row: str, table: PromptTableEmbedder, runs_dir: Path, draws: int = 0,
            distill: tuple[int, float, float, str] | None = None) -> tuple[Embedder, dict]:
     """`row`'s model at its start: the table itself for a table row, else PromptEmbedder with W fitted to it (min-norm)
-    or, with `distill` = (steps, P's lr, W's lr, error) and steps > 0, P and W distilled to it."""
+    or, with `distill` = (steps, P's lr, W's lr, error) and steps > 0, P and W distilled to it (then, with `draws`,
+    W ridge-fitted to it from there)."""
     if row.split("+")[0] == "table":
         return table, {}
     torch.manual_seed(BUDGET["seed"])
     model = build_model(row_config(row, runs_dir), torch.device("cpu"))
     distilled = distill_to_table(model, table, *distill) if distill and distill[0] else None
-    fit = {**fit_to_table(model, table, draws, solve=distilled is None), "routing": routing(model, table)}
+    fit = {**fit_to_table(model, table, draws, solve=distilled is None or draws > 0), "routing": routing(model, table)}
     return model, fit if distilled is None else {**fit, "distilled": distilled}
 
 
@@ -297,9 +299,12 @@ def distill_only(args: argparse.Namespace, table: PromptTableEmbedder) -> None:
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     key = (f"{args.row}+distill{args.distill}" if not args.distill else
            f"{args.row}+distill{args.distill}+lr{args.distill_lr:g}+alr{args.distill_alignment_lr:g}+{args.distill_error}")
+    key += f"+draws{args.draws}" if args.draws else ""
     if key not in results:
-        results[key] = fitted(args.row, table, args.runs_dir, distill=distill_args(args))[1]
+        model, results[key] = fitted(args.row, table, args.runs_dir, args.draws, distill_args(args))
         args.out.write_text(json.dumps(results, indent=1) + "\n")
+        if args.save:
+            model.save_pretrained(args.save)
     print(key, {k: results[key][k] for k in ("relative_residual", "routing")}, flush=True)
 
 
@@ -334,6 +339,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--runs-dir", type=Path, default=Path("runs/from_table_distill"))
     p.add_argument("--row", default="pe+plaindocs+nlionly+onewording+nonoise", help="run.py's row whose model is used")
+    p.add_argument("--draws", type=int, default=0, help="with --distill: W then ridge-fitted to the table")
+    p.add_argument("--save", type=Path, help="a folder to save the start to, for nli_wordings.py")
     p = sub.add_parser("tie", help="a onewording table with one row per training wording, each its task's row")
     p.add_argument("--table", type=Path, required=True, help="a saved prompt-table model")
     p.add_argument("--out", type=Path, required=True, help="the folder the tied table is saved to")
