@@ -221,8 +221,7 @@ def fallback_routing(table: PromptTableEmbedder) -> dict:
 def score_rows(args: argparse.Namespace, table: PromptTableEmbedder) -> None:
     """The fit alone (0 steps) or the fit then `run.py`'s training, scored as `run.py` scores a row."""
     for steps in args.max_steps:
-        name = (f"{args.row}+fromtable{steps}" + (f"+draws{args.draws}" if args.draws else "")
-                + (f"+distill{args.distill}" if args.distill else ""))
+        name = f"{args.row}+fromtable{steps}" + start_name(args)
         key = f"{name}@{E}"
         if key in done(args.results):
             continue
@@ -294,12 +293,17 @@ def distill_args(args: argparse.Namespace) -> tuple[int, float, float, str]:
     return args.distill, args.distill_lr, args.distill_alignment_lr, args.distill_error
 
 
+def start_name(args: argparse.Namespace) -> str:
+    """The start's settings as a row-name suffix, so that two starts never share a results key."""
+    distill = (f"+distill{args.distill}+lr{args.distill_lr:g}+alr{args.distill_alignment_lr:g}+{args.distill_error}"
+               if args.distill else "")
+    return distill + (f"+draws{args.draws}" if args.draws else "")
+
+
 def distill_only(args: argparse.Namespace, table: PromptTableEmbedder) -> None:
     """The distilled start alone, unscored: its fit's figures, routing and loss per step, one entry per setting."""
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
-    key = (f"{args.row}+distill{args.distill}" if not args.distill else
-           f"{args.row}+distill{args.distill}+lr{args.distill_lr:g}+alr{args.distill_alignment_lr:g}+{args.distill_error}")
-    key += f"+draws{args.draws}" if args.draws else ""
+    key = args.row + (start_name(args) or "+distill0")
     if key not in results:
         model, results[key] = fitted(args.row, table, args.runs_dir, args.draws, distill_args(args))
         args.out.write_text(json.dumps(results, indent=1) + "\n")
@@ -313,7 +317,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     start = argparse.ArgumentParser(add_help=False)
     start.add_argument("--distill", type=int, default=0,
-                       help="steps of regression of P and W onto the table's prompts (then W is not refitted)")
+                       help="steps of regression of P and W onto the table's prompts (then W kept; --draws: refitted)")
     start.add_argument("--distill-lr", type=float, default=1e-4, help="P's learning rate in --distill")
     start.add_argument("--distill-alignment-lr", type=float, default=1e-3, help="W's learning rate in --distill")
     start.add_argument("--distill-error", choices=("split", "plain", "spread"), default="split",

@@ -154,8 +154,8 @@ def train_row(name: str, runs_dir: Path, model: Embedder | None = None) -> tuple
     if "plaindocs" in levers or "onewording" in levers:
         nli = {training_instructions(task) for task in NLI_TASKS}
         change = {"document_prompt_type": "document"} if "plaindocs" in levers else {}
-        examples = [dataclasses.replace(e, **change, **({"instructions": e.instructions[:1]}
-                                                        if "onewording" in levers else {}))
+        first = "onewording" in levers
+        examples = [dataclasses.replace(e, **change, instructions=e.instructions[:1] if first else e.instructions)
                     if e.instructions in nli else e
                     for e in load_training_data(config.train_data, embedding_model=E, task_weights=config.task_weights,
                                                 negatives_model=lambda: bare_embedder(E))]
