@@ -9,8 +9,9 @@ the limit:
    change is min-norm, W0 + pinv(X) (T - X W0^T) with X P's soft tokens and T the table's prompts, so W0's
    vocabulary alignment is kept off the span of X. On the training wordings the model is the table; on a wording
    it never saw, P's own reading decides.
-2. **fit, then trained**: the same start, then `run.py`'s contrastive training of the row for `--max-steps`. Does
-   training keep the following (and P's prompts apart), or collapse them as it does from P's start?
+2. **fit, then trained**: the same start (or, with `score --start`, one saved by `distill --save`), then `run.py`'s
+   contrastive training of the row for `--max-steps`. Does training keep the following (and P's prompts apart),
+   or collapse them as it does from P's start?
 3. **distilled** (`--distill N`): P and W trained by gradient descent for N steps to reproduce the table's prompts
    (`distill_to_table`; E is not read), W then kept: a start where P itself may write a prompt per direction,
    instead of W amplifying P's untrained differences. `routing` says, per group of `nli_wordings.py`'s wordings,
@@ -180,16 +181,20 @@ def distill_to_table(model: PromptEmbedder, table: PromptTableEmbedder, steps: i
 
 
 def fitted(row: str, table: PromptTableEmbedder, runs_dir: Path, draws: int = 0,
-           distill: tuple[int, float, float, str] | None = None) -> tuple[Embedder, dict]:
-    """`row`'s model at its start: the table itself for a table row, else PromptEmbedder with W fitted to it (min-norm)
-    or, with `distill` = (steps, P's lr, W's lr, error) and steps > 0, P and W distilled to it (then, with `draws`,
-    W ridge-fitted to it from there)."""
+           distill: tuple[int, float, float, str] | None = None, start: Path | None = None) -> tuple[Embedder, dict]:
+    """`row`'s model at its start: the table itself for a table row, else PromptEmbedder (untrained, or `start`, a
+    saved one) with W fitted to it (min-norm) or, with `distill` = (steps, P's lr, W's lr, error) and steps > 0, P and
+    W distilled to it (then, with `draws`, W ridge-fitted to it from there). A saved start is kept as it is unless
+    distilled or `draws` is given."""
     if row.split("+")[0] == "table":
         return table, {}
     torch.manual_seed(BUDGET["seed"])
-    model = build_model(row_config(row, runs_dir), torch.device("cpu"))
+    model = load_embedder(str(start), device="cpu") if start else build_model(row_config(row, runs_dir),
+                                                                            torch.device("cpu"))
     distilled = distill_to_table(model, table, *distill) if distill and distill[0] else None
-    fit = {**fit_to_table(model, table, draws, solve=distilled is None or draws > 0), "routing": routing(model, table)}
+    solve = draws > 0 or (distilled is None and start is None)
+    fit = {**fit_to_table(model, table, draws, solve=solve), "routing": routing(model, table)}
+    fit = fit if start is None else {**fit, "start": str(start)}
     return model, fit if distilled is None else {**fit, "distilled": distilled}
 
 
@@ -228,7 +233,7 @@ def score_rows(args: argparse.Namespace, table: PromptTableEmbedder) -> None:
         print(f"== {key}", flush=True)
         started = time.perf_counter()
         BUDGET["max_steps"] = max(steps, 1)
-        model, fit = fitted(args.row, table, args.runs_dir / name, args.draws, distill_args(args))
+        model, fit = fitted(args.row, table, args.runs_dir / name, args.draws, distill_args(args), args.start)
         record = {"key": key, "name": name, "method": "promptembedder", "embedding_model": E,
                   "table": str(args.table), "fit": fit}
         print(json.dumps(fit), flush=True)
@@ -236,6 +241,7 @@ def score_rows(args: argparse.Namespace, table: PromptTableEmbedder) -> None:
             trainer, result, output_dir = train_row(args.row, args.runs_dir / name, model)
             record.update(training_record(args.row, trainer, result, output_dir))
             model = trainer.model
+            record["routing_after"] = routing(model, table)
         else:
             record.update(steps=0, train_s=0.0)
             model.save_pretrained(args.runs_dir / name / "final")
@@ -256,7 +262,7 @@ def losses(args: argparse.Namespace, table: PromptTableEmbedder) -> None:
         if row in results:
             continue
         print(f"== {row}", flush=True)
-        model, fit = fitted(row, table, args.runs_dir, distill=distill_args(args))
+        model, fit = fitted(row, table, args.runs_dir, distill=distill_args(args), start=args.start)
         _, _, output_dir = train_row(row, args.runs_dir, model)
         with open(output_dir / "log.csv", newline="") as handle:
             logged = [r for r in csv.DictReader(handle) if r.get("loss")]
@@ -295,9 +301,10 @@ def distill_args(args: argparse.Namespace) -> tuple[int, float, float, str]:
 
 def start_name(args: argparse.Namespace) -> str:
     """The start's settings as a row-name suffix, so that two starts never share a results key."""
+    start = f"+start-{args.start.parent.name}" if args.start else ""
     distill = (f"+distill{args.distill}+lr{args.distill_lr:g}+alr{args.distill_alignment_lr:g}+{args.distill_error}"
                if args.distill else "")
-    return distill + (f"+draws{args.draws}" if args.draws else "")
+    return start + distill + (f"+draws{args.draws}" if args.draws else "")
 
 
 def distill_only(args: argparse.Namespace, table: PromptTableEmbedder) -> None:
@@ -305,7 +312,7 @@ def distill_only(args: argparse.Namespace, table: PromptTableEmbedder) -> None:
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     key = args.row + (start_name(args) or "+distill0")
     if key not in results:
-        model, results[key] = fitted(args.row, table, args.runs_dir, args.draws, distill_args(args))
+        model, results[key] = fitted(args.row, table, args.runs_dir, args.draws, distill_args(args), args.start)
         args.out.write_text(json.dumps(results, indent=1) + "\n")
         if args.save:
             model.save_pretrained(args.save)
@@ -322,6 +329,8 @@ def main() -> None:
     start.add_argument("--distill-alignment-lr", type=float, default=1e-3, help="W's learning rate in --distill")
     start.add_argument("--distill-error", choices=("split", "plain", "spread"), default="split",
                        help="the regression's error: see distill_error")
+    start.add_argument("--start", type=Path, help="a saved PromptEmbedder (distill --save) to start from instead of "
+                       "an untrained one: kept as it is, or distilled further with --distill, or refitted with --draws")
     p = sub.add_parser("score", parents=[start],
                        help="the fit, and the fit then trained, scored as run.py scores a row")
     p.add_argument("--table", type=Path, required=True, help="a saved prompt-table model")
