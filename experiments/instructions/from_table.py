@@ -79,13 +79,16 @@ def table_targets(table: PromptTableEmbedder) -> tuple[list[str | None], torch.T
 
 
 @torch.no_grad()
-def routing(model: PromptEmbedder, table: PromptTableEmbedder) -> dict:
+def routing(model: PromptEmbedder, table: PromptTableEmbedder, own: bool = False) -> dict:
     """Per wording of `nli_wordings` (trained, held-out, new pairs): is P's prompt nearer (cosine) to its direction's
     table prompt (the mean row of that task's wordings) than to the other direction's? The share of wordings so
-    routed, per group: what P carries to a wording before E reads anything."""
+    routed, per group: what P carries to a wording before E reads anything. With `own`, the directions are P's own
+    prompts for each task's first training wording (`onewording`'s): for a P trained contrastively, not to the table."""
     texts, targets = table_targets(table)
     half = (len(texts) - 1) // 2
     centres = torch.stack([targets[:half].mean(0).flatten(), targets[half:-1].mean(0).flatten()])
+    if own:
+        centres = torch.stack([model.soft_prompt(training_instructions(task)[0]).flatten() for task in NLI_TASKS])
     centres = torch.nn.functional.normalize(centres.double(), dim=-1)
     out = {}
     for group, pairs in wordings().items():
@@ -193,7 +196,8 @@ def fitted(row: str, table: PromptTableEmbedder, runs_dir: Path, draws: int = 0,
                                                                             torch.device("cpu"))
     distilled = distill_to_table(model, table, *distill) if distill and distill[0] else None
     solve = draws > 0 or (distilled is None and start is None)
-    fit = {**fit_to_table(model, table, draws, solve=solve), "routing": routing(model, table)}
+    fit = {**fit_to_table(model, table, draws, solve=solve), "routing": routing(model, table),
+           "routing_own": routing(model, table, own=True)}
     fit = fit if start is None else {**fit, "start": str(start)}
     return model, fit if distilled is None else {**fit, "distilled": distilled}
 
@@ -242,6 +246,7 @@ def score_rows(args: argparse.Namespace, table: PromptTableEmbedder) -> None:
             record.update(training_record(args.row, trainer, result, output_dir))
             model = trainer.model
             record["routing_after"] = routing(model, table)
+            record["routing_own_after"] = routing(model, table, own=True)
         else:
             record.update(steps=0, train_s=0.0)
             model.save_pretrained(args.runs_dir / name / "final")
@@ -316,7 +321,7 @@ def distill_only(args: argparse.Namespace, table: PromptTableEmbedder) -> None:
         args.out.write_text(json.dumps(results, indent=1) + "\n")
         if args.save:
             model.save_pretrained(args.save)
-    print(key, {k: results[key][k] for k in ("relative_residual", "routing")}, flush=True)
+    print(key, {k: results[key][k] for k in ("relative_residual", "routing", "routing_own")}, flush=True)
 
 
 def main() -> None:
