@@ -83,7 +83,8 @@ def routing(model: PromptEmbedder, table: PromptTableEmbedder, own: bool = False
     """Per wording of `nli_wordings` (trained, held-out, new pairs): is P's prompt nearer (cosine) to its direction's
     table prompt (the mean row of that task's wordings) than to the other direction's? The share of wordings so
     routed, per group: what P carries to a wording before E reads anything. With `own`, the directions are P's own
-    prompts for each task's first training wording (`onewording`'s): for a P trained contrastively, not to the table."""
+    prompts for each task's first training wording (`onewording`'s; those two are routed right by construction): for
+    a P trained contrastively, not fitted to the table."""
     texts, targets = table_targets(table)
     half = (len(texts) - 1) // 2
     centres = torch.stack([targets[:half].mean(0).flatten(), targets[half:-1].mean(0).flatten()])
@@ -321,7 +322,7 @@ def distill_only(args: argparse.Namespace, table: PromptTableEmbedder) -> None:
         args.out.write_text(json.dumps(results, indent=1) + "\n")
         if args.save:
             model.save_pretrained(args.save)
-    print(key, {k: results[key][k] for k in ("relative_residual", "routing", "routing_own")}, flush=True)
+    print(key, {k: results[key].get(k) for k in ("relative_residual", "routing", "routing_own")}, flush=True)
 
 
 def main() -> None:
