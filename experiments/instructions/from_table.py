@@ -78,27 +78,33 @@ def table_targets(table: PromptTableEmbedder) -> tuple[list[str | None], torch.T
     return [*texts, None], torch.stack([*rows, table.prompt_for(None)]).detach()
 
 
-@torch.no_grad()
-def routing(model: PromptEmbedder, table: PromptTableEmbedder, own: bool = False) -> dict:
-    """Per wording of `nli_wordings` (trained, held-out, new pairs): is P's prompt nearer (cosine) to its direction's
-    table prompt (the mean row of that task's wordings) than to the other direction's? The share of wordings so
-    routed, per group: what P carries to a wording before E reads anything. With `own`, the directions are P's own
-    prompts for each task's first training wording (`onewording`'s; those two are routed right by construction): for
-    a P trained contrastively, not fitted to the table."""
-    texts, targets = table_targets(table)
-    half = (len(texts) - 1) // 2
-    centres = torch.stack([targets[:half].mean(0).flatten(), targets[half:-1].mean(0).flatten()])
-    if own:
-        centres = torch.stack([model.soft_prompt(training_instructions(task)[0]).flatten() for task in NLI_TASKS])
-    centres = torch.nn.functional.normalize(centres.double(), dim=-1)
+def routed(direction_of) -> dict:
+    """Per group of `nli_wordings`' wordings (trained, held-out, new pairs), the share whose direction, as
+    `direction_of(text)` gives it (0 entailment, 1 contradiction), is the wording's own."""
     out = {}
     for group, pairs in wordings().items():
-        right = []
-        for pair in pairs.values():
-            for direction, text in enumerate(pair):
-                prompt = torch.nn.functional.normalize(model.soft_prompt(text).flatten().double(), dim=0)
-                right.append(int((centres @ prompt).argmax()) == direction)
+        right = [direction_of(text) == i for pair in pairs.values() for i, text in enumerate(pair)]
         out[group] = sum(right) / len(right)
+    return out
+
+
+@torch.no_grad()
+def routing(model: PromptEmbedder, table: PromptTableEmbedder) -> dict[str, dict]:
+    """Is P's prompt for each wording nearer (cosine) to its own direction than to the other's? `table`: the
+    directions are the table's prompts (the mean row of each task's wordings); `own`: P's own prompts for each task's
+    first training wording (`onewording`'s; those two are routed right by construction), for a P trained
+    contrastively, not fitted to the table. The share so routed per group (`routed`): what P carries to a wording
+    before E reads anything."""
+    texts, targets = table_targets(table)
+    half = (len(texts) - 1) // 2
+    centres = {"table": torch.stack([targets[:half].mean(0).flatten(), targets[half:-1].mean(0).flatten()]),
+               "own": torch.stack([model.soft_prompt(training_instructions(task)[0]).flatten() for task in NLI_TASKS])}
+    prompts = {text: torch.nn.functional.normalize(model.soft_prompt(text).flatten().double(), dim=0)
+               for pairs in wordings().values() for pair in pairs.values() for text in pair}
+    out = {}
+    for name, centre in centres.items():
+        centre = torch.nn.functional.normalize(centre.double(), dim=-1)
+        out[name] = routed(lambda text, centre=centre: int((centre @ prompts[text]).argmax()))
     return out
 
 
@@ -197,8 +203,9 @@ def fitted(row: str, table: PromptTableEmbedder, runs_dir: Path, draws: int = 0,
                                                                             torch.device("cpu"))
     distilled = distill_to_table(model, table, *distill) if distill and distill[0] else None
     solve = draws > 0 or (distilled is None and start is None)
-    fit = {**fit_to_table(model, table, draws, solve=solve), "routing": routing(model, table),
-           "routing_own": routing(model, table, own=True)}
+    fit = fit_to_table(model, table, draws, solve=solve)  # W moves first: the routing is the start's
+    routes = routing(model, table)
+    fit = {**fit, "routing": routes["table"], "routing_own": routes["own"]}
     fit = fit if start is None else {**fit, "start": str(start)}
     return model, fit if distilled is None else {**fit, "distilled": distilled}
 
@@ -221,11 +228,7 @@ def tie(table: PromptTableEmbedder, out: Path) -> None:
 def fallback_routing(table: PromptTableEmbedder) -> dict:
     """`routing` for a table: the share of wordings whose fallback row is of the wording's own direction."""
     direction = {text: i for i, task in enumerate(NLI_TASKS) for text in training_instructions(task)}
-    rows, out = table.config.instructions, {}
-    for group, pairs in wordings().items():
-        right = [direction[rows[table.nearest(text)]] == i for pair in pairs.values() for i, text in enumerate(pair)]
-        out[group] = sum(right) / len(right)
-    return out
+    return routed(lambda text: direction[table.config.instructions[table.nearest(text)]])
 
 
 def score_rows(args: argparse.Namespace, table: PromptTableEmbedder) -> None:
@@ -246,8 +249,8 @@ def score_rows(args: argparse.Namespace, table: PromptTableEmbedder) -> None:
             trainer, result, output_dir = train_row(args.row, args.runs_dir / name, model)
             record.update(training_record(args.row, trainer, result, output_dir))
             model = trainer.model
-            record["routing_after"] = routing(model, table)
-            record["routing_own_after"] = routing(model, table, own=True)
+            routes = routing(model, table)
+            record.update(routing_after=routes["table"], routing_own_after=routes["own"])
         else:
             record.update(steps=0, train_s=0.0)
             model.save_pretrained(args.runs_dir / name / "final")
