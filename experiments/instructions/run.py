@@ -39,6 +39,7 @@ import json
 import random
 import time
 import traceback
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -145,9 +146,10 @@ def row_config(name: str, runs_dir: Path) -> TrainingConfig:
                           save_steps=10_000, save_model=True, show_progress_bar=False, device="cpu")
 
 
-def train_row(name: str, runs_dir: Path, model: Embedder | None = None) -> tuple[Trainer, TrainResult, Path]:
+def train_row(name: str, runs_dir: Path, model: Embedder | None = None,
+              prepare: Callable[[Trainer], None] | None = None) -> tuple[Trainer, TrainResult, Path]:
     """Train a row at `BUDGET` (from `model` when given, else from its method's start); its model is kept in
-    `<runs_dir>/<row>@<E>/final`."""
+    `<runs_dir>/<row>@<E>/final`. `prepare` sees the trainer before it trains (e.g. to add a term to its loss)."""
     config = row_config(name, runs_dir)
     output_dir = Path(config.output_dir)
     examples, levers = None, name.split("+")
@@ -160,6 +162,8 @@ def train_row(name: str, runs_dir: Path, model: Embedder | None = None) -> tuple
                     for e in load_training_data(config.train_data, embedding_model=E, task_weights=config.task_weights,
                                                 negatives_model=lambda: bare_embedder(E))]
     trainer = Trainer(config, model=model, examples=examples)
+    if prepare:
+        prepare(trainer)
     return trainer, trainer.train(), output_dir
 
 
