@@ -11,7 +11,7 @@ From P's own start (no `--start`: the row's untrained model, as `run.py` trains 
 distilled start of part 8). Each run is scored as `run.py` scores a row, with P's routing (`prompt_targets.routing`)
 and the anchor term at each step, one JSON line per run to --results:
 
-    OMP_NUM_THREADS=1 python experiments/instructions/anchored.py --anchor 1 \
+    OMP_NUM_THREADS=1 python experiments/instructions/anchored.py train --anchor 1 \
         --table runs/instructions700/table+plaindocs+nlionly+lr3e-2+onewording@gemma3-270m/final \
         --results experiments/instructions/results_anchored.jsonl \
         [--start runs/from_table_distill/spread200+ridge/final]
@@ -20,6 +20,7 @@ and the anchor term at each step, one JSON line per run to --results:
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import time
 from pathlib import Path
@@ -72,19 +73,48 @@ def table_error(model: PromptEmbedder, table: PromptTableEmbedder, error: str) -
     return float(distill_error(prompts.double(), targets.double(), error))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--table", type=Path, required=True, help="a saved prompt-table model (the anchor's targets)")
-    parser.add_argument("--results", type=Path, required=True)
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs/anchored"))
-    parser.add_argument("--row", default="pe+plaindocs+nlionly+onewording+nonoise",
-                        help="run.py's row whose model and training are used")
-    parser.add_argument("--anchor", type=float, required=True, help="the table error's weight in the loss")
-    parser.add_argument("--error", choices=("spread", "split", "plain"), default="spread",
-                        help="prompt_targets.distill_error's error")
-    parser.add_argument("--start", type=Path, help="a saved PromptEmbedder to train from (default: P's own start)")
-    parser.add_argument("--max-steps", type=int, default=300)
-    args = parser.parse_args()
+def moving_mean(values: list[float], window: int = 20) -> list[float]:
+    return [sum(values[max(0, i - window + 1):i + 1]) / (i + 1 - max(0, i - window + 1)) for i in range(len(values))]
+
+
+def contrastive_losses(log: Path, terms: list[float] | None = None, weight: float = 0.0) -> list[float]:
+    """The run's loss per step from its `log.csv`, less the anchor's share where it had one."""
+    with open(log, newline="") as handle:
+        losses = [float(r["loss"]) for r in csv.DictReader(handle) if r.get("loss")]
+    return [loss - weight * term for loss, term in zip(losses, terms or [0.0] * len(losses), strict=True)]
+
+
+def plot(results: Path, references: list[str], out: Path) -> None:
+    """Left: the contrastive loss per step (20-step mean) of each anchored run and of the unanchored runs given as
+    `label=log.csv` (the same seed reads the same batches); right: each anchored run's table error per step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for line in results.read_text().splitlines():
+        record = json.loads(line)
+        label = record["name"].removeprefix("pe+plaindocs+nlionly+onewording+nonoise")
+        loss = contrastive_losses(Path(record["log"]), record["anchor_terms"], record["anchor"])
+        left.plot(range(1, len(loss) + 1), moving_mean(loss), label=label)
+        right.plot(range(1, len(loss) + 1), record["anchor_terms"], label=label)
+    for reference in references:
+        label, _, log = reference.partition("=")
+        loss = contrastive_losses(Path(log))
+        left.plot(range(1, len(loss) + 1), moving_mean(loss), ls="--", label=f"{label} (no anchor)")
+    left.set(xlabel="training step (batch of 16)", ylabel="contrastive loss, 20-step mean",
+             title="the contrastive part of the loss")
+    right.set(xlabel="training step", ylabel="table error (relative, squared)", yscale="log",
+              title="the anchor: P's prompts against the table's spread")
+    left.legend(fontsize=7)
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
+def train(args: argparse.Namespace) -> None:
+    """The row trained from its start with the anchor, its routing and table error before and after, scored."""
     table = load_embedder(str(args.table), device="cpu")
     if not isinstance(table, PromptTableEmbedder):
         raise SystemExit(f"{args.table}: not a prompt-table model ({type(table).__name__})")
@@ -118,6 +148,30 @@ def main() -> None:
     with open(args.results, "a") as handle:
         handle.write(json.dumps(record) + "\n")
     print(json.dumps({k: record[k] for k in ("key", "eval_total_s", "wall_s")}), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("plot", help="the contrastive loss and the table error per step")
+    p.add_argument("--results", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("references", nargs="*", help="label=log.csv of an unanchored run to draw beside")
+    p = sub.add_parser("train", help="a run trained with the anchor, then scored")
+    p.add_argument("--table", type=Path, required=True, help="a saved prompt-table model (the anchor's targets)")
+    p.add_argument("--results", type=Path, required=True)
+    p.add_argument("--runs-dir", type=Path, default=Path("runs/anchored"))
+    p.add_argument("--row", default="pe+plaindocs+nlionly+onewording+nonoise",
+                   help="run.py's row whose model and training are used")
+    p.add_argument("--anchor", type=float, required=True, help="the table error's weight in the loss")
+    p.add_argument("--error", choices=("spread", "split", "plain"), default="spread",
+                   help="prompt_targets.distill_error's error")
+    p.add_argument("--start", type=Path, help="a saved PromptEmbedder to train from (default: P's own start)")
+    p.add_argument("--max-steps", type=int, default=300)
+    args = parser.parse_args()
+    if args.command == "plot":
+        return plot(args.results, args.references, args.out)
+    train(args)
 
 
 if __name__ == "__main__":
