@@ -51,6 +51,12 @@ def wordings() -> dict[str, dict[str, tuple[str, str]]]:
             "new": dict(NEW)}
 
 
+def labels(models: list[str]) -> list[str]:
+    """Each model's row folder; where two share one (a row trained from two starts), its run folder."""
+    names = [Path(m).parent.name.removesuffix("@gemma3-270m") for m in models]
+    return [Path(m).parents[1].name if names.count(name) > 1 else name for m, name in zip(models, names, strict=True)]
+
+
 def plot(results: dict, out: Path) -> None:
     """Each model's mean paired accuracy per group of wordings, with chance (50) and the issue's target (75)."""
     import matplotlib
@@ -67,8 +73,7 @@ def plot(results: dict, out: Path) -> None:
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
     for level, style in ((50, ":"), (75, "--")):
         ax.axhline(level, color="grey", ls=style, lw=0.8)
-    ax.set_xticks(range(len(results)), [Path(m).parent.name.removesuffix("@gemma3-270m") for m in results],
-                  rotation=12, ha="right", fontsize=7)
+    ax.set_xticks(range(len(results)), labels(list(results)), rotation=12, ha="right", fontsize=7)
     ax.set(ylim=(30, 85), ylabel="nli-follow paired accuracy (100 test premises)",
            title="nli-follow by wording: trained, the catalogue's held-out pair, six new pairs")
     ax.legend(title="wordings", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
