@@ -65,8 +65,9 @@ def anchor(table: PromptTableEmbedder, weight: float, error: str, kept: list[Anc
 
 
 @torch.no_grad()
-def table_error(model: PromptEmbedder, table: PromptTableEmbedder, error: str) -> float:
-    """The anchor's error of the model's eval prompts (no Gumbel draws)."""
+def eval_table_error(model: PromptEmbedder, table: PromptTableEmbedder, error: str) -> float:
+    """The anchor's error of the model's prompts as inference makes them (no Gumbel draws, no gradient), for the
+    record; `AnchoredLoss.table_error` is the training-time one."""
     model.eval()
     texts, targets = table_targets(table)
     prompts = torch.stack([model.soft_prompt(text) for text in texts])
@@ -74,6 +75,7 @@ def table_error(model: PromptEmbedder, table: PromptTableEmbedder, error: str) -
 
 
 def moving_mean(values: list[float], window: int = 20) -> list[float]:
+    """A trailing mean: one batch's loss is too noisy to compare runs by."""
     return [sum(values[max(0, i - window + 1):i + 1]) / (i + 1 - max(0, i - window + 1)) for i in range(len(values))]
 
 
@@ -132,7 +134,7 @@ def train(args: argparse.Namespace) -> None:
     if model is not None:
         routes = routing(model, table)
         record.update(routing_start=routes["table"], routing_own_start=routes["own"],
-                      table_error_start=table_error(model, table, args.error))
+                      table_error_start=eval_table_error(model, table, args.error))
     kept: list[AnchoredLoss] = []
     trainer, result, output_dir = train_row(args.row, args.runs_dir / name, model, anchor(table, args.anchor,
                                                                                        args.error, kept))
@@ -140,7 +142,7 @@ def train(args: argparse.Namespace) -> None:
     routes = routing(model, table)
     record.update(training_record(args.row, trainer, result, output_dir), anchor_terms=kept[0].terms,
                   routing_after=routes["table"], routing_own_after=routes["own"],
-                  table_error_after=table_error(model, table, args.error))
+                  table_error_after=eval_table_error(model, table, args.error))
     print(json.dumps({k: record[k] for k in ("routing_after", "routing_own_after", "table_error_after",
                                              "prompt_cosine")}), flush=True)
     record.update(score(model, False))
