@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import torch
-from prompt_targets import distill_error, routing, table_targets
+from prompt_targets import distill_error, routing, table_targets, training_prompts
 from run import BUDGET, E, done, score, train_row, training_record
 
 from promptembedder.auto import load_embedder
@@ -41,13 +41,12 @@ class AnchoredLoss:
     as training makes them (Gumbel draws unless the row has none); each step's term is kept in `terms`."""
 
     def __init__(self, loss, model: PromptEmbedder, table: PromptTableEmbedder, weight: float, error: str):
-        texts, self.targets = table_targets(table)
-        self.read = [model.config.instruction_text(text) for text in texts]
+        self.texts, self.targets = table_targets(table)
         self.loss, self.model, self.weight, self.error = loss, model, weight, error
         self.terms: list[float] = []
 
     def table_error(self) -> torch.Tensor:
-        prompts = self.model.alignment(torch.stack([p.embeddings for p in self.model.generator.generate(self.read)]))
+        prompts = training_prompts(self.model, self.texts)
         return distill_error(prompts, self.targets.to(prompts), self.error)
 
     def __call__(self, batch: list[TrainExample]) -> torch.Tensor:
@@ -56,11 +55,10 @@ class AnchoredLoss:
         return self.loss(batch) + self.weight * term
 
 
-def anchor(table: PromptTableEmbedder, weight: float, error: str, kept: list[AnchoredLoss]):
-    """`run.train_row`'s `prepare`: the trainer's loss wrapped in `AnchoredLoss` (kept, to read its terms)."""
+def anchor(table: PromptTableEmbedder, weight: float, error: str):
+    """`run.train_row`'s `prepare`: the trainer's loss wrapped in `AnchoredLoss`."""
     def prepare(trainer: Trainer) -> None:
         trainer.loss = AnchoredLoss(trainer.loss, trainer.model, table, weight, error)
-        kept.append(trainer.loss)
     return prepare
 
 
@@ -135,12 +133,11 @@ def train(args: argparse.Namespace) -> None:
         routes = routing(model, table)
         record.update(routing_start=routes["table"], routing_own_start=routes["own"],
                       table_error_start=eval_table_error(model, table, args.error))
-    kept: list[AnchoredLoss] = []
-    trainer, result, output_dir = train_row(args.row, args.runs_dir / name, model, anchor(table, args.anchor,
-                                                                                       args.error, kept))
+    trainer, result, output_dir = train_row(args.row, args.runs_dir / name, model,
+                                            anchor(table, args.anchor, args.error))
     model = trainer.model.eval()
     routes = routing(model, table)
-    record.update(training_record(args.row, trainer, result, output_dir), anchor_terms=kept[0].terms,
+    record.update(training_record(args.row, trainer, result, output_dir), anchor_terms=trainer.loss.terms,
                   routing_after=routes["table"], routing_own_after=routes["own"],
                   table_error_after=eval_table_error(model, table, args.error))
     print(json.dumps({k: record[k] for k in ("routing_after", "routing_own_after", "table_error_after",

@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 import torch
-from prompt_targets import distill_error, fallback_routing, routing, table_targets
+from prompt_targets import distill_error, fallback_routing, routing, table_targets, training_prompts
 from run import BUDGET, E, done, row_config, score, train_row, training_record
 
 from promptembedder.auto import load_embedder
@@ -103,14 +103,13 @@ def distill_to_table(model: PromptEmbedder, table: PromptTableEmbedder, steps: i
     them (Gumbel draws unless the row has none), the rates decaying linearly to 0. Unlike the min-norm fit, gradient
     descent moves P too, so P's tokens may spread apart and W need not amplify a near-degenerate subspace."""
     texts, targets = table_targets(table)
-    read = [model.config.instruction_text(text) for text in texts]
     w0 = model.alignment.linear.weight.detach().clone()
     optimizer = torch.optim.AdamW(model.param_groups(alignment_lr), lr=lr, weight_decay=0.0)
     decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
     model.train()
     losses, started = [], time.perf_counter()
     for step in range(steps):
-        prompts = model.alignment(torch.stack([p.embeddings for p in model.generator.generate(read)]))
+        prompts = training_prompts(model, texts)
         loss = distill_error(prompts, targets, error)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

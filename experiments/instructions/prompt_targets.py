@@ -31,6 +31,14 @@ def table_targets(table: PromptTableEmbedder) -> tuple[list[str | None], torch.T
     return [*texts, None], torch.stack([*rows, table.prompt_for(None)]).detach()
 
 
+def training_prompts(model: PromptEmbedder, texts: list[str | None]) -> torch.Tensor:
+    """W(P(text)) (n, K, d_E) for each instruction as training makes them: one batched generation, with gradient,
+    Gumbel draws unless the row has none. What regression (`from_table.distill_to_table`) and the anchor term
+    (`anchored.AnchoredLoss`) compare with `table_targets`."""
+    read = [model.config.instruction_text(text) for text in texts]
+    return model.alignment(torch.stack([p.embeddings for p in model.generator.generate(read)]))
+
+
 def routed(direction_of) -> dict:
     """Per group of `nli_wordings`' wordings (trained, held-out, new pairs), the share whose direction, as
     `direction_of(text)` gives it (0 entailment, 1 contradiction), is the wording's own."""
