@@ -19,44 +19,13 @@ from .building import add_lora, default_device, frozen_dtype, load_lora
 from .config import CONFIG_NAME, PromptEmbedderConfig
 from .deep_prompt import DeepPrompt
 from .generator import PromptGenerator, SoftPrompt
+from .prompt_head import PromptHead, unit_prompts
 from .trainable import TrainableEmbedder
 
 ALIGNMENT_FILE = "alignment.safetensors"
 PROMPTING_FILE = "prompting_model.safetensors"
 LAYER_OFFSETS = "layer_offsets"  # a deep prompt's per-layer maps, beside W in ALIGNMENT_FILE
 ADAPTER_DIR = "prompting_adapter"
-
-
-class PromptHead(nn.Module):
-    """P and W as one module, instruction -> aligned soft prompt: what data-parallel training wraps, so frozen E
-    is never broadcast or synchronised. It shares its weights with the PromptEmbedder it comes from."""
-
-    def __init__(self, model: PromptEmbedder):
-        super().__init__()
-        self.generator, self.alignment = model.generator, model.alignment
-        self._text = model.config.instruction_text
-
-    def forward(self, instruction: str | None, contrast: tuple[str | None, ...] = (),
-                documents: tuple[str | None, ...] = ()
-                ) -> tuple[torch.Tensor | DeepPrompt, torch.Tensor | DeepPrompt | None, torch.Tensor | None]:
-        """The aligned prompt for `instruction`; with `documents` (the documents' own instruction) theirs too; with
-        `contrast`, the mean cosine of P's soft tokens for `instruction` against those for each contrast
-        instruction (the prompt-diversity term). One generation for all of them."""
-        if not contrast and not documents:
-            return self.alignment(self.generator(self._text(instruction)).embeddings), None, None
-        texts = [self._text(i) for i in (instruction, *documents, *contrast)]
-        tokens = [p.embeddings for p in self.generator.generate(texts)]
-        document_prompt = self.alignment(tokens[1]) if documents else None
-        similarity = None
-        if contrast:
-            unit = unit_prompts([tokens[0], *tokens[1 + len(documents) :]])
-            similarity = (unit[1:] @ unit[0]).mean()
-        return self.alignment(tokens[0]), document_prompt, similarity
-
-
-def unit_prompts(prompts: list[torch.Tensor]) -> torch.Tensor:
-    """Each (K, d) prompt flattened to a unit vector, one row each: their dot products are how alike they are."""
-    return torch.nn.functional.normalize(torch.stack([p.flatten().float() for p in prompts]), dim=1)
 
 
 class PromptEmbedder(TrainableEmbedder):
