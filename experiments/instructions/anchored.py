@@ -106,7 +106,7 @@ def plot(results: Path, references: list[str], out: Path) -> None:
     left.set(xlabel="training step (batch of 16)", ylabel="contrastive loss, 20-step mean",
              title="the contrastive part of the loss")
     right.set(xlabel="training step", ylabel="table error (relative, squared)", yscale="log",
-              title="the anchor: P's prompts against the table's spread")
+              title="the anchor: P's prompts against the table (spread, or whole with +split)")
     left.legend(fontsize=7)
     right.legend(fontsize=7)
     fig.tight_layout()
