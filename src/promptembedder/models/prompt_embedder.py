@@ -155,7 +155,7 @@ class PromptEmbedder(TrainableEmbedder):
 
     def training_module(self) -> nn.Module:
         """P and W (instruction -> prompt): frozen E is never broadcast or synchronised."""
-        return PromptHead(self)
+        return PromptHead(self.generator, self.alignment, self.config.instruction_text)
 
     def sharded_modules(self) -> dict[str, nn.Module]:
         return {"generator": self.generator, "alignment": self.alignment}

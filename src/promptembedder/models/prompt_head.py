@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from .alignment import Alignment
 from .deep_prompt import DeepPrompt
-
-if TYPE_CHECKING:
-    from .prompt_embedder import PromptEmbedder
+from .generator import PromptGenerator
 
 
 class PromptHead(nn.Module):
     """P and W as one module, instruction -> aligned soft prompt: what data-parallel training wraps, so frozen E
-    is never broadcast or synchronised. It shares its weights with the PromptEmbedder it comes from."""
+    is never broadcast or synchronised. It shares its weights with the PromptEmbedder it comes from; `text` is that
+    model's `config.instruction_text` (what P reads for an instruction)."""
 
-    def __init__(self, model: PromptEmbedder):
+    def __init__(self, generator: PromptGenerator, alignment: Alignment, text: Callable[[str | None], str]):
         super().__init__()
-        self.generator, self.alignment = model.generator, model.alignment
-        self._text = model.config.instruction_text
+        self.generator, self.alignment, self._text = generator, alignment, text
 
     def forward(self, instruction: str | None, contrast: tuple[str | None, ...] = (),
                 documents: tuple[str | None, ...] = ()
