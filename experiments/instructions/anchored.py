@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import torch
-from prompt_targets import distill_error, routing, table_targets, training_prompts
+from prompt_targets import distill_error, inference_prompts, routing, table_targets, training_prompts
 from run import BUDGET, E, done, score, train_row, training_record
 
 from promptembedder.auto import load_embedder
@@ -68,7 +68,7 @@ def eval_table_error(model: PromptEmbedder, table: PromptTableEmbedder, error: s
     record; `AnchoredLoss.table_error` is the training-time one."""
     model.eval()
     texts, targets = table_targets(table)
-    prompts = torch.stack([model.soft_prompt(text) for text in texts])
+    prompts = inference_prompts(model, texts)
     return float(distill_error(prompts.double(), targets.double(), error))
 
 

@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 import torch
-from prompt_targets import distill_error, fallback_routing, routing, table_targets, training_prompts
+from prompt_targets import distill_error, fallback_routing, inference_prompts, routing, table_targets, training_prompts
 from run import BUDGET, E, done, row_config, score, train_row, training_record
 
 from promptembedder.auto import load_embedder
@@ -86,7 +86,7 @@ def fit_to_table(model: PromptEmbedder, table: PromptTableEmbedder, draws: int =
     # in training mode: Gumbel draws, or none for a model without Gumbel noise (then it is the eval residual)
     noisy = [(soft_tokens(model, texts, draw=True) @ weight.T - targets).norm() / targets.norm() for _ in range(4)]
     model.generator.eval()
-    fitted = torch.stack([model.soft_prompt(text) for text in texts]).double()
+    fitted = inference_prompts(model, texts).double()
     singular = torch.linalg.svdvals(x)
     return {"rows": len(rows), "draws": draws, "relative_residual": float((fitted - targets).norm() / targets.norm()),
             "relative_residual_gumbel": float(sum(noisy) / len(noisy)),

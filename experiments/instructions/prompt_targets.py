@@ -39,6 +39,11 @@ def training_prompts(model: PromptEmbedder, texts: list[str | None]) -> torch.Te
     return model.alignment(torch.stack([p.embeddings for p in model.generator.generate(read)]))
 
 
+def inference_prompts(model: PromptEmbedder, texts: list[str | None]) -> torch.Tensor:
+    """`training_prompts`' counterpart as inference makes them (`soft_prompt`: no Gumbel draws), for the record."""
+    return torch.stack([model.soft_prompt(text) for text in texts])
+
+
 def routed(direction_of) -> dict:
     """Per group of `nli_wordings`' wordings (trained, held-out, new pairs), the share whose direction, as
     `direction_of(text)` gives it (0 entailment, 1 contradiction), is the wording's own."""
